@@ -1,0 +1,214 @@
+//! The `status` of a Canary: everything the rollout state machine needs to
+//! go on after a crash, and what users and tools read.
+//!
+//! There is no state outside this struct: a process that restarts with the
+//! last status written reaches the same decisions as the one that died.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::routes::HeaderMatch;
+use crate::Time;
+
+/// Where a Canary's rollout is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Stable serves everything; no rollout has happened yet.
+    #[default]
+    Idle,
+    /// A canary is getting traffic and following the steps.
+    Progressing,
+    /// Waiting: a pause step, a person's pause, or an inconclusive gate.
+    Paused,
+    /// All steps done: stable is taking the canary's template.
+    Promoting,
+    /// The canary's revision is now stable; the canary is gone.
+    Promoted,
+    /// Traffic is back on stable; the canary is being scaled down.
+    RollingBack,
+    /// The canary was judged bad or aborted; stable serves everything.
+    RolledBack,
+    /// The canary never became ready in time; stable serves everything.
+    Failed,
+}
+
+impl Phase {
+    /// Phases in which a canary is running and may get traffic.
+    pub fn canary_live(self) -> bool {
+        matches!(self, Phase::Progressing | Phase::Paused | Phase::Promoting)
+    }
+
+    /// Phases that end a rollout and wait for a new revision (or `retry`).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Idle | Phase::Promoted | Phase::RolledBack | Phase::Failed)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The judge's verdict on one metric or on all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Verdict {
+    /// Evidence is still being gathered.
+    #[default]
+    Running,
+    /// The canary is within tolerance, with confidence.
+    Pass,
+    /// The canary is worse than tolerated: roll back.
+    Fail,
+    /// Neither PASS nor FAIL by the gate's timeout.
+    Inconclusive,
+    /// No requests or no series: never a pass.
+    NoData,
+}
+
+/// Why the rollout is paused outside a pause step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PauseReason {
+    /// A person ran `pause`.
+    User,
+    /// An analysis gate timed out and `onInconclusive` is `pause`.
+    Inconclusive,
+}
+
+/// A pause that only a person can end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStatus {
+    /// Who or what paused.
+    pub reason: PauseReason,
+    /// Since when.
+    pub since: Time,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Progressing`, `Paused` or `Analysis`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// A sentence for people.
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: Time,
+}
+
+/// The judge's latest findings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// When the judge last looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<Time>,
+    /// One entry per metric.
+    #[serde(default)]
+    pub metrics: Vec<MetricStatus>,
+}
+
+/// The judge's findings on one metric.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStatus {
+    /// The metric's name.
+    pub name: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// Canary bad events per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_rate: Option<f64>,
+    /// Stable bad events per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_rate: Option<f64>,
+    /// Estimated canary/stable rate ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Anytime-valid interval for the ratio (finite bounds; a huge upper bound means unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_interval: Option<[f64; 2]>,
+    /// The e-value against "canary within tolerance".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_value: Option<f64>,
+    /// The e-value at which this metric fails (1/alpha_j).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_threshold: Option<f64>,
+    /// Canary bad events so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_events: Option<u64>,
+    /// Canary requests so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_requests: Option<u64>,
+    /// Stable bad events so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_events: Option<u64>,
+    /// Stable requests so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_requests: Option<u64>,
+    /// Threshold metrics: the last value seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Threshold metrics: failed checks so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// Why there is no data, or other detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The whole status of a Canary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Where the rollout is.
+    pub phase: Phase,
+    /// Index of the current step, which is also the number of steps done.
+    pub step: u32,
+    /// Percent of traffic the canary gets now.
+    pub weight: u8,
+    /// Header routes in effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_routes: Vec<HeaderMatch>,
+    /// Mirror percent in effect.
+    #[serde(default)]
+    pub mirror_percent: u8,
+    /// The revision stable runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// The revision under test, while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// When the current rollout (or retry) of `canaryRevision` began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_started_at: Option<Time>,
+    /// When the current step began: pause and gate timers count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Since when the canary has not been ready (for `progressDeadline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_unready_since: Option<Time>,
+    /// A pause that only a person can end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStatus>,
+    /// Id of the last user command handled, so a command acts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<String>,
+    /// The judge's latest findings for this rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+    /// Kubernetes-style conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One line for people.
+    #[serde(default)]
+    pub message: String,
+}
