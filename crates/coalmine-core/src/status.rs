@@ -85,6 +85,31 @@ pub struct PauseStatus {
     pub since: Time,
 }
 
+/// Why a rollout was rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RollbackReason {
+    /// A gating metric's evidence crossed its threshold.
+    AnalysisFailed,
+    /// A person ran `abort`.
+    Aborted,
+    /// The canary was not ready within `progressDeadline`.
+    ProgressDeadlineExceeded,
+    /// An analysis gate timed out and `onInconclusive` is `rollback`.
+    Inconclusive,
+}
+
+/// Why and when the current rollout was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// The cause.
+    pub reason: RollbackReason,
+    /// The numbers behind it, for people.
+    pub message: String,
+    /// When.
+    pub at: Time,
+}
+
 /// A Kubernetes-style condition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -199,6 +224,9 @@ pub struct CanaryStatus {
     /// A pause that only a person can end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseStatus>,
+    /// Set when the current rollout was rolled back, with the cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
     /// Id of the last user command handled, so a command acts once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<String>,
