@@ -20,7 +20,7 @@ use crate::Duration;
 pub struct Checked {
     /// The plan, when there is no error.
     pub plan: Option<Plan>,
-    /// Every error and warning, in document order.
+    /// Every error and warning, grouped by part of the spec.
     pub problems: Vec<Problem>,
 }
 
@@ -397,7 +397,12 @@ impl Validator {
                     };
                     plan.push(s);
                 }
-                None => ok = false,
+                None => {
+                    ok = false;
+                    // A broken traffic step was meant to send traffic: do not
+                    // also report the gates after it as starved.
+                    live |= matches!(step, Step::SetWeight(_) | Step::SetMirror(_) | Step::SetHeaderRoute(_));
+                }
             }
         }
         if ok && !live {
@@ -601,7 +606,7 @@ impl Validator {
                 ok &= self.counts_or_value(&at, threshold, [("total", &p.total), ("bad", &p.bad)], ("query", &p.query));
                 for (field, q) in [("total", &p.total), ("bad", &p.bad), ("query", &p.query)] {
                     if let Some(q) = q {
-                        ok &= self.template(&format!("{at}.{field}"), q, !threshold);
+                        ok &= self.template(&format!("{at}.{field}"), q, field != "query");
                     }
                 }
                 Provider::Prometheus(p.clone())
