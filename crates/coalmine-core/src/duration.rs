@@ -74,6 +74,9 @@ impl FromStr for Duration {
         if s.is_empty() {
             return Err(err("it is empty"));
         }
+        if s.contains(char::is_whitespace) {
+            return Err(err("it contains spaces"));
+        }
         if s == "0" {
             return Ok(Duration::ZERO);
         }

@@ -407,7 +407,7 @@ impl Validator {
         }
         if ok && !live {
             self.error("spec.steps", "no step sends the canary any traffic").hint =
-                Some("add a setWeight step above 0 (or a setHeaderRoute or setMirror step)".into());
+                Some("add a setWeight step above 0, or a setHeaderRoute or setMirror step".into());
         }
         ok.then_some(plan)
     }

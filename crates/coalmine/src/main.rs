@@ -1,1 +1,45 @@
-fn main() {}
+//! `coalmine`: canary deployments for Kubernetes and for any two HTTP servers.
+//!
+//! This binary is a thin shell: it parses the command line and hands each
+//! subcommand to a module under [`commands`], which calls into the library
+//! crates (`coalmine-core` for specs and decisions). Exit codes: 0 success,
+//! 1 error (bad input included); `coalmine run` adds 2 for a rollback.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// Canary deployments: shift traffic step by step, judge the canary against
+/// stable, promote or roll back.
+#[derive(Debug, Parser)]
+#[command(name = "coalmine", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check Canary files and name every bad field.
+    Validate(commands::validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap exits 2 on usage errors; coalmine keeps 2 for "rolled
+            // back", so usage errors exit 1 like every other error.
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Validate(args) => commands::validate::run(&args),
+    }
+}

@@ -135,7 +135,7 @@ fn step_rules() {
 fn steps_must_send_traffic() {
     let none = "  steps:\n    - setWeight: 0\n    - pause: {duration: 1m}\n  analysis:";
     let problems = with(LOCAL, &LOCAL[LOCAL.find("  steps:").unwrap()..LOCAL.find("  sessionAffinity").unwrap()], &none.replace("\n  analysis:", "\n"));
-    assert_eq!(errors(&problems), vec!["spec.steps: no step sends the canary any traffic (add a setWeight step above 0 (or a setHeaderRoute or setMirror step))"]);
+    assert_eq!(errors(&problems), vec!["spec.steps: no step sends the canary any traffic (add a setWeight step above 0, or a setHeaderRoute or setMirror step)"]);
     let start = LOCAL.find("  steps:").unwrap();
     let end = LOCAL.find("  sessionAffinity").unwrap();
     let problems = with(LOCAL, &LOCAL[start..end], "  steps: []\n");
