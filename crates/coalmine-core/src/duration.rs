@@ -94,7 +94,9 @@ impl FromStr for Duration {
             if start == i {
                 return Err(err("each unit needs a whole number before it"));
             }
-            let number: u64 = s[start..i].parse().map_err(|_| err("a number is too large"))?;
+            let number: u64 = s[start..i]
+                .parse()
+                .map_err(|_| err("a number is too large"))?;
             let unit_start = i;
             while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
                 i += 1;
@@ -169,7 +171,9 @@ impl<'de> Deserialize<'de> for Duration {
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
                 match u64::try_from(v) {
                     Ok(v) => self.visit_u64(v),
-                    Err(_) => Err(E::custom(format!("`{v}` is negative; durations are like `30s`"))),
+                    Err(_) => Err(E::custom(format!(
+                        "`{v}` is negative; durations are like `30s`"
+                    ))),
                 }
             }
         }
@@ -217,7 +221,17 @@ mod tests {
 
     #[test]
     fn rejects_what_is_ambiguous_or_wrong() {
-        for s in ["", "5", "1x", "m", "1.5s", "1s1m", "5s5s", "-3s", "99999999999999999999h"] {
+        for s in [
+            "",
+            "5",
+            "1x",
+            "m",
+            "1.5s",
+            "1s1m",
+            "5s5s",
+            "-3s",
+            "99999999999999999999h",
+        ] {
             assert!(s.parse::<Duration>().is_err(), "{s} should be rejected");
         }
         let e = "10 minutes".parse::<Duration>().unwrap_err().to_string();
@@ -237,8 +251,13 @@ mod tests {
     fn serde_round_trip_and_bare_numbers() {
         let d: Duration = serde_json::from_str("\"1h30m\"").unwrap();
         assert_eq!(serde_json::to_string(&d).unwrap(), "\"1h30m\"");
-        assert_eq!(serde_json::from_str::<Duration>("0").unwrap(), Duration::ZERO);
-        let e = serde_json::from_str::<Duration>("30").unwrap_err().to_string();
+        assert_eq!(
+            serde_json::from_str::<Duration>("0").unwrap(),
+            Duration::ZERO
+        );
+        let e = serde_json::from_str::<Duration>("30")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`30s`"), "{e}");
     }
 }

@@ -9,7 +9,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::problem::{did_you_mean, Problem};
+use crate::problem::{Problem, did_you_mean};
 use crate::spec::{Canary, MetricSpec, Step};
 
 /// The metric providers coalmine reads; the keys of a metric that name one.
@@ -22,20 +22,24 @@ pub fn parse_canary(text: &str) -> Result<Canary, Vec<Problem>> {
             "write a Canary: apiVersion: coalmine.dev/v1alpha1, kind: Canary, metadata, spec",
         )]);
     }
-    let mut root: Value = serde_saphyr::from_str(text).map_err(|e| {
-        vec![Problem::error("", format!("not valid YAML or JSON: {e}"))]
-    })?;
+    let mut root: Value = serde_saphyr::from_str(text)
+        .map_err(|e| vec![Problem::error("", format!("not valid YAML or JSON: {e}"))])?;
     if !root.is_object() {
-        return Err(vec![Problem::error("", "expected a Canary object at the top").hint(
-            "write a map with apiVersion, kind, metadata and spec",
-        )]);
+        return Err(vec![
+            Problem::error("", "expected a Canary object at the top")
+                .hint("write a map with apiVersion, kind, metadata and spec"),
+        ]);
     }
     let mut problems = Vec::new();
-    let steps = take_list(&mut root, &["spec", "steps"]).map(|list| {
-        decode_each::<Step>(list, "spec.steps", Context::Step, &mut problems)
-    });
+    let steps = take_list(&mut root, &["spec", "steps"])
+        .map(|list| decode_each::<Step>(list, "spec.steps", Context::Step, &mut problems));
     let metrics = take_list(&mut root, &["spec", "analysis", "metrics"]).map(|list| {
-        decode_each::<MetricSpec>(list, "spec.analysis.metrics", Context::Metric, &mut problems)
+        decode_each::<MetricSpec>(
+            list,
+            "spec.analysis.metrics",
+            Context::Metric,
+            &mut problems,
+        )
     });
     let canary = decode::<Canary>(root, "", Context::Other, &mut problems);
     match canary {
@@ -203,40 +207,88 @@ mod tests {
             "  steps:\n    - setWeigth: 5\n    - pause: {duration: soon}\n    - setWeight: 10\n    - rollback: {}\n  analysis:\n    metrics:\n      - {name: a, datadog: {}}\n      - {name: b, builtin: erors}\n",
         );
         assert_eq!(ps.len(), 5, "{ps:?}");
-        assert!(ps[0].starts_with("spec.steps[0].setWeigth: unknown step `setWeigth` (did you mean `setWeight`?)"), "{}", ps[0]);
-        assert!(ps[1].starts_with("spec.steps[1].pause.duration: `soon` is not a duration"), "{}", ps[1]);
-        assert!(ps[2].starts_with("spec.steps[3].rollback: unknown step"), "{}", ps[2]);
-        assert!(ps[3].contains("spec.analysis.metrics[0].datadog: unknown metric provider `datadog`"), "{}", ps[3]);
+        assert!(
+            ps[0].starts_with(
+                "spec.steps[0].setWeigth: unknown step `setWeigth` (did you mean `setWeight`?)"
+            ),
+            "{}",
+            ps[0]
+        );
+        assert!(
+            ps[1].starts_with("spec.steps[1].pause.duration: `soon` is not a duration"),
+            "{}",
+            ps[1]
+        );
+        assert!(
+            ps[2].starts_with("spec.steps[3].rollback: unknown step"),
+            "{}",
+            ps[2]
+        );
+        assert!(
+            ps[3].contains("spec.analysis.metrics[0].datadog: unknown metric provider `datadog`"),
+            "{}",
+            ps[3]
+        );
         // serde stops at the first error inside one element; the second metric
         // is still reported because elements are decoded one by one.
-        assert!(ps[4].contains("spec.analysis.metrics[1].builtin: unknown value `erors` (did you mean `errors`?)"), "{ps:?}");
+        assert!(
+            ps[4].contains(
+                "spec.analysis.metrics[1].builtin: unknown value `erors` (did you mean `errors`?)"
+            ),
+            "{ps:?}"
+        );
     }
 
     #[test]
     fn unknown_and_missing_fields_are_named() {
         let ps = problems("  stepz: []\n");
-        assert_eq!(ps, vec!["spec.stepz: unknown field `stepz` (did you mean `steps`?)"]);
+        assert_eq!(
+            ps,
+            vec!["spec.stepz: unknown field `stepz` (did you mean `steps`?)"]
+        );
         let ps = problems("  analysis:\n    metrics:\n      - {builtin: errors}\n");
-        assert_eq!(ps, vec!["spec.analysis.metrics[0].name: is required but missing"]);
+        assert_eq!(
+            ps,
+            vec!["spec.analysis.metrics[0].name: is required but missing"]
+        );
         let ps = problems("  steps:\n    - {setWeight: 5, pause: {}}\n");
-        assert!(ps[0].starts_with("spec.steps[0]: a step has exactly one key"), "{ps:?}");
+        assert!(
+            ps[0].starts_with("spec.steps[0]: a step has exactly one key"),
+            "{ps:?}"
+        );
     }
 
     #[test]
     fn wrong_types_get_hints() {
         let ps = problems("  steps:\n    - setWeight: five\n");
-        assert!(ps[0].starts_with("spec.steps[0].setWeight: invalid type"), "{ps:?}");
+        assert!(
+            ps[0].starts_with("spec.steps[0].setWeight: invalid type"),
+            "{ps:?}"
+        );
         assert!(ps[0].ends_with("(write a whole number)"), "{ps:?}");
-        let ps = problems("  steps:\n    - setHeaderRoute: {match: [{header: x-canary, value: true}]}\n");
-        assert!(ps[0].starts_with("spec.steps[0].setHeaderRoute.match[0].value"), "{ps:?}");
+        let ps = problems(
+            "  steps:\n    - setHeaderRoute: {match: [{header: x-canary, value: true}]}\n",
+        );
+        assert!(
+            ps[0].starts_with("spec.steps[0].setHeaderRoute.match[0].value"),
+            "{ps:?}"
+        );
         assert!(ps[0].ends_with("(put the value in quotes)"), "{ps:?}");
     }
 
     #[test]
     fn not_yaml_or_not_an_object() {
         assert!(parse_canary("").unwrap_err()[0].message.contains("empty"));
-        assert!(parse_canary("spec: [unclosed").unwrap_err()[0].message.contains("not valid YAML"));
-        assert!(parse_canary("- a\n- b\n").unwrap_err()[0].message.contains("Canary object"));
+        assert!(
+            parse_canary("spec: [unclosed").unwrap_err()[0]
+                .message
+                .contains("not valid YAML")
+        );
+        assert!(
+            parse_canary("- a\n- b\n").unwrap_err()[0]
+                .message
+                .contains("Canary object")
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@
 //! exactly one provider and one kind of check, defaults are filled in) and
 //! the state machine, the proxy and the judge never re-check them.
 
+use crate::Duration;
 use crate::routes::HeaderMatch;
 use crate::spec::{
     BuiltinMetric, OnInconclusive, PrometheusProvider, SessionAffinity, WebhookProvider,
 };
-use crate::Duration;
 
 /// Default analysis interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -105,7 +105,10 @@ impl Router {
 
     /// Whether the router can copy a percentage of requests to the canary.
     pub fn supports_mirror(&self) -> bool {
-        matches!(self, Router::GatewayApi { .. } | Router::Istio { .. } | Router::Proxy)
+        matches!(
+            self,
+            Router::GatewayApi { .. } | Router::Istio { .. } | Router::Proxy
+        )
     }
 
     /// Whether the router can keep a user on one version with a cookie.

@@ -74,7 +74,10 @@ impl fmt::Display for Problem {
 
 /// The candidate closest to `word` by edit distance, if it is close enough
 /// to be a typo of it.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -124,7 +127,13 @@ mod tests {
 
     #[test]
     fn suggests_only_near_misses() {
-        let fields = ["setWeight", "pause", "analysis", "setHeaderRoute", "setMirror"];
+        let fields = [
+            "setWeight",
+            "pause",
+            "analysis",
+            "setHeaderRoute",
+            "setMirror",
+        ];
         assert_eq!(did_you_mean("setWeigth", fields), Some("setWeight"));
         assert_eq!(did_you_mean("setweight", fields), Some("setWeight"));
         assert_eq!(did_you_mean("paus", fields), Some("pause"));
@@ -134,7 +143,10 @@ mod tests {
     #[test]
     fn displays_path_message_and_hint() {
         let p = Problem::error("spec.steps[3].setWeight", "140 is above 100").hint("use 0 to 100");
-        assert_eq!(p.to_string(), "spec.steps[3].setWeight: 140 is above 100 (use 0 to 100)");
+        assert_eq!(
+            p.to_string(),
+            "spec.steps[3].setWeight: 140 is above 100 (use 0 to 100)"
+        );
         let w = Problem::warning("spec.steps[2]", "weight goes down");
         assert_eq!(w.to_string(), "warning: spec.steps[2]: weight goes down");
     }

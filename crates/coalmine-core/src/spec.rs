@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::Duration;
 use crate::routes::HeaderMatch;
 use crate::status::CanaryStatus;
-use crate::Duration;
 
 /// The API group and version of the resource.
 pub const API_VERSION: &str = "coalmine.dev/v1alpha1";
@@ -183,7 +183,11 @@ pub struct TrafficRouting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Empty>,
     /// Gateway API: weights on an HTTPRoute's backendRefs.
-    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_api: Option<GatewayApiRouting>,
     /// ingress-nginx canary annotations on a managed second Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,8 +7,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::routes::HeaderMatch;
 use crate::Time;
+use crate::routes::HeaderMatch;
 
 /// Where a Canary's rollout is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -40,7 +40,10 @@ impl Phase {
 
     /// Phases that end a rollout and wait for a new revision (or `retry`).
     pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Idle | Phase::Promoted | Phase::RolledBack | Phase::Failed)
+        matches!(
+            self,
+            Phase::Idle | Phase::Promoted | Phase::RolledBack | Phase::Failed
+        )
     }
 }
 

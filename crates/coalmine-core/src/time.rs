@@ -43,7 +43,10 @@ impl Time {
 
     /// This instant moved `d` later.
     pub fn plus(self, d: Duration) -> Self {
-        Time(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Time(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// How long after `earlier` this is (zero if it is not later).
@@ -198,7 +201,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-23 10:00:00", "2026-11-23T10:00:00"] {
+        for s in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23 10:00:00",
+            "2026-11-23T10:00:00",
+        ] {
             assert!(s.parse::<Time>().is_err(), "{s}");
         }
     }

@@ -3,17 +3,17 @@
 
 use std::collections::BTreeSet;
 
+use crate::Duration;
 use crate::plan::{
-    AnalysisPlan, Check, MetricPlan, Plan, PlanStep, Provider, Router, Target, DEFAULT_ALPHA,
-    DEFAULT_GATE_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_PROGRESS_DEADLINE,
+    AnalysisPlan, Check, DEFAULT_ALPHA, DEFAULT_GATE_TIMEOUT, DEFAULT_INTERVAL,
+    DEFAULT_PROGRESS_DEADLINE, MetricPlan, Plan, PlanStep, Provider, Router, Target,
 };
-use crate::problem::{did_you_mean, Problem};
+use crate::problem::{Problem, did_you_mean};
 use crate::routes::HeaderMatch;
 use crate::spec::{
-    BuiltinMetric, Canary, CanarySpec, HttpMethod, MetricSpec, Step, TrafficRouting, API_VERSION,
-    KIND,
+    API_VERSION, BuiltinMetric, Canary, CanarySpec, HttpMethod, KIND, MetricSpec, Step,
+    TrafficRouting,
 };
-use crate::Duration;
 
 /// The outcome of checking a Canary.
 #[derive(Debug, Clone)]
@@ -66,19 +66,22 @@ impl Validator {
 
     fn document(&mut self, c: &Canary) {
         if c.api_version != API_VERSION {
-            self.error("apiVersion", format!("`{}` is not {API_VERSION}", c.api_version))
-                .hint = Some(format!("write `apiVersion: {API_VERSION}`"));
+            self.error(
+                "apiVersion",
+                format!("`{}` is not {API_VERSION}", c.api_version),
+            )
+            .hint = Some(format!("write `apiVersion: {API_VERSION}`"));
         }
         if c.kind != KIND {
-            self.error("kind", format!("`{}` is not {KIND}", c.kind)).hint =
-                Some(format!("write `kind: {KIND}`"));
+            self.error("kind", format!("`{}` is not {KIND}", c.kind))
+                .hint = Some(format!("write `kind: {KIND}`"));
         }
-        if let Some(name) = &c.metadata.name {
-            if !is_dns_label(name) {
-                self.error("metadata.name", format!("`{name}` is not a valid name")).hint = Some(
+        if let Some(name) = &c.metadata.name
+            && !is_dns_label(name)
+        {
+            self.error("metadata.name", format!("`{name}` is not a valid name")).hint = Some(
                     "use at most 53 lowercase letters, digits and '-', starting and ending with a letter or digit".into(),
                 );
-            }
         }
     }
 
@@ -100,26 +103,42 @@ impl Validator {
             .unwrap_or(DEFAULT_INTERVAL);
         let steps = self.steps(&spec.steps, router.as_ref(), metric_count, interval);
         if spec.analysis.is_none() && !spec.steps.is_empty() {
-            self.warn("spec.analysis", "no analysis: nothing is judged and nothing rolls back by itself")
-                .hint = Some("add spec.analysis.metrics, e.g. `{name: errors, builtin: errors}`".into());
+            self.warn(
+                "spec.analysis",
+                "no analysis: nothing is judged and nothing rolls back by itself",
+            )
+            .hint =
+                Some("add spec.analysis.metrics, e.g. `{name: errors, builtin: errors}`".into());
         }
         if let Some(aff) = &spec.session_affinity {
             if !is_token(&aff.cookie) {
-                self.error("spec.sessionAffinity.cookie", format!("`{}` is not a valid cookie name", aff.cookie))
-                    .hint = Some("use letters, digits and '-', e.g. coalmine-track".into());
+                self.error(
+                    "spec.sessionAffinity.cookie",
+                    format!("`{}` is not a valid cookie name", aff.cookie),
+                )
+                .hint = Some("use letters, digits and '-', e.g. coalmine-track".into());
             }
             if aff.max_age == Some(Duration::ZERO) {
-                self.error("spec.sessionAffinity.maxAge", "0s would expire the cookie at once")
-                    .hint = Some("remove it for a browser-session cookie, or write e.g. 1h".into());
+                self.error(
+                    "spec.sessionAffinity.maxAge",
+                    "0s would expire the cookie at once",
+                )
+                .hint = Some("remove it for a browser-session cookie, or write e.g. 1h".into());
             }
             if let Some(r) = router.as_ref().filter(|r| !r.supports_session_affinity()) {
-                self.error("spec.sessionAffinity", format!("the `{}` router cannot keep sessions", r.name()))
-                    .hint = Some("use the gatewayAPI, nginx, istio or proxy router".into());
+                self.error(
+                    "spec.sessionAffinity",
+                    format!("the `{}` router cannot keep sessions", r.name()),
+                )
+                .hint = Some("use the gatewayAPI, nginx, istio or proxy router".into());
             }
         }
         if spec.progress_deadline == Some(Duration::ZERO) {
-            self.error("spec.progressDeadline", "0s leaves the canary no time to start")
-                .hint = Some("write e.g. 10m".into());
+            self.error(
+                "spec.progressDeadline",
+                "0s leaves the canary no time to start",
+            )
+            .hint = Some("write e.g. 10m".into());
         }
         Some(Plan {
             name: name.unwrap_or("canary").to_owned(),
@@ -135,8 +154,10 @@ impl Validator {
     fn target(&mut self, spec: &CanarySpec, name: Option<&str>) -> Option<Target> {
         match (&spec.upstreams, &spec.template) {
             (Some(_), Some(_)) => {
-                self.error("spec", "both `upstreams` and `template` are set").hint = Some(
-                    "use `upstreams` for coalmine run, or `template` for Kubernetes, not both".into(),
+                self.error("spec", "both `upstreams` and `template` are set")
+                    .hint = Some(
+                    "use `upstreams` for coalmine run, or `template` for Kubernetes, not both"
+                        .into(),
                 );
                 None
             }
@@ -154,22 +175,31 @@ impl Validator {
                     ("trafficRouting", spec.traffic_routing.is_some()),
                 ] {
                     if value {
-                        self.warn(format!("spec.{field}"), "is for Kubernetes; coalmine run ignores it");
+                        self.warn(
+                            format!("spec.{field}"),
+                            "is for Kubernetes; coalmine run ignores it",
+                        );
                     }
                 }
                 let stable = self.urls("spec.upstreams.stable", &up.stable);
                 let canary = self.urls("spec.upstreams.canary", &up.canary);
                 for (i, url) in up.canary.iter().enumerate() {
                     if up.stable.contains(url) {
-                        self.error(format!("spec.upstreams.canary[{i}]"), format!("{url} is also a stable upstream"))
-                            .hint = Some("the canary must be a different server from stable".into());
+                        self.error(
+                            format!("spec.upstreams.canary[{i}]"),
+                            format!("{url} is also a stable upstream"),
+                        )
+                        .hint = Some("the canary must be a different server from stable".into());
                     }
                 }
-                if let Some(listen) = &up.listen {
-                    if listen.parse::<std::net::SocketAddr>().is_err() {
-                        self.error("spec.upstreams.listen", format!("`{listen}` is not an address"))
-                            .hint = Some("write IP:PORT, e.g. 127.0.0.1:8080".into());
-                    }
+                if let Some(listen) = &up.listen
+                    && listen.parse::<std::net::SocketAddr>().is_err()
+                {
+                    self.error(
+                        "spec.upstreams.listen",
+                        format!("`{listen}` is not an address"),
+                    )
+                    .hint = Some("write IP:PORT, e.g. 127.0.0.1:8080".into());
                 }
                 Some(Target::Local {
                     stable: stable?,
@@ -179,8 +209,8 @@ impl Validator {
             }
             (None, Some(_)) => {
                 if name.is_none() {
-                    self.error("metadata.name", "is required in Kubernetes").hint =
-                        Some("the Deployments and Services are named after it".into());
+                    self.error("metadata.name", "is required in Kubernetes")
+                        .hint = Some("the Deployments and Services are named after it".into());
                 }
                 self.kubernetes(spec);
                 let router = self.router(spec.traffic_routing.as_ref());
@@ -198,8 +228,8 @@ impl Validator {
         let mut ok = true;
         for (i, url) in urls.iter().enumerate() {
             if let Err(why) = check_http_url(url) {
-                self.error(format!("{path}[{i}]"), format!("`{url}` {why}")).hint =
-                    Some("write http://HOST:PORT, e.g. http://127.0.0.1:9001".into());
+                self.error(format!("{path}[{i}]"), format!("`{url}` {why}"))
+                    .hint = Some("write http://HOST:PORT, e.g. http://127.0.0.1:9001".into());
                 ok = false;
             }
         }
@@ -217,7 +247,8 @@ impl Validator {
             .and_then(|s| s.get("containers"))
             .and_then(|c| c.as_array());
         if containers.is_none_or(|c| c.is_empty()) {
-            self.error("spec.template.spec.containers", "no containers").hint =
+            self.error("spec.template.spec.containers", "no containers")
+                .hint =
                 Some("a pod template needs at least one container with a name and an image".into());
         }
         let labels = template
@@ -232,26 +263,27 @@ impl Validator {
                             format!("spec.selector.matchLabels.{k}"),
                             format!("the pod template has no label {k}: {v}"),
                         )
-                        .hint = Some("the selector must match spec.template.metadata.labels".into());
+                        .hint =
+                            Some("the selector must match spec.template.metadata.labels".into());
                     }
                 }
             }
             None if labels.is_none_or(|l| l.is_empty()) => {
-                self.error("spec.template.metadata.labels", "no labels").hint = Some(
-                    "add labels (e.g. app: myapp); the selector defaults to them".into(),
-                );
+                self.error("spec.template.metadata.labels", "no labels")
+                    .hint =
+                    Some("add labels (e.g. app: myapp); the selector defaults to them".into());
             }
             None => {}
         }
         if let Some(svc) = &spec.service {
             if !(1..=65535).contains(&svc.port) {
-                self.error("spec.service.port", format!("{} is not a port", svc.port)).hint =
-                    Some("use 1 to 65535".into());
+                self.error("spec.service.port", format!("{} is not a port", svc.port))
+                    .hint = Some("use 1 to 65535".into());
             }
             match &svc.target_port {
                 Some(crate::spec::PortRef::Number(p)) if !(1..=65535).contains(p) => {
-                    self.error("spec.service.targetPort", format!("{p} is not a port")).hint =
-                        Some("use 1 to 65535 or a container port's name".into());
+                    self.error("spec.service.targetPort", format!("{p} is not a port"))
+                        .hint = Some("use 1 to 65535 or a container port's name".into());
                 }
                 Some(crate::spec::PortRef::Name(n)) if n.is_empty() => {
                     self.error("spec.service.targetPort", "is empty");
@@ -282,7 +314,10 @@ impl Validator {
             });
         }
         if let Some(i) = &tr.istio {
-            self.non_empty("spec.trafficRouting.istio.virtualService", &i.virtual_service);
+            self.non_empty(
+                "spec.trafficRouting.istio.virtualService",
+                &i.virtual_service,
+            );
             set.push(Router::Istio {
                 virtual_service: i.virtual_service.clone(),
                 route: i.route.clone(),
@@ -296,8 +331,11 @@ impl Validator {
             1 => set.pop(),
             _ => {
                 let names: Vec<&str> = set.iter().map(Router::name).collect();
-                self.error("spec.trafficRouting", format!("more than one router: {}", names.join(", ")))
-                    .hint = Some("keep exactly one".into());
+                self.error(
+                    "spec.trafficRouting",
+                    format!("more than one router: {}", names.join(", ")),
+                )
+                .hint = Some("keep exactly one".into());
                 None
             }
         }
@@ -401,12 +439,16 @@ impl Validator {
                     ok = false;
                     // A broken traffic step was meant to send traffic: do not
                     // also report the gates after it as starved.
-                    live |= matches!(step, Step::SetWeight(_) | Step::SetMirror(_) | Step::SetHeaderRoute(_));
+                    live |= matches!(
+                        step,
+                        Step::SetWeight(_) | Step::SetMirror(_) | Step::SetHeaderRoute(_)
+                    );
                 }
             }
         }
         if ok && !live {
-            self.error("spec.steps", "no step sends the canary any traffic").hint =
+            self.error("spec.steps", "no step sends the canary any traffic")
+                .hint =
                 Some("add a setWeight step above 0, or a setHeaderRoute or setMirror step".into());
         }
         ok.then_some(plan)
@@ -433,27 +475,43 @@ impl Validator {
             let at = format!("{path}[{i}]");
             match (&m.header, &m.cookie) {
                 (Some(_), Some(_)) | (None, None) => {
-                    self.error(&at, "needs exactly one of `header` and `cookie`").hint =
-                        Some("e.g. {header: x-canary, value: always} or {cookie: beta, value: yes}".into());
+                    self.error(&at, "needs exactly one of `header` and `cookie`")
+                        .hint = Some(
+                        "e.g. {header: x-canary, value: always} or {cookie: beta, value: yes}"
+                            .into(),
+                    );
                     ok = false;
                 }
                 (Some(name), None) | (None, Some(name)) if !is_token(name) => {
-                    self.error(&at, format!("`{name}` is not a valid header or cookie name")).hint =
-                        Some("use letters, digits and '-'".into());
+                    self.error(
+                        &at,
+                        format!("`{name}` is not a valid header or cookie name"),
+                    )
+                    .hint = Some("use letters, digits and '-'".into());
                     ok = false;
                 }
                 _ => {}
             }
             match (&m.value, &m.regex) {
                 (Some(_), Some(_)) | (None, None) => {
-                    self.error(&at, "needs exactly one of `value` and `regex`").hint =
+                    self.error(&at, "needs exactly one of `value` and `regex`")
+                        .hint =
                         Some("`value` matches exactly, `regex` by a regular expression".into());
                     ok = false;
                 }
                 (None, Some(re)) => {
                     if let Err(e) = regex::Regex::new(re) {
-                        let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                        self.error(format!("{at}.regex"), format!("`{re}` is not a regular expression: {first}"));
+                        let first = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned();
+                        self.error(
+                            format!("{at}.regex"),
+                            format!("`{re}` is not a regular expression: {first}"),
+                        );
                         ok = false;
                     }
                 }
@@ -467,20 +525,24 @@ impl Validator {
         let interval = a.interval.unwrap_or(DEFAULT_INTERVAL);
         let mut ok = true;
         if interval < Duration::from_secs(1) {
-            self.error("spec.analysis.interval", format!("{interval} is too short")).hint =
-                Some("use 1s or more; 10s is typical".into());
+            self.error("spec.analysis.interval", format!("{interval} is too short"))
+                .hint = Some("use 1s or more; 10s is typical".into());
             ok = false;
         }
         let alpha = a.alpha.unwrap_or(DEFAULT_ALPHA);
         if !(alpha > 0.0 && alpha <= 0.5) {
-            self.error("spec.analysis.alpha", format!("{alpha} is outside (0, 0.5]")).hint = Some(
+            self.error(
+                "spec.analysis.alpha",
+                format!("{alpha} is outside (0, 0.5]"),
+            )
+            .hint = Some(
                 "alpha is the chance of rolling back a healthy canary; 0.05 is typical".into(),
             );
             ok = false;
         }
         if a.metrics.is_empty() {
-            self.warn("spec.analysis.metrics", "is empty: nothing is judged").hint =
-                Some("add e.g. `{name: errors, builtin: errors}`".into());
+            self.warn("spec.analysis.metrics", "is empty: nothing is judged")
+                .hint = Some("add e.g. `{name: errors, builtin: errors}`".into());
         }
         let mut names = BTreeSet::new();
         let mut metrics = Vec::with_capacity(a.metrics.len());
@@ -491,8 +553,11 @@ impl Validator {
                     Some("give every metric a name, e.g. errors".into());
                 ok = false;
             } else if !names.insert(m.name.as_str()) {
-                self.error(format!("{path}.name"), format!("`{}` is used by an earlier metric", m.name))
-                    .hint = Some("metric names must be unique".into());
+                self.error(
+                    format!("{path}.name"),
+                    format!("`{}` is used by an earlier metric", m.name),
+                )
+                .hint = Some("metric names must be unique".into());
                 ok = false;
             }
             match self.metric(&path, m) {
@@ -508,13 +573,22 @@ impl Validator {
     }
 
     fn metric(&mut self, path: &str, m: &MetricSpec) -> Option<MetricPlan> {
-        let providers = [m.builtin.is_some(), m.prometheus.is_some(), m.webhook.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let providers = [
+            m.builtin.is_some(),
+            m.prometheus.is_some(),
+            m.webhook.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if providers != 1 {
-            let msg = if providers == 0 { "has no provider" } else { "has more than one provider" };
-            self.error(path, msg).hint = Some("give exactly one of builtin, prometheus or webhook".into());
+            let msg = if providers == 0 {
+                "has no provider"
+            } else {
+                "has more than one provider"
+            };
+            self.error(path, msg).hint =
+                Some("give exactly one of builtin, prometheus or webhook".into());
             return None;
         }
         let threshold = m.threshold.is_some();
@@ -522,31 +596,42 @@ impl Validator {
         let check = match &m.threshold {
             Some(t) => {
                 if m.max_ratio.is_some() {
-                    self.error(format!("{path}.maxRatio"), "is for comparisons with stable, and this metric has a threshold")
-                        .hint = Some("remove one of maxRatio and threshold".into());
+                    self.error(
+                        format!("{path}.maxRatio"),
+                        "is for comparisons with stable, and this metric has a threshold",
+                    )
+                    .hint = Some("remove one of maxRatio and threshold".into());
                     ok = false;
                 }
                 if t.min.is_none() && t.max.is_none() {
-                    self.error(format!("{path}.threshold"), "has neither min nor max").hint =
-                        Some("e.g. threshold: {max: 0.5}".into());
+                    self.error(format!("{path}.threshold"), "has neither min nor max")
+                        .hint = Some("e.g. threshold: {max: 0.5}".into());
                     ok = false;
                 }
                 if t.min.iter().chain(&t.max).any(|x| !x.is_finite()) {
                     self.error(format!("{path}.threshold"), "bounds must be finite numbers");
                     ok = false;
                 }
-                if let (Some(lo), Some(hi)) = (t.min, t.max) {
-                    if lo > hi {
-                        self.error(format!("{path}.threshold"), format!("min {lo} is above max {hi}"));
-                        ok = false;
-                    }
+                if let (Some(lo), Some(hi)) = (t.min, t.max)
+                    && lo > hi
+                {
+                    self.error(
+                        format!("{path}.threshold"),
+                        format!("min {lo} is above max {hi}"),
+                    );
+                    ok = false;
                 }
                 let limit = m.failure_limit.unwrap_or(1);
                 let failure_limit = match u32::try_from(limit) {
                     Ok(l) if l >= 1 => l,
                     _ => {
-                        self.error(format!("{path}.failureLimit"), format!("{limit} is below 1")).hint =
-                            Some("the number of failed checks that fail the metric; 1 or more".into());
+                        self.error(
+                            format!("{path}.failureLimit"),
+                            format!("{limit} is below 1"),
+                        )
+                        .hint = Some(
+                            "the number of failed checks that fail the metric; 1 or more".into(),
+                        );
                         ok = false;
                         1
                     }
@@ -565,8 +650,14 @@ impl Validator {
                 }
                 let max_ratio = m.max_ratio.unwrap_or(1.0);
                 if !(max_ratio.is_finite() && max_ratio > 0.0) {
-                    self.error(format!("{path}.maxRatio"), format!("{max_ratio} is not a positive number"))
-                        .hint = Some("1.0 means the canary may not be worse than stable; 1.5 tolerates 50% more".into());
+                    self.error(
+                        format!("{path}.maxRatio"),
+                        format!("{max_ratio} is not a positive number"),
+                    )
+                    .hint = Some(
+                        "1.0 means the canary may not be worse than stable; 1.5 tolerates 50% more"
+                            .into(),
+                    );
                     ok = false;
                 }
                 Check::Compare { max_ratio }
@@ -575,17 +666,23 @@ impl Validator {
         let provider = if let Some(b) = m.builtin {
             match (b, m.slower_than) {
                 (BuiltinMetric::Latency, None) => {
-                    self.error(format!("{path}.slowerThan"), "is required for builtin: latency").hint =
-                        Some("a request slower than this counts as bad, e.g. 300ms".into());
+                    self.error(
+                        format!("{path}.slowerThan"),
+                        "is required for builtin: latency",
+                    )
+                    .hint = Some("a request slower than this counts as bad, e.g. 300ms".into());
                     ok = false;
                 }
                 (BuiltinMetric::Latency, Some(d)) if d.is_zero() => {
-                    self.error(format!("{path}.slowerThan"), "0s makes every request slow").hint =
-                        Some("e.g. 300ms".into());
+                    self.error(format!("{path}.slowerThan"), "0s makes every request slow")
+                        .hint = Some("e.g. 300ms".into());
                     ok = false;
                 }
                 (BuiltinMetric::Errors, Some(_)) => {
-                    self.error(format!("{path}.slowerThan"), "only applies to builtin: latency");
+                    self.error(
+                        format!("{path}.slowerThan"),
+                        "only applies to builtin: latency",
+                    );
                     ok = false;
                 }
                 _ => {}
@@ -596,14 +693,22 @@ impl Validator {
             }
         } else {
             if m.slower_than.is_some() {
-                self.error(format!("{path}.slowerThan"), "only applies to builtin: latency").hint =
-                    Some("count slow requests in the query instead".into());
+                self.error(
+                    format!("{path}.slowerThan"),
+                    "only applies to builtin: latency",
+                )
+                .hint = Some("count slow requests in the query instead".into());
                 ok = false;
             }
             if let Some(p) = &m.prometheus {
                 let at = format!("{path}.prometheus");
                 ok &= self.url(&format!("{at}.address"), &p.address);
-                ok &= self.counts_or_value(&at, threshold, [("total", &p.total), ("bad", &p.bad)], ("query", &p.query));
+                ok &= self.counts_or_value(
+                    &at,
+                    threshold,
+                    [("total", &p.total), ("bad", &p.bad)],
+                    ("query", &p.query),
+                );
                 for (field, q) in [("total", &p.total), ("bad", &p.bad), ("query", &p.query)] {
                     if let Some(q) = q {
                         ok &= self.template(&format!("{at}.{field}"), q, field != "query");
@@ -620,11 +725,20 @@ impl Validator {
                         self.warn(format!("{at}.body"), "is only sent with method: POST");
                     }
                 }
-                ok &= self.counts_or_value(&at, threshold, [("total", &w.total), ("bad", &w.bad)], ("value", &w.value));
+                ok &= self.counts_or_value(
+                    &at,
+                    threshold,
+                    [("total", &w.total), ("bad", &w.bad)],
+                    ("value", &w.value),
+                );
                 for (field, sel) in [("total", &w.total), ("bad", &w.bad), ("value", &w.value)] {
                     if let Some(sel) = sel.as_ref().filter(|s| !s.starts_with('$')) {
-                        self.error(format!("{at}.{field}"), format!("`{sel}` is not a selector"))
-                            .hint = Some("write a path into the JSON answer, e.g. $.data.errors".into());
+                        self.error(
+                            format!("{at}.{field}"),
+                            format!("`{sel}` is not a selector"),
+                        )
+                        .hint =
+                            Some("write a path into the JSON answer, e.g. $.data.errors".into());
                         ok = false;
                     }
                 }
@@ -652,28 +766,40 @@ impl Validator {
         if threshold {
             for (field, v) in counts {
                 if v.is_some() {
-                    self.error(format!("{at}.{field}"), "is for comparisons, and this metric has a threshold")
-                        .hint = Some(format!("a threshold checks `{}`", value.0));
+                    self.error(
+                        format!("{at}.{field}"),
+                        "is for comparisons, and this metric has a threshold",
+                    )
+                    .hint = Some(format!("a threshold checks `{}`", value.0));
                     ok = false;
                 }
             }
             if value.1.is_none() {
-                self.error(format!("{at}.{}", value.0), "is required for a threshold metric");
+                self.error(
+                    format!("{at}.{}", value.0),
+                    "is required for a threshold metric",
+                );
                 ok = false;
             }
         } else {
             if value.1.is_some() {
-                self.error(format!("{at}.{}", value.0), "gives one value, which cannot be compared with stable")
-                    .hint = Some(format!(
-                        "add a `threshold`, or give `{}` and `{}` to compare the tracks",
-                        counts[0].0, counts[1].0
-                    ));
+                self.error(
+                    format!("{at}.{}", value.0),
+                    "gives one value, which cannot be compared with stable",
+                )
+                .hint = Some(format!(
+                    "add a `threshold`, or give `{}` and `{}` to compare the tracks",
+                    counts[0].0, counts[1].0
+                ));
                 ok = false;
             }
             for (field, v) in counts {
                 if v.is_none() && value.1.is_none() {
-                    self.error(format!("{at}.{field}"), "is required to compare canary with stable")
-                        .hint = Some(format!("give both `{}` and `{}`", counts[0].0, counts[1].0));
+                    self.error(
+                        format!("{at}.{field}"),
+                        "is required to compare canary with stable",
+                    )
+                    .hint = Some(format!("give both `{}` and `{}`", counts[0].0, counts[1].0));
                     ok = false;
                 }
             }
@@ -712,15 +838,20 @@ impl Validator {
                 let problem = self.error(path, format!("unknown placeholder `{{{{{name}}}}}`"));
                 problem.hint = Some(match did_you_mean(name, PLACEHOLDERS) {
                     Some(c) => format!("did you mean `{{{{{c}}}}}`?"),
-                    None => "placeholders are {{track}}, {{interval}}, {{name}}, {{namespace}}".into(),
+                    None => {
+                        "placeholders are {{track}}, {{interval}}, {{name}}, {{namespace}}".into()
+                    }
                 });
                 ok = false;
             }
             rest = &after[end + 2..];
         }
         if needs_track && !has_track {
-            self.error(path, "does not use `{{track}}`, so stable and canary would read the same numbers")
-                .hint = Some("select the track in the query, e.g. {track=\"{{track}}\"}".into());
+            self.error(
+                path,
+                "does not use `{{track}}`, so stable and canary would read the same numbers",
+            )
+            .hint = Some("select the track in the query, e.g. {track=\"{{track}}\"}".into());
             ok = false;
         }
         ok
@@ -750,10 +881,10 @@ fn check_http_url(url: &str) -> Result<(), &'static str> {
     if host.is_empty() {
         return Err("has no host");
     }
-    if let Some(p) = port {
-        if p.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err("has a bad port");
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err("has a bad port");
     }
     Ok(())
 }
@@ -763,7 +894,8 @@ fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 53
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }

@@ -29,8 +29,17 @@ fn every_example_is_valid() {
     assert!(files.len() >= 4, "{files:?}");
     for file in files {
         let out = validate(&[file.to_str().expect("utf-8 path")]);
-        assert!(out.status.success(), "{}: {}", file.display(), text(&out.stderr));
-        assert!(text(&out.stdout).contains(": valid: "), "{}", text(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains(": valid: "),
+            "{}",
+            text(&out.stdout)
+        );
     }
 }
 
@@ -64,7 +73,10 @@ fn a_file_with_many_problems_lists_them_all() {
         "spec.steps[3].setMirror.percent: -3 is below 0",
         "invalid: 9 errors",
     ] {
-        assert!(err.contains(&format!("{f}: {expected}")), "missing {expected:?} in\n{err}");
+        assert!(
+            err.contains(&format!("{f}: {expected}")),
+            "missing {expected:?} in\n{err}"
+        );
     }
 }
 
@@ -73,23 +85,46 @@ fn typos_get_suggestions() {
     let out = validate(&["crates/coalmine/tests/fixtures/typos.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("spec.steps[0].setWeigth: unknown step `setWeigth` (did you mean `setWeight`?)"), "{err}");
-    assert!(err.contains("spec.steps[1].pause.duration: `10 minutes` is not a duration: it contains spaces"), "{err}");
-    assert!(err.contains("spec.analysis.metrics[1].datadog: unknown metric provider `datadog`"), "{err}");
+    assert!(
+        err.contains(
+            "spec.steps[0].setWeigth: unknown step `setWeigth` (did you mean `setWeight`?)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "spec.steps[1].pause.duration: `10 minutes` is not a duration: it contains spaces"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.analysis.metrics[1].datadog: unknown metric provider `datadog`"),
+        "{err}"
+    );
     assert!(err.contains("invalid: 3 errors"), "{err}");
 }
 
 #[test]
 fn structural_mistakes_are_named() {
     for (file, expected) in [
-        ("both-targets.yaml", "spec: both `upstreams` and `template` are set"),
-        ("no-traffic.yaml", "spec.steps: no step sends the canary any traffic"),
+        (
+            "both-targets.yaml",
+            "spec: both `upstreams` and `template` are set",
+        ),
+        (
+            "no-traffic.yaml",
+            "spec.steps: no step sends the canary any traffic",
+        ),
         ("not-yaml.yaml", "not valid YAML or JSON"),
     ] {
         let path = format!("crates/coalmine/tests/fixtures/{file}");
         let out = validate(&[&path]);
         assert_eq!(out.status.code(), Some(1), "{file}");
-        assert!(text(&out.stderr).contains(expected), "{file}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{file}: {}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -98,7 +133,10 @@ fn warnings_pass_unless_strict() {
     let f = "crates/coalmine/tests/fixtures/decreasing.yaml";
     let out = validate(&[f]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("warning: spec.steps[2].setWeight: 10 is below the previous weight 50"));
+    assert!(
+        text(&out.stderr)
+            .contains("warning: spec.steps[2].setWeight: 10 is below the previous weight 50")
+    );
     let out = validate(&["--strict", f]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--strict"));
@@ -110,9 +148,16 @@ fn missing_files_and_usage_errors_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("does-not-exist.yaml: cannot read the file"));
     let out = validate(&[]);
-    assert_eq!(out.status.code(), Some(1), "usage errors are errors, not rollbacks");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "usage errors are errors, not rollbacks"
+    );
     // One bad file among good ones fails the run but all are checked.
-    let out = validate(&["examples/local.yaml", "crates/coalmine/tests/fixtures/no-traffic.yaml"]);
+    let out = validate(&[
+        "examples/local.yaml",
+        "crates/coalmine/tests/fixtures/no-traffic.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("examples/local.yaml: valid"));
 }

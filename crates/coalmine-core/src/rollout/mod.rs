@@ -277,21 +277,35 @@ impl<'a> Machine<'a> {
                 self.s.pause = None;
                 self.event(
                     "PromotedFully",
-                    format!("promote --full at {}: skipping the remaining steps", self.step_label()),
+                    format!(
+                        "promote --full at {}: skipping the remaining steps",
+                        self.step_label()
+                    ),
                 );
                 self.start_promotion();
             }
             CommandKind::Abort if active => {
                 let label = self.step_label();
-                self.rollback(RollbackReason::Aborted, format!("aborted by a person at {label}"));
+                self.rollback(
+                    RollbackReason::Aborted,
+                    format!("aborted by a person at {label}"),
+                );
             }
             CommandKind::Pause if active => {
-                if self.s.pause.as_ref().is_none_or(|p| p.reason != PauseReason::User) {
+                if self
+                    .s
+                    .pause
+                    .as_ref()
+                    .is_none_or(|p| p.reason != PauseReason::User)
+                {
                     self.s.pause = Some(PauseStatus {
                         reason: PauseReason::User,
                         since: self.now,
                     });
-                    self.event("Paused", format!("paused by a person at {}", self.step_label()));
+                    self.event(
+                        "Paused",
+                        format!("paused by a person at {}", self.step_label()),
+                    );
                 }
             }
             CommandKind::Resume if active && self.s.pause.is_some() => {
@@ -301,8 +315,13 @@ impl<'a> Machine<'a> {
                 self.s.step_started_at = Some(self.now);
                 self.event("Resumed", format!("resumed at {}", self.step_label()));
             }
-            CommandKind::Resume if active && matches!(self.current_step(), Some(PlanStep::Pause(_))) => {
-                self.event("Resumed", format!("pause at {} ended by resume", self.step_label()));
+            CommandKind::Resume
+                if active && matches!(self.current_step(), Some(PlanStep::Pause(_))) =>
+            {
+                self.event(
+                    "Resumed",
+                    format!("pause at {} ended by resume", self.step_label()),
+                );
                 self.advance();
             }
             CommandKind::Retry
@@ -319,7 +338,9 @@ impl<'a> Machine<'a> {
                     Phase::RolledBack | Phase::Failed if kind != CommandKind::Retry => {
                         "the rollout is over; use retry to start it again"
                     }
-                    Phase::RolledBack | Phase::Failed => "a newer revision replaces the one rolled back",
+                    Phase::RolledBack | Phase::Failed => {
+                        "a newer revision replaces the one rolled back"
+                    }
                     Phase::Idle | Phase::Promoted => "no rollout is under way",
                     Phase::Progressing | Phase::Paused if kind == CommandKind::Retry => {
                         "the rollout is still under way"
@@ -352,7 +373,10 @@ impl<'a> Machine<'a> {
                 if desired == stable {
                     self.s.canary_revision = None;
                     self.s.phase = Phase::Idle;
-                    self.event("Reverted", format!("the spec is back at stable revision {stable}"));
+                    self.event(
+                        "Reverted",
+                        format!("the spec is back at stable revision {stable}"),
+                    );
                 } else if Some(&desired) != self.s.canary_revision.as_ref() {
                     self.start_rollout(desired, "RolloutStarted", "new revision");
                 }
@@ -365,7 +389,9 @@ impl<'a> Machine<'a> {
                     self.s.pause = None;
                     self.event(
                         "RolloutCancelled",
-                        format!("the spec went back to stable revision {stable}; canary {old} removed"),
+                        format!(
+                            "the spec went back to stable revision {stable}; canary {old} removed"
+                        ),
                     );
                 } else if Some(&desired) != self.s.canary_revision.as_ref() {
                     let old = self.s.canary_revision.clone().unwrap_or_default();
@@ -384,7 +410,10 @@ impl<'a> Machine<'a> {
                     self.s.stable_revision = Some(rev.clone());
                     self.clear_traffic();
                     self.s.phase = Phase::Promoted;
-                    self.event("Promoted", format!("revision {rev} is stable; canary scaled down"));
+                    self.event(
+                        "Promoted",
+                        format!("revision {rev} is stable; canary scaled down"),
+                    );
                 }
             }
             Phase::RollingBack => {
@@ -396,7 +425,10 @@ impl<'a> Machine<'a> {
                         Phase::RolledBack
                     };
                     let rev = self.s.canary_revision.clone().unwrap_or_default();
-                    self.event("RolledBack", format!("canary {rev} scaled down; stable serves everything"));
+                    self.event(
+                        "RolledBack",
+                        format!("canary {rev} scaled down; stable serves everything"),
+                    );
                 }
             }
         }
@@ -414,7 +446,10 @@ impl<'a> Machine<'a> {
         self.s.pause = None;
         self.s.rollback = None;
         self.s.analysis = None;
-        self.event(reason, format!("canary {revision} against stable {stable} ({why})"));
+        self.event(
+            reason,
+            format!("canary {revision} against stable {stable} ({why})"),
+        );
     }
 
     fn clear_traffic(&mut self) {
@@ -511,12 +546,18 @@ impl<'a> Machine<'a> {
             PlanStep::SetHeaderRoute(m) => {
                 let n = m.len();
                 self.s.header_routes = m;
-                self.event("HeaderRouteSet", format!("{label}: {n} header route(s) to the canary"));
+                self.event(
+                    "HeaderRouteSet",
+                    format!("{label}: {n} header route(s) to the canary"),
+                );
                 self.advance();
             }
             PlanStep::SetMirror(p) => {
                 self.s.mirror_percent = p;
-                self.event("MirrorSet", format!("{label}: mirroring {p}% of stable requests"));
+                self.event(
+                    "MirrorSet",
+                    format!("{label}: mirroring {p}% of stable requests"),
+                );
                 self.advance();
             }
             PlanStep::Pause(Some(d)) if self.now >= started.plus(d) => self.advance(),
@@ -526,7 +567,10 @@ impl<'a> Machine<'a> {
                     .report()
                     .is_some_and(|r| r.verdict == Verdict::Pass && r.at > started);
                 if passed {
-                    self.event("AnalysisPassed", format!("{label}: every metric within tolerance"));
+                    self.event(
+                        "AnalysisPassed",
+                        format!("{label}: every metric within tolerance"),
+                    );
                     self.advance();
                 } else if self.now >= started.plus(timeout) {
                     self.inconclusive(&label, timeout);
@@ -538,7 +582,11 @@ impl<'a> Machine<'a> {
     }
 
     fn inconclusive(&mut self, label: &str, timeout: Duration) {
-        let verdict = self.s.analysis.as_ref().map_or(Verdict::NoData, |a| a.verdict);
+        let verdict = self
+            .s
+            .analysis
+            .as_ref()
+            .map_or(Verdict::NoData, |a| a.verdict);
         let what = format!("{label}: no verdict within {timeout} (judge says {verdict:?})");
         match self.plan.on_inconclusive {
             OnInconclusive::Pause => {
@@ -547,11 +595,17 @@ impl<'a> Machine<'a> {
                     since: self.now,
                 });
                 self.s.phase = Phase::Paused;
-                self.warning("AnalysisInconclusive", format!("{what}; paused for a person"));
+                self.warning(
+                    "AnalysisInconclusive",
+                    format!("{what}; paused for a person"),
+                );
             }
             OnInconclusive::Rollback => self.rollback(RollbackReason::Inconclusive, what),
             OnInconclusive::Promote => {
-                self.warning("AnalysisInconclusive", format!("{what}; going on (onInconclusive: promote)"));
+                self.warning(
+                    "AnalysisInconclusive",
+                    format!("{what}; going on (onInconclusive: promote)"),
+                );
                 self.advance();
             }
         }
@@ -570,7 +624,11 @@ impl<'a> Machine<'a> {
             ),
             Phase::RollingBack | Phase::RolledBack | Phase::Failed => {
                 let why = s.rollback.as_ref().map_or("", |r| r.message.as_str());
-                let state = if s.phase == Phase::RollingBack { "rolling back" } else { "rolled back" };
+                let state = if s.phase == Phase::RollingBack {
+                    "rolling back"
+                } else {
+                    "rolled back"
+                };
                 format!("{state} revision {}: {why}", rev(&s.canary_revision))
             }
             Phase::Progressing | Phase::Paused => {
@@ -586,13 +644,20 @@ impl<'a> Machine<'a> {
             }
             Phase::RolledBack | Phase::Failed => {
                 let r = self.s.rollback.as_ref().map(|r| r.reason);
-                ("False", r.map_or_else(|| format!("{phase}"), |r| format!("{r:?}")))
+                (
+                    "False",
+                    r.map_or_else(|| format!("{phase}"), |r| format!("{r:?}")),
+                )
             }
             Phase::Idle | Phase::Promoted => ("False", format!("{phase}")),
         };
         let message = self.s.message.clone();
         self.condition("Progressing", status, &reason, &message);
-        let paused = if phase == Phase::Paused { "True" } else { "False" };
+        let paused = if phase == Phase::Paused {
+            "True"
+        } else {
+            "False"
+        };
         let pause_reason = match &self.s.pause {
             Some(p) => format!("{:?}", p.reason),
             None if phase == Phase::Paused => "PauseStep".into(),
@@ -632,7 +697,11 @@ impl<'a> Machine<'a> {
             Some(PlanStep::Pause(Some(d))) => format!("paused for {d} until {}", started.plus(*d)),
             Some(PlanStep::Pause(None)) => "paused until promoted".into(),
             Some(PlanStep::Analysis { .. }) => {
-                let evidence = self.s.analysis.as_ref().map(|a| analysis_summary(&a.metrics));
+                let evidence = self
+                    .s
+                    .analysis
+                    .as_ref()
+                    .map(|a| analysis_summary(&a.metrics));
                 match evidence.filter(|e| !e.is_empty()) {
                     Some(e) => format!("waiting for evidence ({e})"),
                     None => "waiting for evidence".into(),
@@ -675,7 +744,11 @@ impl<'a> Machine<'a> {
                 canary_weight: s.weight,
                 header_routes: s.header_routes.clone(),
                 mirror_percent: s.mirror_percent,
-                sticky_cookie: self.plan.session_affinity.as_ref().map(|a| a.cookie.clone()),
+                sticky_cookie: self
+                    .plan
+                    .session_affinity
+                    .as_ref()
+                    .map(|a| a.cookie.clone()),
             }));
             if s.phase == Phase::Promoting {
                 actions.push(Action::PromoteStable { revision });
@@ -733,7 +806,11 @@ fn failure_summary(metrics: &[MetricStatus]) -> String {
         .map(|m| {
             let mut s = format!("metric {} failed", m.name);
             if let (Some(c), Some(b)) = (m.canary_rate, m.stable_rate) {
-                s.push_str(&format!(": canary rate {} vs stable {}", short(c), short(b)));
+                s.push_str(&format!(
+                    ": canary rate {} vs stable {}",
+                    short(c),
+                    short(b)
+                ));
             }
             if let Some(r) = m.ratio {
                 s.push_str(&format!(", ratio {}", short(r)));

@@ -74,7 +74,12 @@ impl Run {
         // Every decision is a fixed point: deciding again changes nothing.
         let again = decide(&self.plan, &d.status, &self.obs, self.now);
         assert_eq!(again.status, d.status, "not idempotent");
-        assert_eq!(again.events().count(), 0, "events repeated: {:?}", again.actions);
+        assert_eq!(
+            again.events().count(),
+            0,
+            "events repeated: {:?}",
+            again.actions
+        );
         // And the status survives a round trip through JSON (a restart).
         let json = serde_json::to_string(&d.status).expect("status serializes");
         let back: CanaryStatus = serde_json::from_str(&json).expect("status parses");
@@ -90,7 +95,10 @@ impl Run {
     }
 
     fn command(&mut self, id: &str, kind: CommandKind) -> &Decision {
-        self.obs.command = Some(Command { id: id.into(), kind });
+        self.obs.command = Some(Command {
+            id: id.into(),
+            kind,
+        });
         self.tick()
     }
 
@@ -105,11 +113,18 @@ impl Run {
     }
 
     fn routes(&self) -> Routes {
-        self.last.as_ref().and_then(Decision::routes).cloned().expect("routes every time")
+        self.last
+            .as_ref()
+            .and_then(Decision::routes)
+            .cloned()
+            .expect("routes every time")
     }
 
     fn reasons(&self) -> Vec<&'static str> {
-        self.last.as_ref().map(|d| d.events().map(|e| e.reason).collect()).unwrap_or_default()
+        self.last
+            .as_ref()
+            .map(|d| d.events().map(|e| e.reason).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -137,7 +152,13 @@ fn first_sight_adopts_the_revision_as_stable() {
     assert_eq!(run.status.stable_revision.as_deref(), Some("r1"));
     assert_eq!(run.reasons(), vec!["Initialized"]);
     assert_eq!(run.routes(), Routes::all_stable());
-    assert!(run.last.as_ref().unwrap().actions.contains(&Action::ScaleDownCanary));
+    assert!(
+        run.last
+            .as_ref()
+            .unwrap()
+            .actions
+            .contains(&Action::ScaleDownCanary)
+    );
     run.tick();
     assert!(run.reasons().is_empty());
 }
@@ -151,16 +172,34 @@ fn the_brief_rollout_end_to_end() {
     let d = run.tick().clone();
     assert_eq!(run.status.phase, Phase::Progressing);
     assert_eq!(run.status.canary_revision.as_deref(), Some("r2"));
-    assert!(d.actions.contains(&Action::EnsureCanary { revision: "r2".into() }));
-    assert_eq!(run.routes().canary_weight, 0, "no traffic before the canary is ready");
-    assert!(run.status.message.contains("waiting for the canary to be ready"), "{}", run.status.message);
+    assert!(d.actions.contains(&Action::EnsureCanary {
+        revision: "r2".into()
+    }));
+    assert_eq!(
+        run.routes().canary_weight,
+        0,
+        "no traffic before the canary is ready"
+    );
+    assert!(
+        run.status
+            .message
+            .contains("waiting for the canary to be ready"),
+        "{}",
+        run.status.message
+    );
 
     run.obs.canary_ready = true;
     run.wait(Duration::from_secs(5));
     assert_eq!(run.status.phase, Phase::Paused, "at the 1m pause");
     assert_eq!((run.status.step, run.status.weight), (1, 5));
-    assert_eq!(run.routes().sticky_cookie.as_deref(), Some("coalmine-track"));
-    assert_eq!(run.last.as_ref().unwrap().requeue_after, Some(Duration::from_mins(1)));
+    assert_eq!(
+        run.routes().sticky_cookie.as_deref(),
+        Some("coalmine-track")
+    );
+    assert_eq!(
+        run.last.as_ref().unwrap().requeue_after,
+        Some(Duration::from_mins(1))
+    );
 
     run.wait(Duration::from_secs(59));
     assert_eq!(run.status.step, 1, "the pause is not over yet");
@@ -175,15 +214,40 @@ fn the_brief_rollout_end_to_end() {
     run.tick();
     assert_eq!(run.status.step, 3);
     run.now = run.now.plus(Duration::from_secs(10));
-    run.report(Verdict::Running, vec![MetricStatus { verdict: Verdict::Running, e_value: Some(7.9), e_threshold: Some(20.0), ..metrics[0].clone() }]);
+    run.report(
+        Verdict::Running,
+        vec![MetricStatus {
+            verdict: Verdict::Running,
+            e_value: Some(7.9),
+            e_threshold: Some(20.0),
+            ..metrics[0].clone()
+        }],
+    );
     run.tick();
-    assert_eq!(run.status.message, "step 3/8: weight 25%, waiting for evidence (errors e=7.9 of 20)");
+    assert_eq!(
+        run.status.message,
+        "step 3/8: weight 25%, waiting for evidence (errors e=7.9 of 20)"
+    );
     run.now = run.now.plus(Duration::from_secs(10));
     run.report(Verdict::Pass, metrics);
     run.tick();
-    assert_eq!(run.reasons(), vec!["AnalysisPassed", "HeaderRouteSet", "MirrorSet", "WeightSet"]);
-    assert_eq!((run.status.step, run.status.weight, run.status.mirror_percent), (7, 50, 20));
-    assert_eq!(run.status.phase, Phase::Paused, "pause {{}} waits for promote");
+    assert_eq!(
+        run.reasons(),
+        vec!["AnalysisPassed", "HeaderRouteSet", "MirrorSet", "WeightSet"]
+    );
+    assert_eq!(
+        (
+            run.status.step,
+            run.status.weight,
+            run.status.mirror_percent
+        ),
+        (7, 50, 20)
+    );
+    assert_eq!(
+        run.status.phase,
+        Phase::Paused,
+        "pause {{}} waits for promote"
+    );
     let routes = run.routes();
     assert_eq!(routes.header_routes.len(), 1);
     assert_eq!(routes.mirror_percent, 20);
@@ -192,8 +256,20 @@ fn the_brief_rollout_end_to_end() {
     assert_eq!(run.status.step, 7, "an open pause never times out");
     run.command("c1", CommandKind::Promote);
     assert_eq!(run.status.phase, Phase::Promoting);
-    assert!(run.last.as_ref().unwrap().actions.contains(&Action::PromoteStable { revision: "r2".into() }));
-    assert_eq!(run.routes().canary_weight, 50, "traffic stays while stable rolls out");
+    assert!(
+        run.last
+            .as_ref()
+            .unwrap()
+            .actions
+            .contains(&Action::PromoteStable {
+                revision: "r2".into()
+            })
+    );
+    assert_eq!(
+        run.routes().canary_weight,
+        50,
+        "traffic stays while stable rolls out"
+    );
 
     run.obs.stable_ready_revision = Some("r2".into());
     run.tick();
@@ -201,7 +277,13 @@ fn the_brief_rollout_end_to_end() {
     assert_eq!(run.status.stable_revision.as_deref(), Some("r2"));
     assert_eq!(run.status.canary_revision, None);
     assert_eq!(run.routes(), Routes::all_stable());
-    assert!(run.last.as_ref().unwrap().actions.contains(&Action::ScaleDownCanary));
+    assert!(
+        run.last
+            .as_ref()
+            .unwrap()
+            .actions
+            .contains(&Action::ScaleDownCanary)
+    );
     assert_eq!(run.reasons(), vec!["Promoted"]);
 }
 
@@ -214,7 +296,11 @@ fn fail_rolls_back_at_once_with_the_numbers() {
     assert_eq!(run.status.phase, Phase::RollingBack);
     assert_eq!(run.routes(), Routes::all_stable());
     let d = run.last.as_ref().unwrap();
-    assert_eq!(d.actions[0], Action::SetRoutes(Routes::all_stable()), "routes first");
+    assert_eq!(
+        d.actions[0],
+        Action::SetRoutes(Routes::all_stable()),
+        "routes first"
+    );
     let msg = &run.status.rollback.as_ref().unwrap().message;
     assert_eq!(
         msg,
@@ -224,9 +310,21 @@ fn fail_rolls_back_at_once_with_the_numbers() {
     run.obs.canary_gone = true;
     run.tick();
     assert_eq!(run.status.phase, Phase::RolledBack);
-    assert!(run.status.message.starts_with("rolled back revision r2: metric errors failed"));
-    let c = run.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "AnalysisFailed"));
+    assert!(
+        run.status
+            .message
+            .starts_with("rolled back revision r2: metric errors failed")
+    );
+    let c = run
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "AnalysisFailed")
+    );
     // It stays rolled back: the same revision is not tried again by itself.
     run.wait(Duration::from_mins(30));
     assert_eq!(run.status.phase, Phase::RolledBack);
@@ -262,7 +360,11 @@ fn a_report_for_another_revision_or_an_older_run_is_ignored() {
         metrics: vec![],
     });
     run.tick();
-    assert_eq!(run.status.phase, Phase::Paused, "collected before this rollout began");
+    assert_eq!(
+        run.status.phase,
+        Phase::Paused,
+        "collected before this rollout began"
+    );
 }
 
 #[test]
@@ -295,7 +397,10 @@ fn a_command_acts_once() {
     let mut run = Run::started(BRIEF_STEPS);
     assert_eq!(run.status.step, 1);
     run.command("c1", CommandKind::Promote);
-    assert_eq!(run.status.step, 3, "pause ended, weight 25 set, at the gate");
+    assert_eq!(
+        run.status.step, 3,
+        "pause ended, weight 25 set, at the gate"
+    );
     run.tick();
     run.wait(Duration::from_secs(1));
     assert_eq!(run.status.step, 3, "the same command again does nothing");
@@ -306,21 +411,35 @@ fn a_command_acts_once() {
 #[test]
 fn inconclusive_gates_follow_on_inconclusive() {
     let steps = "  steps:\n    - setWeight: 10\n    - analysis: {timeout: 1m}\n    - setWeight: 20\n  analysis:\n    metrics: [{name: errors, builtin: errors}]\n";
-    for (policy, phase) in [("pause", Phase::Paused), ("rollback", Phase::RollingBack), ("promote", Phase::Promoting)] {
+    for (policy, phase) in [
+        ("pause", Phase::Paused),
+        ("rollback", Phase::RollingBack),
+        ("promote", Phase::Promoting),
+    ] {
         let mut run = Run::started(&format!("{steps}  onInconclusive: {policy}\n"));
         run.now = run.now.plus(Duration::from_secs(30));
         run.report(Verdict::NoData, vec![]);
         run.tick();
         assert_eq!(run.status.phase, Phase::Progressing, "NoData is not a pass");
-        assert_eq!(run.last.as_ref().unwrap().requeue_after, Some(Duration::from_secs(30)));
+        assert_eq!(
+            run.last.as_ref().unwrap().requeue_after,
+            Some(Duration::from_secs(30))
+        );
         run.wait(Duration::from_secs(30));
         assert_eq!(run.status.phase, phase, "{policy}");
-        assert!(run.reasons().contains(&"AnalysisInconclusive"), "{policy}: {:?}", run.reasons());
+        assert!(
+            run.reasons().contains(&"AnalysisInconclusive"),
+            "{policy}: {:?}",
+            run.reasons()
+        );
     }
     // After an inconclusive pause, resume gives the gate its whole time again.
     let mut run = Run::started(&format!("{steps}  onInconclusive: pause\n"));
     run.wait(Duration::from_mins(1));
-    assert_eq!(run.status.pause.as_ref().map(|p| p.reason), Some(PauseReason::Inconclusive));
+    assert_eq!(
+        run.status.pause.as_ref().map(|p| p.reason),
+        Some(PauseReason::Inconclusive)
+    );
     run.command("r", CommandKind::Resume);
     assert_eq!(run.status.phase, Phase::Progressing);
     run.wait(Duration::from_secs(59));
@@ -336,7 +455,10 @@ fn a_canary_that_never_gets_ready_fails_at_the_deadline() {
     run.obs.desired_revision = "r2".into();
     run.obs.canary_gone = false;
     run.tick();
-    assert_eq!(run.last.as_ref().unwrap().requeue_after, Some(Duration::from_mins(2)));
+    assert_eq!(
+        run.last.as_ref().unwrap().requeue_after,
+        Some(Duration::from_mins(2))
+    );
     run.wait(Duration::from_secs(119));
     assert_eq!(run.status.phase, Phase::Progressing);
     run.wait(Duration::from_secs(1));
@@ -410,7 +532,10 @@ fn commands_that_do_not_apply_are_reported() {
     assert_eq!(run.status.phase, Phase::Idle);
     let d = run.last.as_ref().unwrap();
     let e = d.events().next().unwrap();
-    assert!(e.warning && e.message.contains("no rollout is under way"), "{e:?}");
+    assert!(
+        e.warning && e.message.contains("no rollout is under way"),
+        "{e:?}"
+    );
 }
 
 #[test]

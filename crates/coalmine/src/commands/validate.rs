@@ -36,7 +36,10 @@ pub fn run(args: &Args) -> ExitCode {
                     eprintln!("{name}: {w}");
                 }
                 if args.strict && !warnings.is_empty() {
-                    eprintln!("{name}: invalid: {} warning(s) and --strict", warnings.len());
+                    eprintln!(
+                        "{name}: invalid: {} warning(s) and --strict",
+                        warnings.len()
+                    );
                     failed = true;
                 } else {
                     println!("{name}: valid: {}", plan.summary());
