@@ -439,3 +439,59 @@ pub enum OnInconclusive {
 pub(crate) fn open_object_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_names_every_spec_field() {
+        let schema = serde_json::to_value(schemars::schema_for!(Canary)).unwrap();
+        let text = schema.to_string();
+        for field in [
+            "upstreams",
+            "replicas",
+            "selector",
+            "template",
+            "service",
+            "trafficRouting",
+            "gatewayAPI",
+            "steps",
+            "setWeight",
+            "setHeaderRoute",
+            "setMirror",
+            "sessionAffinity",
+            "analysis",
+            "maxRatio",
+            "slowerThan",
+            "failureLimit",
+            "onInconclusive",
+            "progressDeadline",
+            "x-kubernetes-preserve-unknown-fields",
+            "x-kubernetes-int-or-string",
+            "stableRevision",
+            "canaryRevision",
+            "eValue",
+            "ratioInterval",
+            "lastTransitionTime",
+        ] {
+            assert!(
+                text.contains(&format!("\"{field}\"")),
+                "schema lacks {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_canary_survives_a_round_trip() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/kubernetes/gateway-api.yaml"
+        ))
+        .unwrap();
+        let canary = crate::load::parse_canary(&text).unwrap();
+        let json = serde_json::to_string(&canary).unwrap();
+        let back = crate::load::parse_canary(&json).unwrap();
+        assert_eq!(canary, back);
+    }
+}
