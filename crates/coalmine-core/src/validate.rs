@@ -9,7 +9,7 @@ use crate::plan::{
     DEFAULT_PROGRESS_DEADLINE, MetricPlan, Plan, PlanStep, Provider, Router, Target,
 };
 use crate::problem::{Problem, did_you_mean};
-use crate::routes::HeaderMatch;
+use crate::routes::{HeaderMatch, is_token};
 use crate::spec::{
     API_VERSION, BuiltinMetric, Canary, CanarySpec, HttpMethod, KIND, MetricSpec, Step,
     TrafficRouting,
@@ -470,55 +470,11 @@ impl Validator {
     }
 
     fn header_matches(&mut self, path: &str, matches: &[HeaderMatch]) -> Option<Vec<HeaderMatch>> {
-        let mut ok = true;
+        let before = self.problems.len();
         for (i, m) in matches.iter().enumerate() {
-            let at = format!("{path}[{i}]");
-            match (&m.header, &m.cookie) {
-                (Some(_), Some(_)) | (None, None) => {
-                    self.error(&at, "needs exactly one of `header` and `cookie`")
-                        .hint = Some(
-                        "e.g. {header: x-canary, value: always} or {cookie: beta, value: yes}"
-                            .into(),
-                    );
-                    ok = false;
-                }
-                (Some(name), None) | (None, Some(name)) if !is_token(name) => {
-                    self.error(
-                        &at,
-                        format!("`{name}` is not a valid header or cookie name"),
-                    )
-                    .hint = Some("use letters, digits and '-'".into());
-                    ok = false;
-                }
-                _ => {}
-            }
-            match (&m.value, &m.regex) {
-                (Some(_), Some(_)) | (None, None) => {
-                    self.error(&at, "needs exactly one of `value` and `regex`")
-                        .hint =
-                        Some("`value` matches exactly, `regex` by a regular expression".into());
-                    ok = false;
-                }
-                (None, Some(re)) => {
-                    if let Err(e) = regex::Regex::new(re) {
-                        let first = e
-                            .to_string()
-                            .lines()
-                            .last()
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned();
-                        self.error(
-                            format!("{at}.regex"),
-                            format!("`{re}` is not a regular expression: {first}"),
-                        );
-                        ok = false;
-                    }
-                }
-                _ => {}
-            }
+            self.problems.extend(m.check(&format!("{path}[{i}]")));
         }
-        ok.then(|| matches.to_vec())
+        (self.problems.len() == before).then(|| matches.to_vec())
     }
 
     fn analysis(&mut self, a: &crate::spec::AnalysisSpec) -> Option<AnalysisPlan> {
@@ -898,13 +854,6 @@ fn is_dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
-}
-
-/// An HTTP token: what header and cookie names may contain.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 #[cfg(test)]

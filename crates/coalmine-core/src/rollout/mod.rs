@@ -737,6 +737,7 @@ impl<'a> Machine<'a> {
         let mut actions = Vec::with_capacity(4 + self.events.len());
         if s.phase.canary_live() {
             let revision = s.canary_revision.clone().unwrap_or_default();
+            let affinity = self.plan.session_affinity.as_ref();
             actions.push(Action::EnsureCanary {
                 revision: revision.clone(),
             });
@@ -744,11 +745,8 @@ impl<'a> Machine<'a> {
                 canary_weight: s.weight,
                 header_routes: s.header_routes.clone(),
                 mirror_percent: s.mirror_percent,
-                sticky_cookie: self
-                    .plan
-                    .session_affinity
-                    .as_ref()
-                    .map(|a| a.cookie.clone()),
+                sticky_cookie: affinity.map(|a| a.cookie.clone()),
+                sticky_max_age: affinity.and_then(|a| a.max_age),
             }));
             if s.phase == Phase::Promoting {
                 actions.push(Action::PromoteStable { revision });
