@@ -9,7 +9,7 @@ use crate::problem::Problem;
 
 /// Requests that go to the canary whatever the weight: a header or a cookie
 /// whose value equals `value` or matches `regex`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive); exactly one of `header` and `cookie`.

@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Check Canary files and name every bad field.
     Validate(commands::validate::Args),
+    /// Run the traffic-splitting proxy alone, with its admin API.
+    Proxy(commands::proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +43,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
+        Command::Proxy(args) => commands::proxy::run(args),
     }
 }

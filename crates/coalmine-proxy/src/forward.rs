@@ -1,0 +1,467 @@
+//! The request path: route, rewrite headers, forward, stream the answer
+//! back, count it. Mirroring and upgrades (WebSocket) branch off here.
+//!
+//! Bodies stream in both directions; nothing is buffered except the body of
+//! a request that is mirrored, and only when it is small (see
+//! [`Forwarder::mirror_max_body`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::metrics::{Class, Metrics};
+use crate::route::{RouteTable, Track};
+use crate::upstream::Pool;
+
+/// Request and response bodies: streamed from a peer, or made here.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// What the request path reads on every request; swapped whole.
+pub struct Table {
+    /// The compiled routes.
+    pub routes: Arc<RouteTable>,
+    /// Stable servers.
+    pub stable: Arc<Pool>,
+    /// Canary servers.
+    pub canary: Arc<Pool>,
+}
+
+impl Table {
+    fn pool(&self, track: Track) -> &Pool {
+        match track {
+            Track::Stable => &self.stable,
+            Track::Canary => &self.canary,
+        }
+    }
+}
+
+/// Timeouts and limits of the request path.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time allowed to open a connection to an upstream.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request to the upstream's response headers.
+    pub request_timeout: Duration,
+    /// Mirror copies in flight at most; more are dropped and counted.
+    pub mirror_max_in_flight: usize,
+    /// Largest request body copied for mirroring; larger ones are not mirrored.
+    pub mirror_max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(30),
+            mirror_max_in_flight: 256,
+            mirror_max_body: 64 * 1024,
+        }
+    }
+}
+
+/// The request path's shared state.
+pub struct Forwarder {
+    /// Routes and pools, swapped atomically.
+    pub table: ArcSwap<Table>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    http1: Client<HttpConnector, Body>,
+    http2: Client<HttpConnector, Body>,
+    weight_ticks: AtomicU64,
+    mirror_ticks: AtomicU64,
+    mirror_slots: Arc<Semaphore>,
+    limits: Limits,
+}
+
+static TRACK_HEADER: HeaderName = HeaderName::from_static("x-coalmine-track");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+impl Forwarder {
+    /// A forwarder over `table`.
+    pub fn new(table: Table, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        connector.set_nodelay(true);
+        let client = |h2: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(usize::MAX)
+                .http2_only(h2)
+                .build(connector.clone())
+        };
+        metrics.set_weight(table.routes.routes().canary_weight);
+        Forwarder {
+            table: ArcSwap::from_pointee(table),
+            metrics,
+            http1: client(false),
+            http2: client(true),
+            weight_ticks: AtomicU64::new(0),
+            mirror_ticks: AtomicU64::new(0),
+            mirror_slots: Arc::new(Semaphore::new(limits.mirror_max_in_flight)),
+            limits,
+        }
+    }
+
+    /// Handles one request from a client at `remote`.
+    pub async fn handle(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let table = self.table.load_full();
+        let choice = table.routes.choose(req.headers(), &self.weight_ticks);
+        let upstream = table.pool(choice.track).pick();
+        let upgrade = is_upgrade(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let mirror =
+            choice.track == Track::Stable && !upgrade && table.routes.mirror(&self.mirror_ticks);
+
+        let (mut parts, body) = req.into_parts();
+        let original_uri = std::mem::take(&mut parts.uri);
+        parts.uri = match upstream.uri_for(&original_uri) {
+            Ok(uri) => uri,
+            Err(_) => {
+                return self.fail(
+                    choice.track,
+                    start,
+                    StatusCode::BAD_REQUEST,
+                    "bad request target",
+                );
+            }
+        };
+        forwarded_headers(&mut parts.headers, &original_uri, remote, upgrade);
+        let h2 = parts.version == Version::HTTP_2;
+        if !h2 {
+            parts.version = Version::HTTP_11;
+        }
+        let body = if mirror {
+            match self.copy_for_mirror(body, &parts.headers).await {
+                Copy::Copied(bytes, forwarded) => {
+                    self.send_mirror(&table, &parts, h2, bytes);
+                    forwarded
+                }
+                Copy::NotCopied(forwarded) => {
+                    self.metrics.mirror_dropped.inc();
+                    forwarded
+                }
+                Copy::Failed => {
+                    return self.fail(
+                        choice.track,
+                        start,
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read",
+                    );
+                }
+            }
+        } else {
+            Either::Left(body)
+        };
+        let req = Request::from_parts(parts, body);
+        let sent = tokio::time::timeout(
+            self.limits.request_timeout,
+            if h2 {
+                self.http2.request(req)
+            } else {
+                self.http1.request(req)
+            },
+        )
+        .await;
+        let mut resp = match sent {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                upstream.metrics.record(Class::Error);
+                tracing::debug!(upstream = upstream.url(), error = %e, "upstream request failed");
+                let why = if e.is_connect() {
+                    "could not connect to the upstream"
+                } else {
+                    "the upstream closed the connection without answering"
+                };
+                return self.fail(choice.track, start, StatusCode::BAD_GATEWAY, why);
+            }
+            Err(_) => {
+                upstream.metrics.record(Class::Error);
+                return self.fail(
+                    choice.track,
+                    start,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream did not answer in time",
+                );
+            }
+        };
+        let class = Class::of(resp.status().as_u16());
+        self.metrics
+            .track(choice.track)
+            .record(class, start.elapsed());
+        upstream.metrics.record(class);
+
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_side)) = (switching, client_upgrade) {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_side, upstream_side));
+        }
+        strip_hop_by_hop(resp.headers_mut(), switching);
+        let headers = resp.headers_mut();
+        headers.insert(TRACK_HEADER.clone(), choice.track.header_value());
+        if let Some(cookie) = table.routes.set_cookie(choice) {
+            headers.append(header::SET_COOKIE, cookie.clone());
+        }
+        resp.map(Either::Left)
+    }
+
+    /// An answer made here when the upstream gave none; counted as `error`
+    /// (or, for a bad request target, as the 4xx it is).
+    fn fail(
+        &self,
+        track: Track,
+        start: Instant,
+        status: StatusCode,
+        why: &'static str,
+    ) -> Response<Body> {
+        let class = if status.is_client_error() {
+            Class::ClientError
+        } else {
+            Class::Error
+        };
+        self.metrics.track(track).record(class, start.elapsed());
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!(
+            "coalmine: {why} ({} track)\n",
+            track.as_str()
+        )))));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(TRACK_HEADER.clone(), track.header_value());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+
+    /// Reads a small body into memory so it can be sent twice.
+    async fn copy_for_mirror(&self, body: Incoming, headers: &HeaderMap) -> Copy {
+        if body.is_end_stream() {
+            return Copy::Copied(Bytes::new(), Either::Left(body));
+        }
+        let small = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= self.limits.mirror_max_body);
+        if !small {
+            return Copy::NotCopied(Either::Left(body));
+        }
+        match Limited::new(body, self.limits.mirror_max_body)
+            .collect()
+            .await
+        {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                Copy::Copied(bytes.clone(), Either::Right(Full::new(bytes)))
+            }
+            Err(_) => Copy::Failed,
+        }
+    }
+
+    /// Sends a copy to the canary in the background: never awaited by the
+    /// client's request, bounded by `mirror_max_in_flight`.
+    fn send_mirror(&self, table: &Table, parts: &http::request::Parts, h2: bool, body: Bytes) {
+        let Ok(permit) = self.mirror_slots.clone().try_acquire_owned() else {
+            self.metrics.mirror_dropped.inc();
+            return;
+        };
+        let upstream = table.canary.pick();
+        let Ok(uri) = upstream.uri_for(&parts.uri) else {
+            self.metrics.mirror_dropped.inc();
+            return;
+        };
+        let mut req = Request::new(Either::Right(Full::new(body)));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = parts.headers.clone();
+        let client = if h2 {
+            self.http2.clone()
+        } else {
+            self.http1.clone()
+        };
+        let timeout = self.limits.request_timeout;
+        let metrics = self.metrics.clone();
+        metrics.mirrored.inc();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let ok = match tokio::time::timeout(timeout, client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    let ok = !resp.status().is_server_error();
+                    // Read the answer to the end so the connection can be reused.
+                    let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
+                    ok
+                }
+                _ => false,
+            };
+            if !ok {
+                metrics.mirror_failed.inc();
+            }
+        });
+    }
+}
+
+enum Copy {
+    /// The body, and what to forward in its place.
+    Copied(Bytes, Body),
+    /// Not copied; forward this.
+    NotCopied(Body),
+    /// The client's body broke off.
+    Failed,
+}
+
+/// Joins the client's and the upstream's upgraded connections.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let mut a = TokioIo::new(client);
+    let mut b = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+}
+
+/// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping what an upgrade
+/// needs and `te: trailers`, which gRPC needs end to end.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    if !upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    let trailers_only = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !trailers_only {
+        headers.remove(header::TE);
+    }
+}
+
+/// Hop-by-hop headers out, `x-forwarded-*` in.
+fn forwarded_headers(headers: &mut HeaderMap, uri: &Uri, remote: SocketAddr, upgrade: bool) {
+    strip_hop_by_hop(headers, upgrade);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let ip = remote.ip().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        let host = headers.get(header::HOST).cloned().or_else(|| {
+            uri.authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_forwarded_ones_come() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let uri: Uri = "/".parse().unwrap();
+        forwarded_headers(&mut h, &uri, "127.0.0.9:5000".parse().unwrap(), false);
+        assert!(
+            !h.contains_key("x-secret")
+                && !h.contains_key("keep-alive")
+                && !h.contains_key("connection")
+        );
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let uri: Uri = "/".parse().unwrap();
+        forwarded_headers(&mut h, &uri, "127.0.0.1:1".parse().unwrap(), true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        let req = Request::builder()
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(is_upgrade(&req));
+    }
+}

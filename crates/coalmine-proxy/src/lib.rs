@@ -1,0 +1,160 @@
+//! coalmine's data plane: a traffic-splitting HTTP proxy.
+//!
+//! One listener forwards each request to the `stable` or the `canary` pool
+//! (round-robin within a pool), deciding per request by header routes, then
+//! the sticky cookie, then the weight ([`route`]). A share of stable requests
+//! can be mirrored to the canary. The route table and the pools sit behind
+//! one `ArcSwap`, so a change never blocks or splits a request
+//! ([`forward`]). The admin API ([`admin`]) changes routes and exposes the
+//! metrics of the brief ([`metrics`]), which are also readable in process
+//! for the judge.
+//!
+//! Layout: [`route`] is the pure per-request decision; [`upstream`] the
+//! pools; [`forward`] the request path; [`server`] the accept loops and
+//! graceful shutdown; [`admin`] the control endpoints.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod forward;
+pub mod metrics;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coalmine_core::Problem;
+use coalmine_core::routes::Routes;
+use tokio::net::TcpListener;
+
+pub use forward::Limits;
+use forward::{Forwarder, Table};
+use metrics::Metrics;
+use route::{RouteTable, Track};
+use upstream::Pool;
+
+/// What a proxy starts with.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Stable upstream URLs.
+    pub stable: Vec<String>,
+    /// Canary upstream URLs.
+    pub canary: Vec<String>,
+    /// The initial route table.
+    pub routes: Routes,
+    /// Timeouts and limits.
+    pub limits: Limits,
+}
+
+/// Why a proxy could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An upstream URL is unusable.
+    #[error("{0}")]
+    Upstream(String),
+    /// The route table is invalid.
+    #[error("invalid routes: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Routes(Vec<Problem>),
+}
+
+/// A running proxy's handle: cheap to clone, shared by the data path, the
+/// admin API and whoever drives the rollout.
+#[derive(Clone)]
+pub struct Proxy {
+    forwarder: Arc<Forwarder>,
+    // Serialises writers so two concurrent PUTs cannot interleave their
+    // read-modify-write of the table; readers never take it.
+    writer: Arc<Mutex<()>>,
+}
+
+impl Proxy {
+    /// A proxy for `config`; nothing listens until [`Proxy::serve`].
+    pub fn new(config: Config) -> Result<Proxy, Error> {
+        let metrics = Arc::new(Metrics::new());
+        let table = Table {
+            routes: Arc::new(RouteTable::compile(config.routes).map_err(Error::Routes)?),
+            stable: Arc::new(
+                Pool::new(Track::Stable, &config.stable, &metrics).map_err(Error::Upstream)?,
+            ),
+            canary: Arc::new(
+                Pool::new(Track::Canary, &config.canary, &metrics).map_err(Error::Upstream)?,
+            ),
+        };
+        Ok(Proxy {
+            forwarder: Arc::new(Forwarder::new(table, metrics, config.limits)),
+            writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The route table in effect.
+    pub fn routes(&self) -> Routes {
+        self.forwarder.table.load().routes.routes().clone()
+    }
+
+    /// Replaces the route table atomically; on error nothing changes.
+    pub fn set_routes(&self, routes: Routes) -> Result<(), Vec<Problem>> {
+        let compiled = Arc::new(RouteTable::compile(routes)?);
+        let weight = compiled.routes().canary_weight;
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.forwarder.table.load();
+        self.forwarder.table.store(Arc::new(Table {
+            routes: compiled,
+            stable: current.stable.clone(),
+            canary: current.canary.clone(),
+        }));
+        self.forwarder.metrics.set_weight(weight);
+        Ok(())
+    }
+
+    /// Replaces the upstream pools atomically (local-mode promotion gives
+    /// stable the canary's servers); on error nothing changes.
+    pub fn set_upstreams(&self, stable: &[String], canary: &[String]) -> Result<(), Error> {
+        let metrics = &self.forwarder.metrics;
+        let stable = Arc::new(Pool::new(Track::Stable, stable, metrics).map_err(Error::Upstream)?);
+        let canary = Arc::new(Pool::new(Track::Canary, canary, metrics).map_err(Error::Upstream)?);
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.forwarder.table.load();
+        self.forwarder.table.store(Arc::new(Table {
+            routes: current.routes.clone(),
+            stable,
+            canary,
+        }));
+        Ok(())
+    }
+
+    /// The upstream URLs of each pool.
+    pub fn upstreams(&self) -> (Vec<String>, Vec<String>) {
+        let t = self.forwarder.table.load();
+        (t.stable.urls(), t.canary.urls())
+    }
+
+    /// The proxy's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.forwarder.metrics
+    }
+
+    /// Forwards requests from `listener` until `shutdown`, then drains.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) {
+        let fwd = self.forwarder.clone();
+        let handler = move |req, remote| {
+            let fwd = fwd.clone();
+            async move { fwd.handle(req, remote).await }
+        };
+        server::serve(listener, handler, shutdown, grace).await;
+    }
+
+    /// Serves the admin API from `listener` until `shutdown`.
+    pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let proxy = self.clone();
+        let handler = move |req, _remote| admin::handle(proxy.clone(), req);
+        server::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
+    }
+}

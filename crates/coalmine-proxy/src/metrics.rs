@@ -1,0 +1,368 @@
+//! The proxy's Prometheus metrics, with the names of the brief, and an
+//! in-process view of the same counters for the judge.
+//!
+//! Every counter the request path touches is created at start-up and held
+//! as a handle, so counting a request is a few relaxed atomic additions: no
+//! label lookup, no lock. The latency histogram is coalmine's own lock-free
+//! one (prometheus-client's takes a mutex per observation).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::route::Track;
+
+/// How an exchange ended, as the `class` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// 1xx and 2xx answers.
+    Success,
+    /// 3xx.
+    Redirect,
+    /// 4xx.
+    ClientError,
+    /// 5xx from the upstream.
+    ServerError,
+    /// No answer from the upstream: refused, reset, timed out.
+    Error,
+}
+
+impl Class {
+    const ALL: [Class; 5] = [
+        Class::Success,
+        Class::Redirect,
+        Class::ClientError,
+        Class::ServerError,
+        Class::Error,
+    ];
+
+    /// The class of an upstream status code.
+    pub fn of(status: u16) -> Class {
+        match status {
+            0..=299 => Class::Success,
+            300..=399 => Class::Redirect,
+            400..=499 => Class::ClientError,
+            _ => Class::ServerError,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Success => "2xx",
+            Class::Redirect => "3xx",
+            Class::ClientError => "4xx",
+            Class::ServerError => "5xx",
+            Class::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrackClass {
+    track: &'static str,
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrackLabel {
+    track: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    track: &'static str,
+    upstream: String,
+    class: &'static str,
+}
+
+/// Upper bounds of the latency buckets, in seconds. Dense between 50 ms
+/// and 1 s, where `slowerThan` thresholds usually sit.
+pub const LATENCY_BUCKETS: [f64; 22] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
+    1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+
+/// A lock-free histogram with [`LATENCY_BUCKETS`] (plus +Inf).
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram(Arc<HistogramInner>);
+
+#[derive(Debug)]
+struct HistogramInner {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Default for HistogramInner {
+    fn default() -> Self {
+        HistogramInner {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS.partition_point(|b| *b < secs);
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Count per bucket (not cumulative); the last is +Inf.
+    pub fn counts(&self) -> Vec<u64> {
+        self.0
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Sum of all observations, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.counts();
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(counts.iter().copied())
+            .collect();
+        let count = counts.iter().sum();
+        encoder.encode_histogram::<NoLabelSet>(self.sum_seconds(), count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Handles to one track's counters.
+#[derive(Clone)]
+pub struct TrackMetrics {
+    classes: [Counter; 5],
+    latency: LatencyHistogram,
+    weight: Gauge,
+}
+
+impl TrackMetrics {
+    /// Counts an answered (or failed) request and its time to answer.
+    pub fn record(&self, class: Class, elapsed: Duration) {
+        self.classes[class.index()].inc();
+        self.latency.observe(elapsed);
+    }
+
+    /// Requests so far per class, in the order 2xx, 3xx, 4xx, 5xx, error.
+    pub fn counts(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.classes[i].get())
+    }
+
+    /// The latency histogram.
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+}
+
+/// Counters for one upstream server, by class.
+#[derive(Clone)]
+pub struct UpstreamMetrics([Counter; 5]);
+
+impl UpstreamMetrics {
+    /// Counts one exchange with this upstream.
+    pub fn record(&self, class: Class) {
+        self.0[class.index()].inc();
+    }
+}
+
+/// All of the proxy's metrics.
+pub struct Metrics {
+    registry: Registry,
+    stable: TrackMetrics,
+    canary: TrackMetrics,
+    upstreams: Family<UpstreamLabels, Counter>,
+    /// Requests copied to the canary.
+    pub mirrored: Counter,
+    /// Mirror copies not sent because too many were in flight or the body was too large.
+    pub mirror_dropped: Counter,
+    /// Mirror copies that got no answer or a 5xx.
+    pub mirror_failed: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<TrackClass, Counter>::default();
+        let durations = Family::<TrackLabel, LatencyHistogram>::default();
+        let weights = Family::<TrackLabel, Gauge>::default();
+        let upstreams = Family::<UpstreamLabels, Counter>::default();
+        let mirrored = Counter::default();
+        let mirror_dropped = Counter::default();
+        let mirror_failed = Counter::default();
+        registry.register(
+            "coalmine_proxy_requests",
+            "Requests answered, by track and class (2xx, 3xx, 4xx, 5xx, error = no answer from the upstream)",
+            requests.clone(),
+        );
+        registry.register(
+            "coalmine_proxy_request_duration_seconds",
+            "Time from receiving a request to the upstream's response headers, by track",
+            durations.clone(),
+        );
+        registry.register(
+            "coalmine_proxy_route_weight",
+            "Percent of weighted traffic routed to each track",
+            weights.clone(),
+        );
+        registry.register(
+            "coalmine_proxy_upstream_requests",
+            "Exchanges with each upstream server, by track and class",
+            upstreams.clone(),
+        );
+        registry.register(
+            "coalmine_proxy_mirrored_requests",
+            "Stable requests also sent to the canary",
+            mirrored.clone(),
+        );
+        registry.register(
+            "coalmine_proxy_mirror_dropped",
+            "Mirror copies not sent: too many in flight, or a body too large to copy",
+            mirror_dropped.clone(),
+        );
+        registry.register(
+            "coalmine_proxy_mirror_failed",
+            "Mirror copies that got no answer or a 5xx",
+            mirror_failed.clone(),
+        );
+        let track = |t: Track| TrackMetrics {
+            classes: Class::ALL.map(|c| {
+                requests
+                    .get_or_create(&TrackClass {
+                        track: t.as_str(),
+                        class: c.as_str(),
+                    })
+                    .clone()
+            }),
+            latency: durations
+                .get_or_create(&TrackLabel { track: t.as_str() })
+                .clone(),
+            weight: weights
+                .get_or_create(&TrackLabel { track: t.as_str() })
+                .clone(),
+        };
+        Metrics {
+            stable: track(Track::Stable),
+            canary: track(Track::Canary),
+            registry,
+            upstreams,
+            mirrored,
+            mirror_dropped,
+            mirror_failed,
+        }
+    }
+
+    /// One track's counters.
+    pub fn track(&self, track: Track) -> &TrackMetrics {
+        match track {
+            Track::Stable => &self.stable,
+            Track::Canary => &self.canary,
+        }
+    }
+
+    /// Counters for one upstream (created once per pool, not per request).
+    pub fn upstream(&self, track: Track, url: &str) -> UpstreamMetrics {
+        UpstreamMetrics(Class::ALL.map(|c| {
+            self.upstreams
+                .get_or_create(&UpstreamLabels {
+                    track: track.as_str(),
+                    upstream: url.to_owned(),
+                    class: c.as_str(),
+                })
+                .clone()
+        }))
+    }
+
+    /// Sets the weight gauges from the canary's weight.
+    pub fn set_weight(&self, canary_weight: u8) {
+        self.canary.weight.set(i64::from(canary_weight));
+        self.stable
+            .weight
+            .set(100 - i64::from(canary_weight.min(100)));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_brief_names() {
+        let m = Metrics::new();
+        m.track(Track::Canary)
+            .record(Class::ServerError, Duration::from_millis(120));
+        m.track(Track::Stable)
+            .record(Class::Success, Duration::from_millis(3));
+        m.set_weight(10);
+        m.mirrored.inc();
+        let text = m.encode();
+        for line in [
+            "coalmine_proxy_requests_total{track=\"canary\",class=\"5xx\"} 1",
+            "coalmine_proxy_requests_total{track=\"stable\",class=\"2xx\"} 1",
+            "coalmine_proxy_requests_total{track=\"stable\",class=\"error\"} 0",
+            "coalmine_proxy_request_duration_seconds_bucket{le=\"0.15\",track=\"canary\"} 1",
+            "coalmine_proxy_request_duration_seconds_bucket{le=\"0.1\",track=\"canary\"} 0",
+            "coalmine_proxy_request_duration_seconds_count{track=\"stable\"} 1",
+            "coalmine_proxy_route_weight{track=\"canary\"} 10",
+            "coalmine_proxy_route_weight{track=\"stable\"} 90",
+            "coalmine_proxy_mirrored_requests_total 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(Class::of(101), Class::Success);
+        assert_eq!(Class::of(204), Class::Success);
+        assert_eq!(Class::of(304), Class::Redirect);
+        assert_eq!(Class::of(404), Class::ClientError);
+        assert_eq!(Class::of(503), Class::ServerError);
+    }
+}

@@ -1,0 +1,178 @@
+//! `coalmine proxy`: the data plane alone, configured by flags or by a
+//! Canary file's `upstreams`, with routes changed through the admin API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use coalmine_core::Duration;
+use coalmine_core::routes::Routes;
+use coalmine_proxy::{Config, Limits, Proxy};
+use tokio::net::TcpListener;
+
+/// Arguments of `coalmine proxy`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to serve traffic on [default: the file's upstreams.listen, else 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Stable upstream URLs (round-robin).
+    #[arg(long, value_name = "URL", num_args = 1..)]
+    stable: Vec<String>,
+    /// Canary upstream URLs (round-robin).
+    #[arg(long, value_name = "URL", num_args = 1..)]
+    canary: Vec<String>,
+    /// Percent of traffic to the canary at start.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    weight: u8,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
+    /// Admin API address (GET/PUT /routes, /healthz, /metrics).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// A Canary file: its spec.upstreams give the pools (flags override).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Time allowed to connect to an upstream.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    connect_timeout: Duration,
+    /// Time allowed for an upstream's response headers.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    request_timeout: Duration,
+    /// On SIGTERM, time given to requests in flight.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    grace: Duration,
+}
+
+/// Runs the proxy until SIGTERM or Ctrl-C.
+pub fn run(args: Args) -> ExitCode {
+    crate::commands::init_logs();
+    let (config, listen) = match configure(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("coalmine proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads))
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coalmine proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, listen, args.admin, args.grace))
+}
+
+fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
+    let mut stable = args.stable.clone();
+    let mut canary = args.canary.clone();
+    let mut listen = args.listen;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;
+        let canary_doc = coalmine_core::load::parse_canary(&text).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect();
+            lines.join("\n")
+        })?;
+        let up = canary_doc.spec.upstreams.ok_or_else(|| {
+            format!(
+                "{}: spec.upstreams is missing; the proxy needs stable and canary URLs",
+                path.display()
+            )
+        })?;
+        if stable.is_empty() {
+            stable = up.stable;
+        }
+        if canary.is_empty() {
+            canary = up.canary;
+        }
+        if let (None, Some(l)) = (listen, up.listen) {
+            listen = Some(l.parse().map_err(|_| {
+                format!(
+                    "{}: spec.upstreams.listen: `{l}` is not an address like 127.0.0.1:8080",
+                    path.display()
+                )
+            })?);
+        }
+    }
+    if stable.is_empty() || canary.is_empty() {
+        return Err(
+            "give --stable URL and --canary URL (or --config FILE with spec.upstreams)".into(),
+        );
+    }
+    let config = Config {
+        stable,
+        canary,
+        routes: Routes {
+            canary_weight: args.weight,
+            ..Routes::default()
+        },
+        limits: Limits {
+            connect_timeout: args.connect_timeout.to_std(),
+            request_timeout: args.request_timeout.to_std(),
+            ..Limits::default()
+        },
+    };
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+    Ok((config, listen.unwrap_or(default_listen)))
+}
+
+async fn serve(config: Config, listen: SocketAddr, admin: SocketAddr, grace: Duration) -> ExitCode {
+    let proxy = match Proxy::new(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("coalmine proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let data = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("coalmine proxy: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let control = match TcpListener::bind(admin).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("coalmine proxy: cannot listen on {admin} (admin): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stable, canary) = proxy.upstreams();
+    tracing::info!(%listen, %admin, ?stable, ?canary, weight = proxy.routes().canary_weight, "coalmine proxy serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_task = tokio::spawn({
+        let proxy = proxy.clone();
+        let stop = stopped(stop_rx.clone());
+        async move { proxy.serve_admin(control, stop).await }
+    });
+    let signal = async move {
+        crate::commands::terminated().await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(proxy.serve(data, signal, grace.to_std()), async {
+        let _ = admin_task.await;
+    });
+    let _ = stop_rx;
+    ExitCode::SUCCESS
+}
