@@ -149,7 +149,8 @@ impl Forwarder {
             }
         };
         forwarded_headers(&mut parts.headers, &original_uri, remote, upgrade);
-        let h2 = parts.version == Version::HTTP_2;
+        let client_version = parts.version;
+        let h2 = client_version == Version::HTTP_2;
         if !h2 {
             parts.version = Version::HTTP_11;
         }
@@ -213,6 +214,9 @@ impl Forwarder {
             .record(class, start.elapsed());
         upstream.metrics.record(class);
 
+        // Answer in the client's protocol version, whatever the upstream spoke
+        // (an HTTP/1.0 upstream must not turn a keep-alive client into 1.0).
+        *resp.version_mut() = client_version;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (switching, client_upgrade) {
             let upstream_side = hyper::upgrade::on(&mut resp);

@@ -313,13 +313,41 @@ impl Metrics {
             .set(100 - i64::from(canary_weight.min(100)));
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4).
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        openmetrics_to_prometheus(&out)
     }
+}
+
+/// prometheus-client writes OpenMetrics, where a counter family `x` has
+/// samples `x_total`. The classic text format (what `promtool check metrics`
+/// and every Prometheus version read) names the family `x_total` in its
+/// `# HELP`/`# TYPE` lines and has no `# EOF`.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
@@ -352,9 +380,12 @@ mod tests {
             "coalmine_proxy_route_weight{track=\"canary\"} 10",
             "coalmine_proxy_route_weight{track=\"stable\"} 90",
             "coalmine_proxy_mirrored_requests_total 1",
+            "# TYPE coalmine_proxy_requests_total counter",
+            "# HELP coalmine_proxy_requests_total Requests answered",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        assert!(!text.contains("# EOF"));
     }
 
     #[test]
