@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Proxy benchmarks, on loopback only, bounded in time.
+#   1. ../shared/bench/proxy.sh: coalmine proxy side by side with nginx and
+#      HAProxy (one worker each, 90/10 split): requests/s, p99, peak RSS.
+#   2. Route changes under load: wrk with 64 connections through the proxy
+#      while 100 weight changes go through the admin API; counts non-2xx
+#      answers on both sides.
+# Usage: scripts/bench-proxy.sh [SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-10}; C=${2:-64}
+for b in nginx wrk curl; do command -v $b >/dev/null || NEED="${NEED:-} $b"; done
+if [ -n "${NEED:-}" ]; then apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${NEED/nginx/nginx-light} >/dev/null; fi
+cargo build --release -q -p coalmine
+BIN=target/release/coalmine
+
+echo "== 1. side by side (../shared/bench/proxy.sh $D $C)"
+bash ../shared/bench/proxy.sh "$D" "$C" -- "$BIN" proxy --listen 127.0.0.1:8083 \
+  --stable http://127.0.0.1:9001 --canary http://127.0.0.1:9002 --weight 10 --threads 1 --admin 127.0.0.1:9911
+
+echo "== 2. 100 weight changes under load ($C connections)"
+W=$(mktemp -d)
+cleanup() { [ -n "${P:-}" ] && kill "$P" 2>/dev/null; [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null; sleep 0.2; rm -rf "$W"; }
+trap cleanup EXIT
+cat > "$W/nginx.conf" <<NG
+worker_processes 1; pid $W/nginx.pid; error_log $W/err.log; daemon on;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:9001; location / { return 200 "stable\n"; } }
+  server { listen 127.0.0.1:9002; location / { return 200 "canary\n"; } }
+}
+NG
+nginx -c "$W/nginx.conf" -p "$W"
+"$BIN" proxy --listen 127.0.0.1:8083 --admin 127.0.0.1:9911 --stable http://127.0.0.1:9001 \
+  --canary http://127.0.0.1:9002 --weight 0 >"$W/proxy.log" 2>&1 & P=$!
+for i in $(seq 50); do curl -sf -o /dev/null 127.0.0.1:8083/ && break; sleep 0.1; done
+wrk -t1 -c"$C" -d"$D"s http://127.0.0.1:8083/ >"$W/wrk.txt" 2>&1 & WRK=$!
+sleep 1
+bad_admin=0
+for i in $(seq 100); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT 127.0.0.1:9911/routes -d "{\"canaryWeight\": $((i % 101))}")
+  [ "$code" = 200 ] || bad_admin=$((bad_admin + 1))
+  sleep "$(awk -v d="$D" 'BEGIN{printf "%.3f", (d-2)/100}')"
+done
+wait $WRK
+reqs=$(awk '/requests in/{print $1}' "$W/wrk.txt")
+non2xx=$(awk '/Non-2xx/{print $NF}' "$W/wrk.txt"); errs=$(awk '/Socket errors/{print}' "$W/wrk.txt")
+echo "requests=$reqs non2xx=${non2xx:-0} socket_errors=${errs:-none} admin_puts=100 admin_non200=$bad_admin"
