@@ -26,9 +26,7 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<Full<Bytes
             let mut resp = Response::new(Full::new(Bytes::from(proxy.metrics().encode())));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             resp
         }
@@ -43,12 +41,22 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<Full<Bytes
                     );
                 }
             };
-            let routes: Routes = match serde_json::from_slice(&body) {
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let routes: Routes = match serde_path_to_error::deserialize(&mut de) {
                 Ok(r) => r,
                 Err(e) => {
+                    let path = e.path().to_string();
+                    let at = if path == "." {
+                        String::new()
+                    } else {
+                        format!("{path}: ")
+                    };
                     return text(
                         StatusCode::BAD_REQUEST,
-                        &format!("invalid routes: {e}; expected e.g. {{\"canaryWeight\": 10}}\n"),
+                        &format!(
+                            "invalid routes: {at}{}; expected e.g. {{\"canaryWeight\": 10}}\n",
+                            e.into_inner()
+                        ),
                     );
                 }
             };

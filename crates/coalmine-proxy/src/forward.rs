@@ -150,8 +150,19 @@ impl Forwarder {
         };
         forwarded_headers(&mut parts.headers, &original_uri, remote, upgrade);
         let client_version = parts.version;
-        let h2 = client_version == Version::HTTP_2;
+        // gRPC needs HTTP/2 end to end; everything else goes upstream over
+        // HTTP/1.1, which every server speaks, whatever the client spoke.
+        let h2 = client_version == Version::HTTP_2 && is_grpc(&parts.headers);
         if !h2 {
+            if client_version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+                // HTTP/2 carries the host in :authority; HTTP/1.1 needs Host.
+                if let Some(host) = original_uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                {
+                    parts.headers.insert(header::HOST, host);
+                }
+            }
             parts.version = Version::HTTP_11;
         }
         let body = if mirror {
@@ -345,6 +356,13 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let mut a = TokioIo::new(client);
     let mut b = TokioIo::new(upstream);
     let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+}
+
+/// A gRPC call (`content-type: application/grpc`, `application/grpc+proto`, …).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
