@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod forward;
 pub mod metrics;
+pub mod pool;
 pub mod route;
 pub mod server;
 pub mod upstream;
@@ -74,13 +75,16 @@ impl Proxy {
     /// A proxy for `config`; nothing listens until [`Proxy::serve`].
     pub fn new(config: Config) -> Result<Proxy, Error> {
         let metrics = Arc::new(Metrics::new());
+        let connect = config.limits.connect_timeout;
         let table = Table {
             routes: Arc::new(RouteTable::compile(config.routes).map_err(Error::Routes)?),
             stable: Arc::new(
-                Pool::new(Track::Stable, &config.stable, &metrics).map_err(Error::Upstream)?,
+                Pool::new(Track::Stable, &config.stable, &metrics, connect)
+                    .map_err(Error::Upstream)?,
             ),
             canary: Arc::new(
-                Pool::new(Track::Canary, &config.canary, &metrics).map_err(Error::Upstream)?,
+                Pool::new(Track::Canary, &config.canary, &metrics, connect)
+                    .map_err(Error::Upstream)?,
             ),
         };
         Ok(Proxy {
@@ -113,8 +117,11 @@ impl Proxy {
     /// stable the canary's servers); on error nothing changes.
     pub fn set_upstreams(&self, stable: &[String], canary: &[String]) -> Result<(), Error> {
         let metrics = &self.forwarder.metrics;
-        let stable = Arc::new(Pool::new(Track::Stable, stable, metrics).map_err(Error::Upstream)?);
-        let canary = Arc::new(Pool::new(Track::Canary, canary, metrics).map_err(Error::Upstream)?);
+        let connect = self.forwarder.limits().connect_timeout;
+        let stable =
+            Arc::new(Pool::new(Track::Stable, stable, metrics, connect).map_err(Error::Upstream)?);
+        let canary =
+            Arc::new(Pool::new(Track::Canary, canary, metrics, connect).map_err(Error::Upstream)?);
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.forwarder.table.load();
         self.forwarder.table.store(Arc::new(Table {
@@ -144,9 +151,9 @@ impl Proxy {
         grace: Duration,
     ) {
         let fwd = self.forwarder.clone();
-        let handler = move |req, remote| {
+        let handler = move |req, peer| {
             let fwd = fwd.clone();
-            async move { fwd.handle(req, remote).await }
+            async move { fwd.handle(req, peer).await }
         };
         server::serve(listener, handler, shutdown, grace).await;
     }
@@ -154,7 +161,7 @@ impl Proxy {
     /// Serves the admin API from `listener` until `shutdown`.
     pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let proxy = self.clone();
-        let handler = move |req, _remote| admin::handle(proxy.clone(), req);
+        let handler = move |req, _peer| admin::handle(proxy.clone(), req);
         server::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
     }
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -12,6 +13,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+
+/// The client at the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its IP as a header value, formatted once per connection (for
+    /// `x-forwarded-for`; formatting it per request showed in profiles).
+    pub ip: HeaderValue,
+}
 
 /// Serves HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on `listener`
 /// until `shutdown` completes; then stops accepting and lets connections
@@ -22,7 +33,7 @@ pub async fn serve<H, F, B>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
@@ -51,8 +62,13 @@ pub async fn serve<H, F, B>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let peer = Peer {
+                    addr: remote,
+                    ip: HeaderValue::from_str(&remote.ip().to_string())
+                        .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                };
                 let service = service_fn(move |req| {
-                    let fut = handler(req, remote);
+                    let fut = handler(req, peer.clone());
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

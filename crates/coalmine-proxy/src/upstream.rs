@@ -1,10 +1,14 @@
 //! Upstream pools: the servers behind each track, chosen round-robin.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use http::header::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::pool::ConnPool;
 use crate::route::Track;
 
 /// One upstream server.
@@ -13,8 +17,12 @@ pub struct Upstream {
     authority: Authority,
     /// Path prefix from the URL (`http://host/api` → `/api`), without a trailing slash.
     prefix: Option<String>,
+    /// `Host` for requests that arrive without one (HTTP/1.0).
+    host: HeaderValue,
     /// Per-upstream counters.
     pub metrics: UpstreamMetrics,
+    /// Keep-alive HTTP/1.1 connections to this server.
+    pub pool: Arc<ConnPool>,
 }
 
 impl Upstream {
@@ -23,21 +31,35 @@ impl Upstream {
         &self.url
     }
 
-    /// The upstream URI for a request URI: this server's scheme and
-    /// authority, the prefix, then the request's path and query.
-    pub fn uri_for(&self, request: &Uri) -> Result<Uri, http::Error> {
+    /// The `Host` value naming this server.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// The path and query to ask this server for: the prefix, then the
+    /// request's path and query.
+    fn path_for(&self, request: &Uri) -> Result<PathAndQuery, http::Error> {
         let pq = request
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let pq = match &self.prefix {
+        Ok(match &self.prefix {
             None => pq,
             Some(prefix) => PathAndQuery::try_from(format!("{prefix}{pq}"))?,
-        };
+        })
+    }
+
+    /// The origin-form URI (`/prefix/path?query`) for an HTTP/1.1 request.
+    pub fn origin_form(&self, request: &Uri) -> Result<Uri, http::Error> {
+        Ok(Uri::from(self.path_for(request)?))
+    }
+
+    /// The absolute URI (`http://host:port/prefix/path?query`), for HTTP/2.
+    pub fn uri_for(&self, request: &Uri) -> Result<Uri, http::Error> {
         Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
-            .path_and_query(pq)
+            .path_and_query(self.path_for(request)?)
             .build()
     }
 }
@@ -50,7 +72,12 @@ pub struct Pool {
 
 impl Pool {
     /// A pool from `http://HOST:PORT[/PREFIX]` URLs.
-    pub fn new(track: Track, urls: &[String], metrics: &Metrics) -> Result<Pool, String> {
+    pub fn new(
+        track: Track,
+        urls: &[String],
+        metrics: &Metrics,
+        connect_timeout: Duration,
+    ) -> Result<Pool, String> {
         if urls.is_empty() {
             return Err(format!("the {} pool has no upstreams", track.as_str()));
         }
@@ -70,11 +97,18 @@ impl Pool {
                 .cloned()
                 .ok_or_else(|| format!("{} upstream `{url}` has no host", track.as_str()))?;
             let path = uri.path().trim_end_matches('/');
+            let target = match authority.port_u16() {
+                Some(_) => authority.as_str().to_owned(),
+                None => format!("{}:80", authority.host()),
+            };
             upstreams.push(Upstream {
                 url: url.clone(),
+                host: HeaderValue::from_str(authority.as_str())
+                    .map_err(|e| format!("{} upstream `{url}`: {e}", track.as_str()))?,
                 authority,
                 prefix: (!path.is_empty()).then(|| path.to_owned()),
                 metrics: metrics.upstream(track, url),
+                pool: Arc::new(ConnPool::new(target, connect_timeout)),
             });
         }
         Ok(Pool {
@@ -113,6 +147,7 @@ mod tests {
                 "http://127.0.0.1:9002/api/".into(),
             ],
             &m,
+            Duration::from_secs(1),
         )
         .unwrap();
         let req: Uri = "/v1/items?x=1".parse().unwrap();
@@ -120,6 +155,14 @@ mod tests {
         let b = pool.pick().uri_for(&req).unwrap();
         assert_eq!(a.to_string(), "http://127.0.0.1:9001/v1/items?x=1");
         assert_eq!(b.to_string(), "http://127.0.0.1:9002/api/v1/items?x=1");
+        assert_eq!(
+            pool.pick().origin_form(&req).unwrap().to_string(),
+            "/v1/items?x=1"
+        );
+        assert_eq!(
+            pool.pick().origin_form(&req).unwrap().to_string(),
+            "/api/v1/items?x=1"
+        );
         assert_eq!(pool.pick().url(), "http://127.0.0.1:9001");
     }
 
@@ -127,17 +170,30 @@ mod tests {
     fn refuses_bad_urls() {
         let m = Metrics::new();
         assert!(
-            Pool::new(Track::Canary, &[], &m)
+            Pool::new(Track::Canary, &[], &m, Duration::from_secs(1))
                 .err()
                 .unwrap()
                 .contains("no upstreams")
         );
         assert!(
-            Pool::new(Track::Canary, &["https://x:1".into()], &m)
-                .err()
-                .unwrap()
-                .contains("only http://")
+            Pool::new(
+                Track::Canary,
+                &["https://x:1".into()],
+                &m,
+                Duration::from_secs(1)
+            )
+            .err()
+            .unwrap()
+            .contains("only http://")
         );
-        assert!(Pool::new(Track::Canary, &["not a url".into()], &m).is_err());
+        assert!(
+            Pool::new(
+                Track::Canary,
+                &["not a url".into()],
+                &m,
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
     }
 }
