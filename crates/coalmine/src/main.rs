@@ -13,12 +13,6 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-// Measured: the proxy's request path allocates a few small objects per
-// request, and mimalloc takes ~X% less CPU per request than glibc malloc
-// (docs/performance.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Canary deployments: shift traffic step by step, judge the canary against
 /// stable, promote or roll back.
 #[derive(Debug, Parser)]
