@@ -139,6 +139,7 @@ impl ConnPool {
         };
         let _ = stream.set_nodelay(true);
         let (tx, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Exchange)?;
