@@ -5,11 +5,14 @@
 #   2. Route changes under load: wrk with 64 connections through the proxy
 #      while 100 weight changes go through the admin API; counts non-2xx
 #      answers on both sides.
+#   3. User-space instructions per request under callgrind, HAProxy and
+#      ours, same load: a figure that stays put on a shared, noisy machine,
+#      where requests/s from (1) vary by ±20% from run to run.
 # Usage: scripts/bench-proxy.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-10}; C=${2:-64}
-for b in nginx wrk curl; do command -v $b >/dev/null || NEED="${NEED:-} $b"; done
+for b in nginx wrk curl valgrind haproxy; do command -v $b >/dev/null || NEED="${NEED:-} $b"; done
 if [ -n "${NEED:-}" ]; then apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${NEED/nginx/nginx-light} >/dev/null; fi
 cargo build --release -q -p coalmine
 BIN=target/release/coalmine
@@ -46,3 +49,37 @@ wait $WRK
 reqs=$(awk '/requests in/{print $1}' "$W/wrk.txt")
 non2xx=$(awk '/Non-2xx/{print $NF}' "$W/wrk.txt"); errs=$(awk '/Socket errors/{print}' "$W/wrk.txt")
 echo "requests=$reqs non2xx=${non2xx:-0} socket_errors=${errs:-none} admin_puts=100 admin_non200=$bad_admin"
+
+echo "== 3. user-space instructions per request (callgrind; repeatable on a noisy machine)"
+cat > "$W/ha.cfg" <<HA
+global
+  maxconn 8192
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:8092
+  default_backend be
+backend be
+  balance roundrobin
+  http-reuse always
+  server st 127.0.0.1:9001 weight 90
+  server ca 127.0.0.1:9002 weight 10
+HA
+ir_per_request() { # NAME PORT COMMAND...
+  local name=$1 port=$2; shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$W/$name.cg" "$@" >/dev/null 2>"$W/$name.vg" & local vp=$!
+  for i in $(seq 150); do curl -s -o /dev/null "127.0.0.1:$port/" && break; sleep 0.2; done
+  local n; n=$(wrk -t1 -c16 -d15s "http://127.0.0.1:$port/" | awk '/requests in/{print $1}')
+  kill -INT $vp 2>/dev/null || true; sleep 3; kill $vp 2>/dev/null || true; wait $vp 2>/dev/null || true
+  local ir; ir=$(awk '/^summary:|^totals:/{print $2; exit}' "$W/$name.cg")
+  echo "$name requests=$n instructions=$ir per_request=$((ir / n))"
+  eval "IR_$name=$((ir / n))"
+}
+ir_per_request haproxy 8092 haproxy -f "$W/ha.cfg" -db
+ir_per_request ours 8093 "$BIN" proxy --listen 127.0.0.1:8093 --admin 127.0.0.1:9993 \
+  --stable http://127.0.0.1:9001 --canary http://127.0.0.1:9002 --weight 10 --threads 1
+awk -v a="$IR_ours" -v b="$IR_haproxy" 'BEGIN{printf "ours/haproxy: instructions per request %.2fx\n", a/b}'
