@@ -22,16 +22,12 @@ use http::{Method, Request, StatusCode, Version};
 use http_body_util::Full;
 use support::{
     Conn, Reply, TestProxy, Upstream, WsUpstream, bounded, dead_url, eventually, fetch, h2_client,
+    routes, setup,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A route table from its admin-API JSON.
-fn routes(json: &str) -> Routes {
-    serde_json::from_str(json).expect("a valid route table")
-}
 
 /// What a batch of requests got back.
 #[derive(Debug, Default)]
@@ -226,14 +222,8 @@ async fn header_and_cookie_routes_send_matches_to_the_canary_at_weight_zero() {
 #[tokio::test]
 async fn sticky_cookie_pins_clients_to_the_track_that_first_answered() {
     bounded(LIMIT, async {
-        let stable = Upstream::start("stable").await;
-        let canary = Upstream::start("canary").await;
-        let proxy = TestProxy::start(
-            &stable,
-            &canary,
-            routes(r#"{"canaryWeight": 50, "stickyCookie": "coalmine-track"}"#),
-        )
-        .await;
+        let (stable, canary, proxy) =
+            setup(r#"{"canaryWeight": 50, "stickyCookie": "coalmine-track"}"#).await;
         // New clients until one of each track has been handed a cookie.
         let mut cookies: HashMap<String, String> = HashMap::new();
         for _ in 0..10 {
@@ -290,14 +280,7 @@ async fn sticky_cookie_pins_clients_to_the_track_that_first_answered() {
 #[tokio::test]
 async fn mirror_100_copies_every_stable_request_to_the_canary() {
     bounded(LIMIT, async {
-        let stable = Upstream::start("stable").await;
-        let canary = Upstream::start("canary").await;
-        let proxy = TestProxy::start(
-            &stable,
-            &canary,
-            routes(r#"{"canaryWeight": 0, "mirrorPercent": 100}"#),
-        )
-        .await;
+        let (stable, canary, proxy) = setup(r#"{"canaryWeight": 0, "mirrorPercent": 100}"#).await;
         let mut conn = Conn::open(proxy.addr).await;
         for i in 0..100 {
             let reply = conn.get(&format!("/m/{i}"), &[]).await;
@@ -330,14 +313,7 @@ async fn mirror_100_copies_every_stable_request_to_the_canary() {
 #[tokio::test]
 async fn mirror_50_copies_exactly_half() {
     bounded(LIMIT, async {
-        let stable = Upstream::start("stable").await;
-        let canary = Upstream::start("canary").await;
-        let proxy = TestProxy::start(
-            &stable,
-            &canary,
-            routes(r#"{"canaryWeight": 0, "mirrorPercent": 50}"#),
-        )
-        .await;
+        let (stable, canary, proxy) = setup(r#"{"canaryWeight": 0, "mirrorPercent": 50}"#).await;
         let mut conn = Conn::open(proxy.addr).await;
         for _ in 0..200 {
             let reply = conn.get("/", &[]).await;
@@ -404,14 +380,7 @@ async fn a_slow_mirror_target_does_not_slow_the_client() {
 #[tokio::test]
 async fn a_post_is_mirrored_with_the_same_body() {
     bounded(LIMIT, async {
-        let stable = Upstream::start("stable").await;
-        let canary = Upstream::start("canary").await;
-        let proxy = TestProxy::start(
-            &stable,
-            &canary,
-            routes(r#"{"canaryWeight": 0, "mirrorPercent": 100}"#),
-        )
-        .await;
+        let (stable, canary, proxy) = setup(r#"{"canaryWeight": 0, "mirrorPercent": 100}"#).await;
         let body = r#"{"order": 42, "items": ["coal", "canary seed"]}"#;
         let reply = Conn::open(proxy.addr)
             .await
@@ -726,9 +695,7 @@ async fn metrics_pass_promtool_and_have_the_brief_names() {
 #[tokio::test]
 async fn metrics_content_type_matches_the_exposition_format() {
     bounded(LIMIT, async {
-        let stable = Upstream::start("stable").await;
-        let canary = Upstream::start("canary").await;
-        let proxy = TestProxy::start(&stable, &canary, routes(r#"{"canaryWeight": 0}"#)).await;
+        let (_stable, _canary, proxy) = setup(r#"{"canaryWeight": 0}"#).await;
         let reply = Conn::open(proxy.admin).await.get("/metrics", &[]).await;
         assert_eq!(reply.status, StatusCode::OK);
         let content_type = reply.header("content-type");
@@ -867,9 +834,7 @@ async fn admin_api_reads_changes_and_refuses_bad_route_tables() {
 #[tokio::test]
 async fn admin_api_type_errors_name_the_field() {
     bounded(LIMIT, async {
-        let stable = Upstream::start("stable").await;
-        let canary = Upstream::start("canary").await;
-        let proxy = TestProxy::start(&stable, &canary, routes(r#"{"canaryWeight": 0}"#)).await;
+        let (_stable, _canary, proxy) = setup(r#"{"canaryWeight": 0}"#).await;
         let mut unnamed = Vec::new();
         for (body, field) in [
             (r#"{"canaryWeight": 300}"#, "canaryWeight"),
@@ -904,9 +869,7 @@ async fn admin_api_type_errors_name_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_changes_during_load_lose_no_request() {
     bounded(Duration::from_secs(50), async {
-        let stable = Upstream::start("stable").await;
-        let canary = Upstream::start("canary").await;
-        let proxy = TestProxy::start(&stable, &canary, routes(r#"{"canaryWeight": 0}"#)).await;
+        let (stable, canary, proxy) = setup(r#"{"canaryWeight": 0}"#).await;
         let total = 20_000;
         let done = Arc::new(AtomicUsize::new(0));
         let finished = Arc::new(AtomicBool::new(false));

@@ -410,6 +410,20 @@ impl Drop for WsUpstream {
     }
 }
 
+/// A route table from its admin-API JSON.
+pub fn routes(json: &str) -> Routes {
+    serde_json::from_str(json).expect("a valid route table")
+}
+
+/// The usual set-up: a stable and a canary upstream that answer their
+/// names, and a proxy in front of them with `routes` (the admin API's JSON).
+pub async fn setup(routes_json: &str) -> (Upstream, Upstream, TestProxy) {
+    let stable = Upstream::start("stable").await;
+    let canary = Upstream::start("canary").await;
+    let proxy = TestProxy::start(&stable, &canary, routes(routes_json)).await;
+    (stable, canary, proxy)
+}
+
 /// A proxy served in process on loopback ports, with its admin API; shut
 /// down by [`TestProxy::shutdown`] or when dropped.
 pub struct TestProxy {
