@@ -475,7 +475,11 @@ fn context(s: &Step<'_>) -> String {
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 256,
+        // 256 in CI; `PROPTEST_CASES=20000` for a long sweep.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256),
         // Only this file may change: no `proptest-regressions` next to it.
         failure_persistence: None,
         ..ProptestConfig::default()

@@ -251,7 +251,13 @@ impl<'a> Machine<'a> {
         let obs: &'a Observation = self.obs;
         let r = obs.analysis.as_ref()?;
         let started = self.s.rollout_started_at?;
-        (Some(&r.revision) == self.s.canary_revision.as_ref() && r.since >= started).then_some(r)
+        // Collected since this rollout began, and evaluated after it began:
+        // a report from the very instant a rollout starts holds no evidence
+        // about it, whatever revision it names.
+        (Some(&r.revision) == self.s.canary_revision.as_ref()
+            && r.since >= started
+            && r.at > started)
+            .then_some(r)
     }
 
     fn command(&mut self) {

@@ -291,8 +291,9 @@ fn the_brief_rollout_end_to_end() {
 fn fail_rolls_back_at_once_with_the_numbers() {
     let mut run = Run::started(BRIEF_STEPS);
     assert_eq!(run.status.weight, 5);
+    run.now = run.now.plus(Duration::from_secs(10));
     run.report(Verdict::Fail, failing_errors());
-    run.wait(Duration::from_secs(10));
+    run.tick();
     assert_eq!(run.status.phase, Phase::RollingBack);
     assert_eq!(run.routes(), Routes::all_stable());
     let d = run.last.as_ref().unwrap();
@@ -335,9 +336,29 @@ fn fail_also_rolls_back_a_paused_rollout() {
     let mut run = Run::started(BRIEF_STEPS);
     run.command("p", CommandKind::Pause);
     assert_eq!(run.status.phase, Phase::Paused);
+    run.now = run.now.plus(Duration::from_secs(1));
     run.report(Verdict::Fail, failing_errors());
     run.tick();
     assert_eq!(run.status.phase, Phase::RollingBack);
+}
+
+#[test]
+fn a_report_from_the_instant_a_rollout_starts_is_no_evidence() {
+    // Seen by the property tests: a FAIL for r2 collected and evaluated at
+    // the very millisecond the r2 rollout (re)starts must not roll it back.
+    let mut run = Run::started(BRIEF_STEPS);
+    run.now = run.now.plus(Duration::from_secs(5));
+    run.obs.desired_revision = "r3".into();
+    run.obs.analysis = Some(AnalysisReport {
+        revision: "r3".into(),
+        since: run.now,
+        at: run.now,
+        verdict: Verdict::Fail,
+        metrics: vec![],
+    });
+    run.tick();
+    assert_eq!(run.status.canary_revision.as_deref(), Some("r3"));
+    assert!(run.status.phase.canary_live(), "{:?}", run.status.phase);
 }
 
 #[test]
