@@ -1,0 +1,316 @@
+//! The anytime-valid e-process for a count metric's canary/stable rate ratio.
+//!
+//! From `shared/brief/analysis.md`: per interval `s`, the canary's routing
+//! share `rho_s` (fixed before the interval started), and the bad events
+//! `x_c,s` (canary) and `x_b,s` (stable). Conditioning on which arm each bad
+//! event came from removes the load both versions share, however it varies:
+//! under a rate ratio `e^d`, a bad event is the canary's with probability
+//!
+//! ```text
+//! theta_s(d) = rho_s e^d / (rho_s e^d + 1 - rho_s)
+//! ```
+//!
+//! The evidence against "canary within tolerance" (`d <= delta_0 =
+//! ln maxRatio`) is a mixture of likelihood ratios over a grid of
+//! alternatives `d_j` in `(delta_0, delta_0 + 4]`, weighted by
+//! `exp(-(d_j - delta_0)^2 / 2)`:
+//!
+//! ```text
+//! E_t = sum_j w_j exp(l_t(d_j)),
+//! l_t(d) = sum_s [x_c,s ln(theta_s(d)/theta_s(delta_0)) + x_b,s ln((1-theta_s(d))/(1-theta_s(delta_0)))]
+//! ```
+//!
+//! `E_t` is a non-negative supermartingale under the null (a test
+//! martingale at `d = delta_0`, and smaller below by monotone likelihood
+//! ratio), so by Ville's inequality it ever reaches `1/alpha` with
+//! probability at most `alpha`, however often it is looked at. Because
+//! `l_t` is a sum over bad events, it is kept per grid point and updated in
+//! `O(grid)` per interval; everything is computed in logs.
+//!
+//! This assumes bad events are independent given the rates. When one
+//! version's rate wobbles between intervals (extra-binomial noise) the
+//! guarantee weakens; issue 4 adds the companion test that keeps it.
+
+/// Alternatives on the grid (spacing 0.1 in log-ratio).
+const GRID: usize = 40;
+/// The grid spans `(delta_0, delta_0 + SPAN]`.
+const SPAN: f64 = 4.0;
+
+/// One interval's counts for one metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// Canary requests.
+    pub canary_total: u64,
+    /// Canary bad events.
+    pub canary_bad: u64,
+    /// Stable requests.
+    pub stable_total: u64,
+    /// Stable bad events.
+    pub stable_bad: u64,
+    /// The canary's routing share in the interval, in `[0, 1]`, fixed before
+    /// it started (the weight); `None` to estimate it from the totals.
+    pub canary_share: Option<f64>,
+}
+
+impl Interval {
+    /// The share used: the routing share, or `n_c / (n_c + n_b)`.
+    pub fn share(&self) -> Option<f64> {
+        self.canary_share.or_else(|| {
+            let n = self.canary_total + self.stable_total;
+            (n > 0).then(|| self.canary_total as f64 / n as f64)
+        })
+    }
+}
+
+/// Evidence that the canary's bad-event rate exceeds `max_ratio` × stable's.
+#[derive(Debug, Clone)]
+pub struct RatioEProcess {
+    delta0: f64,
+    grid: Vec<f64>,
+    log_weights: Vec<f64>,
+    log_lr: Vec<f64>,
+    max_log_e: f64,
+    totals: Interval,
+}
+
+impl RatioEProcess {
+    /// A fresh e-process (E = 1) with tolerance `max_ratio` (> 0).
+    pub fn new(max_ratio: f64) -> Self {
+        let delta0 = max_ratio.ln();
+        let grid: Vec<f64> = (1..=GRID)
+            .map(|j| delta0 + SPAN * j as f64 / GRID as f64)
+            .collect();
+        let raw: Vec<f64> = grid.iter().map(|d| -(d - delta0).powi(2) / 2.0).collect();
+        let norm = log_sum_exp(&raw);
+        RatioEProcess {
+            delta0,
+            log_weights: raw.iter().map(|w| w - norm).collect(),
+            log_lr: vec![0.0; grid.len()],
+            grid,
+            max_log_e: 0.0,
+            totals: Interval {
+                canary_total: 0,
+                canary_bad: 0,
+                stable_total: 0,
+                stable_bad: 0,
+                canary_share: None,
+            },
+        }
+    }
+
+    /// Adds one interval's counts.
+    pub fn update(&mut self, interval: &Interval) {
+        let t = &mut self.totals;
+        t.canary_total += interval.canary_total;
+        t.canary_bad += interval.canary_bad;
+        t.stable_total += interval.stable_total;
+        t.stable_bad += interval.stable_bad;
+        let (xc, xb) = (interval.canary_bad as f64, interval.stable_bad as f64);
+        // With no bad events, or a share of 0 or 1 (every event's arm known
+        // in advance), the interval says nothing about the ratio.
+        let Some(rho) = interval.share().filter(|r| *r > 0.0 && *r < 1.0) else {
+            return;
+        };
+        if xc + xb == 0.0 {
+            return;
+        }
+        let (ln_rho, ln_1m_rho) = (rho.ln(), (1.0 - rho).ln());
+        let (ln_th0, ln_1m_th0) = log_theta(ln_rho, ln_1m_rho, self.delta0);
+        for (d, lr) in self.grid.iter().zip(self.log_lr.iter_mut()) {
+            let (ln_th, ln_1m_th) = log_theta(ln_rho, ln_1m_rho, *d);
+            *lr += xc * (ln_th - ln_th0) + xb * (ln_1m_th - ln_1m_th0);
+        }
+        self.max_log_e = self.max_log_e.max(self.log_e());
+    }
+
+    /// `ln E_t`.
+    pub fn log_e(&self) -> f64 {
+        let terms: Vec<f64> = self
+            .log_weights
+            .iter()
+            .zip(&self.log_lr)
+            .map(|(w, l)| w + l)
+            .collect();
+        log_sum_exp(&terms)
+    }
+
+    /// `E_t`, the evidence; 1 before any data.
+    pub fn e_value(&self) -> f64 {
+        self.log_e().exp()
+    }
+
+    /// Whether the evidence has reached `1/alpha` (roll back).
+    pub fn rejects(&self, alpha: f64) -> bool {
+        self.log_e() >= -alpha.ln()
+    }
+
+    /// The anytime-valid p-value, `min(1, 1 / max_s E_s)`.
+    pub fn p_value(&self) -> f64 {
+        (-self.max_log_e).exp().min(1.0)
+    }
+
+    /// The counts so far.
+    pub fn totals(&self) -> Interval {
+        self.totals
+    }
+
+    /// The observed canary/stable rate ratio, when both rates are defined
+    /// and stable's is not zero.
+    pub fn ratio_estimate(&self) -> Option<f64> {
+        let t = &self.totals;
+        if t.canary_total == 0 || t.stable_total == 0 || t.stable_bad == 0 {
+            return None;
+        }
+        let c = t.canary_bad as f64 / t.canary_total as f64;
+        let b = t.stable_bad as f64 / t.stable_total as f64;
+        Some(c / b)
+    }
+}
+
+/// `(ln theta(d), ln (1 - theta(d)))` for share `rho`, computed stably.
+fn log_theta(ln_rho: f64, ln_1m_rho: f64, d: f64) -> (f64, f64) {
+    let denom = log_add_exp(ln_rho + d, ln_1m_rho);
+    (ln_rho + d - denom, ln_1m_rho - denom)
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+fn log_sum_exp(xs: &[f64]) -> f64 {
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(xc: u64, xb: u64, rho: f64) -> Interval {
+        Interval {
+            canary_total: 1000,
+            canary_bad: xc,
+            stable_total: 1000,
+            stable_bad: xb,
+            canary_share: Some(rho),
+        }
+    }
+
+    fn e_after(max_ratio: f64, intervals: &[Interval]) -> f64 {
+        let mut e = RatioEProcess::new(max_ratio);
+        for i in intervals {
+            e.update(i);
+        }
+        e.e_value()
+    }
+
+    /// Reference values computed independently (plain floating point, no
+    /// logs) from the brief's formulas, over the same 40-point grid.
+    #[test]
+    fn matches_hand_computed_values() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+        let e = e_after(1.0, &[iv(3, 1, 0.5)]);
+        assert!(close(e, 1.450_627_798_016_291_8), "{e}");
+        let e = e_after(1.0, &[iv(5, 20, 0.1), iv(9, 30, 0.25)]);
+        assert!(close(e, 0.445_793_267_713_925_86), "{e}");
+        let e = e_after(1.5, &[iv(12, 40, 0.2)]);
+        assert!(close(e, 0.154_471_218_301_741_63), "{e}");
+    }
+
+    #[test]
+    fn starts_at_one_and_ignores_uninformative_intervals() {
+        let mut e = RatioEProcess::new(1.0);
+        assert_eq!(e.e_value(), 1.0);
+        assert_eq!(e.p_value(), 1.0);
+        e.update(&iv(0, 0, 0.3));
+        e.update(&iv(5, 0, 0.0));
+        e.update(&iv(0, 5, 1.0));
+        assert_eq!(e.e_value(), 1.0);
+        assert_eq!(e.totals().canary_bad, 5);
+    }
+
+    #[test]
+    fn a_clear_regression_is_rejected_and_a_tie_is_not() {
+        // Canary at 10% share with 5x the stable rate: 50 vs 90 bad events.
+        let bad: Vec<Interval> = (0..5).map(|_| iv(10, 18, 0.1)).collect();
+        let mut e = RatioEProcess::new(1.0);
+        for i in &bad {
+            e.update(i);
+        }
+        assert!(e.rejects(0.05), "E = {}", e.e_value());
+        assert!(e.p_value() <= 0.05);
+        let tie: Vec<Interval> = (0..50).map(|_| iv(2, 18, 0.1)).collect();
+        let mut e = RatioEProcess::new(1.0);
+        for i in &tie {
+            e.update(i);
+        }
+        assert!(!e.rejects(0.05), "E = {}", e.e_value());
+    }
+
+    #[test]
+    fn the_ratio_estimate_is_the_rate_ratio() {
+        let mut e = RatioEProcess::new(1.0);
+        e.update(&Interval {
+            canary_total: 100,
+            canary_bad: 2,
+            stable_total: 900,
+            stable_bad: 9,
+            canary_share: None,
+        });
+        let r = e.ratio_estimate().unwrap();
+        assert!((r - 2.0).abs() < 1e-12, "{r}");
+    }
+
+    /// Ville's inequality in practice: a healthy canary (same rate) is
+    /// rejected in at most alpha of runs, looked at after every interval;
+    /// a canary at 3x is rejected in nearly all.
+    #[test]
+    fn calibration_with_a_fixed_seed() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let runs = 400;
+        let rejections = |canary_rate: f64, rng: &mut XorShift| {
+            (0..runs)
+                .filter(|_| {
+                    let mut e = RatioEProcess::new(1.0);
+                    (0..60).any(|_| {
+                        let i = Interval {
+                            canary_total: 100,
+                            canary_bad: rng.binomial(100, canary_rate),
+                            stable_total: 900,
+                            stable_bad: rng.binomial(900, 0.01),
+                            canary_share: Some(0.1),
+                        };
+                        e.update(&i);
+                        e.rejects(0.05)
+                    })
+                })
+                .count()
+        };
+        let false_rollbacks = rejections(0.01, &mut rng);
+        assert!(
+            false_rollbacks <= runs * 5 / 100,
+            "{false_rollbacks} of {runs}"
+        );
+        let detections = rejections(0.03, &mut rng);
+        assert!(detections >= runs * 95 / 100, "{detections} of {runs}");
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn uniform(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        fn binomial(&mut self, n: u64, p: f64) -> u64 {
+            (0..n).filter(|_| self.uniform() < p).count() as u64
+        }
+    }
+}
