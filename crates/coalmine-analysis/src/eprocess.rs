@@ -71,6 +71,10 @@ pub struct RatioEProcess {
     log_lr: Vec<f64>,
     max_log_e: f64,
     totals: Interval,
+    /// Bad events per distinct share, for the confidence sequence. Exact:
+    /// the log-likelihood only depends on the sums at each share (the
+    /// split-invariance property), and shares change only at steps.
+    by_share: Vec<(f64, f64, f64)>,
 }
 
 impl RatioEProcess {
@@ -88,6 +92,7 @@ impl RatioEProcess {
             log_lr: vec![0.0; grid.len()],
             grid,
             max_log_e: 0.0,
+            by_share: Vec::new(),
             totals: Interval {
                 canary_total: 0,
                 canary_bad: 0,
@@ -113,6 +118,17 @@ impl RatioEProcess {
         };
         if xc + xb == 0.0 {
             return;
+        }
+        match self
+            .by_share
+            .iter_mut()
+            .find(|(r, _, _)| r.to_bits() == rho.to_bits())
+        {
+            Some(entry) => {
+                entry.1 += xc;
+                entry.2 += xb;
+            }
+            None => self.by_share.push((rho, xc, xb)),
         }
         let (ln_rho, ln_1m_rho) = (rho.ln(), (1.0 - rho).ln());
         let (ln_th0, ln_1m_th0) = log_theta(ln_rho, ln_1m_rho, self.delta0);
@@ -149,6 +165,60 @@ impl RatioEProcess {
         (-self.max_log_e).exp().min(1.0)
     }
 
+    /// An anytime-valid confidence interval for the canary/stable ratio at
+    /// level `1 - alpha`: the ratios `r` that neither one-sided mixture test
+    /// (alternatives above `ln r`, or below it, each at `alpha/2`) rejects.
+    /// By Ville's inequality the true ratio is outside it at some time with
+    /// probability at most `alpha`. `None` before any bad event; the upper
+    /// bound is infinite while the canary has shown too few.
+    pub fn confidence_interval(&self, alpha: f64) -> Option<(f64, f64)> {
+        if self.by_share.iter().all(|(_, xc, xb)| xc + xb == 0.0) {
+            return None;
+        }
+        let level = (2.0 / alpha).ln();
+        const FAR: f64 = 20.0;
+        // Largest delta the "above" test still rejects: the lower bound.
+        let above = |d: f64| self.mixture_log_e(d, 1.0) >= level;
+        let lower = if above(-FAR) {
+            boundary(-FAR, FAR, above).exp()
+        } else {
+            0.0
+        };
+        // Smallest delta the "below" test rejects: the upper bound.
+        let below = |d: f64| self.mixture_log_e(d, -1.0) >= level;
+        let upper = if below(FAR) {
+            boundary(FAR, -FAR, below).exp()
+        } else {
+            f64::INFINITY
+        };
+        Some((lower, upper))
+    }
+
+    /// `ln E` of the mixture test of `delta_0 = d` against alternatives on
+    /// the side `sign` (+1 above, -1 below), from the per-share sums.
+    fn mixture_log_e(&self, d0: f64, sign: f64) -> f64 {
+        let terms: Vec<f64> = self
+            .log_weights
+            .iter()
+            .enumerate()
+            .map(|(j, lw)| {
+                let d = d0 + sign * SPAN * (j + 1) as f64 / GRID as f64;
+                let ll: f64 = self
+                    .by_share
+                    .iter()
+                    .map(|&(rho, xc, xb)| {
+                        let (lr, l1r) = (rho.ln(), (1.0 - rho).ln());
+                        let (a, b) = log_theta(lr, l1r, d);
+                        let (a0, b0) = log_theta(lr, l1r, d0);
+                        xc * (a - a0) + xb * (b - b0)
+                    })
+                    .sum();
+                lw + ll
+            })
+            .collect();
+        log_sum_exp(&terms)
+    }
+
     /// The counts so far.
     pub fn totals(&self) -> Interval {
         self.totals
@@ -165,6 +235,23 @@ impl RatioEProcess {
         let b = t.stable_bad as f64 / t.stable_total as f64;
         Some(c / b)
     }
+}
+
+/// Bisection between `inside` (where `rejects` holds) and `outside` (where
+/// it does not): the point where rejection stops, to 1e-6 in log-ratio.
+fn boundary(mut inside: f64, mut outside: f64, rejects: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..60 {
+        let mid = (inside + outside) / 2.0;
+        if rejects(mid) {
+            inside = mid;
+        } else {
+            outside = mid;
+        }
+        if (inside - outside).abs() < 1e-6 {
+            break;
+        }
+    }
+    (inside + outside) / 2.0
 }
 
 /// `(ln theta(d), ln (1 - theta(d)))` for share `rho`, computed stably.
@@ -297,6 +384,68 @@ mod tests {
         );
         let detections = rejections(0.03, &mut rng);
         assert!(detections >= runs * 95 / 100, "{detections} of {runs}");
+    }
+
+    #[test]
+    fn the_interval_holds_the_estimate_and_excludes_one_for_a_clear_regression() {
+        let mut e = RatioEProcess::new(1.0);
+        assert_eq!(e.confidence_interval(0.05), None);
+        for _ in 0..5 {
+            e.update(&Interval {
+                canary_total: 1000,
+                canary_bad: 10,
+                stable_total: 9000,
+                stable_bad: 18,
+                canary_share: Some(0.1),
+            });
+        }
+        let (lo, hi) = e.confidence_interval(0.05).unwrap();
+        let est = e.ratio_estimate().unwrap();
+        assert!(lo < est && est < hi, "{lo} < {est} < {hi}");
+        assert!(lo > 1.0, "a 5x regression excludes 1: [{lo}, {hi}]");
+        // More of the same data narrows it.
+        let width = hi / lo;
+        for _ in 0..20 {
+            e.update(&Interval {
+                canary_total: 1000,
+                canary_bad: 10,
+                stable_total: 9000,
+                stable_bad: 18,
+                canary_share: Some(0.1),
+            });
+        }
+        let (lo2, hi2) = e.confidence_interval(0.05).unwrap();
+        assert!(
+            hi2 / lo2 < width,
+            "[{lo2}, {hi2}] not narrower than [{lo}, {hi}]"
+        );
+    }
+
+    #[test]
+    fn the_interval_covers_the_true_ratio() {
+        // Canary at 2x stable's rate; checked after every interval.
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let runs = 200;
+        let misses = (0..runs)
+            .filter(|_| {
+                let mut e = RatioEProcess::new(1.0);
+                (0..40).any(|_| {
+                    e.update(&Interval {
+                        canary_total: 200,
+                        canary_bad: rng.binomial(200, 0.02),
+                        stable_total: 800,
+                        stable_bad: rng.binomial(800, 0.01),
+                        canary_share: Some(0.2),
+                    });
+                    e.confidence_interval(0.05)
+                        .is_some_and(|(lo, hi)| !(lo <= 2.0 && 2.0 <= hi))
+                })
+            })
+            .count();
+        assert!(
+            misses <= runs * 5 / 100,
+            "{misses} of {runs} runs lost the true ratio"
+        );
     }
 
     struct XorShift(u64);

@@ -3,7 +3,8 @@
 //!
 //! Layout (issue 4 builds the rest):
 //! - [`eprocess`]: the e-process for the canary/stable rate ratio of a count
-//!   metric (errors, slow requests), from `shared/brief/analysis.md`.
+//!   metric (errors, slow requests), from `shared/brief/analysis.md`, with
+//!   its anytime-valid confidence interval for the ratio.
 
 #![forbid(unsafe_code)]
 
