@@ -1,0 +1,354 @@
+//! The judge: per-metric verdicts and the overall one, from per-interval
+//! observations, for the rollout state machine's `AnalysisReport`.
+//!
+//! - Comparison metrics feed a [`RatioEProcess`]; `alpha` is split evenly
+//!   over them (a union bound keeps the run's false-rollback rate at most
+//!   `alpha`). FAIL when the e-value reaches `1/alpha_j`; PASS when the
+//!   anytime-valid interval's upper bound is below `maxRatio`.
+//! - Threshold metrics count failed checks; FAIL at `failureLimit`.
+//! - A metric with no observation, or whose provider keeps failing, is
+//!   NoData, never a pass.
+//!
+//! Overall: FAIL if any metric fails; PASS if every metric passes; NoData
+//! if no metric has data; Running otherwise.
+
+use coalmine_core::plan::{AnalysisPlan, Check};
+use coalmine_core::status::{MetricStatus, Verdict};
+
+use crate::eprocess::{Interval, RatioEProcess};
+
+/// What a provider gave for one metric in one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// Counts per track (comparison metrics).
+    Counts(Interval),
+    /// One value (threshold metrics).
+    Value(f64),
+    /// Nothing usable, with the reason (no series, timeout, NaN, …).
+    NoData(String),
+}
+
+enum State {
+    Compare {
+        max_ratio: f64,
+        alpha: f64,
+        eprocess: Box<RatioEProcess>,
+    },
+    Threshold {
+        min: Option<f64>,
+        max: Option<f64>,
+        failure_limit: u32,
+        failures: u32,
+        checks: u32,
+        last: Option<f64>,
+    },
+}
+
+struct Metric {
+    name: String,
+    state: State,
+    /// Why the latest observation gave no data, if it did not.
+    no_data: Option<String>,
+    /// Whether any observation carried data.
+    seen_data: bool,
+}
+
+/// Judges one rollout's metrics.
+pub struct Judge {
+    metrics: Vec<Metric>,
+}
+
+impl Judge {
+    /// A judge for a checked analysis plan.
+    pub fn new(plan: &AnalysisPlan) -> Self {
+        let comparisons = plan
+            .metrics
+            .iter()
+            .filter(|m| matches!(m.check, Check::Compare { .. }))
+            .count()
+            .max(1);
+        let alpha_j = plan.alpha / comparisons as f64;
+        let metrics = plan
+            .metrics
+            .iter()
+            .map(|m| Metric {
+                name: m.name.clone(),
+                no_data: None,
+                seen_data: false,
+                state: match m.check {
+                    Check::Compare { max_ratio } => State::Compare {
+                        max_ratio,
+                        alpha: alpha_j,
+                        eprocess: Box::new(RatioEProcess::new(max_ratio)),
+                    },
+                    Check::Threshold {
+                        min,
+                        max,
+                        failure_limit,
+                    } => State::Threshold {
+                        min,
+                        max,
+                        failure_limit,
+                        failures: 0,
+                        checks: 0,
+                        last: None,
+                    },
+                },
+            })
+            .collect();
+        Judge { metrics }
+    }
+
+    /// Records metric `index`'s observation for one interval. An
+    /// observation of the wrong kind for the metric counts as no data.
+    pub fn observe(&mut self, index: usize, observed: Observed) {
+        let Some(metric) = self.metrics.get_mut(index) else {
+            return;
+        };
+        metric.no_data = None;
+        match (&mut metric.state, observed) {
+            (_, Observed::NoData(why)) => metric.no_data = Some(why),
+            (State::Compare { eprocess, .. }, Observed::Counts(counts)) => {
+                if counts.canary_total > 0 {
+                    metric.seen_data = true;
+                }
+                eprocess.update(&counts);
+            }
+            (
+                State::Threshold {
+                    min,
+                    max,
+                    failures,
+                    checks,
+                    last,
+                    ..
+                },
+                Observed::Value(v),
+            ) => {
+                if v.is_nan() {
+                    metric.no_data = Some("the value is NaN".into());
+                    return;
+                }
+                metric.seen_data = true;
+                *checks += 1;
+                *last = Some(v);
+                if min.is_some_and(|lo| v < lo) || max.is_some_and(|hi| v > hi) {
+                    *failures += 1;
+                }
+            }
+            (State::Compare { .. }, Observed::Value(_)) => {
+                metric.no_data = Some("a single value cannot be compared with stable".into());
+            }
+            (State::Threshold { .. }, Observed::Counts(_)) => {
+                metric.no_data = Some("counts given where a value is checked".into());
+            }
+        }
+    }
+
+    /// The verdict on every metric and the overall one.
+    pub fn report(&self) -> (Verdict, Vec<MetricStatus>) {
+        let statuses: Vec<MetricStatus> = self.metrics.iter().map(Metric::status).collect();
+        let verdicts: Vec<Verdict> = statuses.iter().map(|s| s.verdict).collect();
+        let overall = if verdicts.contains(&Verdict::Fail) {
+            Verdict::Fail
+        } else if !verdicts.is_empty() && verdicts.iter().all(|v| *v == Verdict::Pass) {
+            Verdict::Pass
+        } else if verdicts.iter().all(|v| *v == Verdict::NoData) {
+            Verdict::NoData
+        } else {
+            Verdict::Running
+        };
+        (overall, statuses)
+    }
+}
+
+impl Metric {
+    fn status(&self) -> MetricStatus {
+        let mut status = MetricStatus {
+            name: self.name.clone(),
+            message: self.no_data.clone(),
+            ..MetricStatus::default()
+        };
+        let verdict = match &self.state {
+            State::Compare {
+                max_ratio,
+                alpha,
+                eprocess,
+            } => {
+                let t = eprocess.totals();
+                let rate = |bad: u64, total: u64| (total > 0).then(|| bad as f64 / total as f64);
+                status.canary_rate = rate(t.canary_bad, t.canary_total);
+                status.stable_rate = rate(t.stable_bad, t.stable_total);
+                status.ratio = eprocess.ratio_estimate();
+                let interval = eprocess.confidence_interval(*alpha);
+                // JSON has no infinity: an unbounded upper end is reported as f64::MAX.
+                status.ratio_interval = interval.map(|(lo, hi)| [lo, hi.min(f64::MAX)]);
+                status.e_value = Some(eprocess.e_value());
+                status.e_threshold = Some(1.0 / alpha);
+                status.canary_events = Some(t.canary_bad);
+                status.canary_requests = Some(t.canary_total);
+                status.stable_events = Some(t.stable_bad);
+                status.stable_requests = Some(t.stable_total);
+                if eprocess.rejects(*alpha) {
+                    Verdict::Fail
+                } else if !self.seen_data {
+                    Verdict::NoData
+                } else if interval.is_some_and(|(_, hi)| hi < *max_ratio) {
+                    Verdict::Pass
+                } else {
+                    Verdict::Running
+                }
+            }
+            State::Threshold {
+                failure_limit,
+                failures,
+                checks,
+                last,
+                ..
+            } => {
+                status.value = *last;
+                status.failures = Some(*failures);
+                if *failures >= *failure_limit {
+                    Verdict::Fail
+                } else if *checks == 0 {
+                    Verdict::NoData
+                } else {
+                    Verdict::Pass
+                }
+            }
+        };
+        status.verdict = verdict;
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coalmine_core::Duration;
+    use coalmine_core::plan::{MetricPlan, Provider};
+    use coalmine_core::spec::BuiltinMetric;
+
+    fn plan(checks: &[Check]) -> AnalysisPlan {
+        AnalysisPlan {
+            interval: Duration::from_secs(10),
+            alpha: 0.05,
+            metrics: checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| MetricPlan {
+                    name: format!("m{i}"),
+                    provider: Provider::Builtin {
+                        metric: BuiltinMetric::Errors,
+                        slower_than: None,
+                    },
+                    check: c.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn counts(canary_bad: u64, stable_bad: u64) -> Observed {
+        Observed::Counts(Interval {
+            canary_total: 1000,
+            canary_bad,
+            stable_total: 9000,
+            stable_bad,
+            canary_share: Some(0.1),
+        })
+    }
+
+    #[test]
+    fn nothing_observed_is_no_data_not_a_pass() {
+        let judge = Judge::new(&plan(&[Check::Compare { max_ratio: 1.0 }]));
+        let (v, m) = judge.report();
+        assert_eq!(v, Verdict::NoData);
+        assert_eq!(m[0].verdict, Verdict::NoData);
+        let mut judge = Judge::new(&plan(&[Check::Compare { max_ratio: 1.0 }]));
+        judge.observe(0, Observed::NoData("no series".into()));
+        let (v, m) = judge.report();
+        assert_eq!(v, Verdict::NoData);
+        assert_eq!(m[0].message.as_deref(), Some("no series"));
+    }
+
+    #[test]
+    fn a_regression_fails_with_its_numbers() {
+        let mut judge = Judge::new(&plan(&[Check::Compare { max_ratio: 1.0 }]));
+        for _ in 0..5 {
+            judge.observe(0, counts(10, 18));
+        }
+        let (v, m) = judge.report();
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(m[0].canary_events, Some(50));
+        assert_eq!(m[0].e_threshold, Some(20.0));
+        assert!(m[0].e_value.unwrap() >= 20.0);
+        let [lo, _] = m[0].ratio_interval.unwrap();
+        assert!(lo > 1.0);
+    }
+
+    #[test]
+    fn a_healthy_canary_passes_once_the_interval_is_below_the_tolerance() {
+        let mut judge = Judge::new(&plan(&[Check::Compare { max_ratio: 2.0 }]));
+        judge.observe(0, counts(2, 18));
+        assert_eq!(judge.report().0, Verdict::Running);
+        for _ in 0..200 {
+            judge.observe(0, counts(2, 18));
+        }
+        let (v, m) = judge.report();
+        assert_eq!(v, Verdict::Pass, "{m:?}");
+    }
+
+    #[test]
+    fn alpha_is_split_over_comparisons() {
+        let judge = Judge::new(&plan(&[
+            Check::Compare { max_ratio: 1.0 },
+            Check::Compare { max_ratio: 1.0 },
+            Check::Threshold {
+                min: None,
+                max: Some(1.0),
+                failure_limit: 1,
+            },
+        ]));
+        let (_, m) = judge.report();
+        assert_eq!(m[0].e_threshold, Some(40.0));
+        assert_eq!(m[1].e_threshold, Some(40.0));
+    }
+
+    #[test]
+    fn thresholds_fail_at_the_limit() {
+        let mut judge = Judge::new(&plan(&[Check::Threshold {
+            min: None,
+            max: Some(0.5),
+            failure_limit: 3,
+        }]));
+        assert_eq!(judge.report().0, Verdict::NoData);
+        judge.observe(0, Observed::Value(0.4));
+        assert_eq!(judge.report().0, Verdict::Pass);
+        judge.observe(0, Observed::Value(0.9));
+        judge.observe(0, Observed::Value(f64::NAN));
+        judge.observe(0, Observed::Value(0.7));
+        let (v, m) = judge.report();
+        assert_eq!((v, m[0].failures), (Verdict::Pass, Some(2)));
+        judge.observe(0, Observed::Value(0.8));
+        let (v, m) = judge.report();
+        assert_eq!(
+            (v, m[0].failures, m[0].value),
+            (Verdict::Fail, Some(3), Some(0.8))
+        );
+    }
+
+    #[test]
+    fn one_failing_metric_fails_the_whole() {
+        let mut judge = Judge::new(&plan(&[
+            Check::Compare { max_ratio: 1.0 },
+            Check::Threshold {
+                min: Some(10.0),
+                max: None,
+                failure_limit: 1,
+            },
+        ]));
+        judge.observe(0, counts(1, 9));
+        judge.observe(1, Observed::Value(3.0));
+        assert_eq!(judge.report().0, Verdict::Fail);
+    }
+}
