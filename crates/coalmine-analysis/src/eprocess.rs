@@ -388,16 +388,17 @@ mod tests {
 
     #[test]
     fn the_interval_holds_the_estimate_and_excludes_one_for_a_clear_regression() {
+        let five_x = Interval {
+            canary_total: 1000,
+            canary_bad: 10,
+            stable_total: 9000,
+            stable_bad: 18,
+            canary_share: Some(0.1),
+        };
         let mut e = RatioEProcess::new(1.0);
         assert_eq!(e.confidence_interval(0.05), None);
         for _ in 0..5 {
-            e.update(&Interval {
-                canary_total: 1000,
-                canary_bad: 10,
-                stable_total: 9000,
-                stable_bad: 18,
-                canary_share: Some(0.1),
-            });
+            e.update(&five_x);
         }
         let (lo, hi) = e.confidence_interval(0.05).unwrap();
         let est = e.ratio_estimate().unwrap();
@@ -406,13 +407,7 @@ mod tests {
         // More of the same data narrows it.
         let width = hi / lo;
         for _ in 0..20 {
-            e.update(&Interval {
-                canary_total: 1000,
-                canary_bad: 10,
-                stable_total: 9000,
-                stable_bad: 18,
-                canary_share: Some(0.1),
-            });
+            e.update(&five_x);
         }
         let (lo2, hi2) = e.confidence_interval(0.05).unwrap();
         assert!(

@@ -120,6 +120,13 @@ impl Run {
             .expect("routes every time")
     }
 
+    fn actions(&self) -> &[Action] {
+        self.last
+            .as_ref()
+            .map(|d| d.actions.as_slice())
+            .unwrap_or_default()
+    }
+
     fn reasons(&self) -> Vec<&'static str> {
         self.last
             .as_ref()
@@ -152,13 +159,7 @@ fn first_sight_adopts_the_revision_as_stable() {
     assert_eq!(run.status.stable_revision.as_deref(), Some("r1"));
     assert_eq!(run.reasons(), vec!["Initialized"]);
     assert_eq!(run.routes(), Routes::all_stable());
-    assert!(
-        run.last
-            .as_ref()
-            .unwrap()
-            .actions
-            .contains(&Action::ScaleDownCanary)
-    );
+    assert!(run.actions().contains(&Action::ScaleDownCanary));
     run.tick();
     assert!(run.reasons().is_empty());
 }
@@ -277,13 +278,7 @@ fn the_brief_rollout_end_to_end() {
     assert_eq!(run.status.stable_revision.as_deref(), Some("r2"));
     assert_eq!(run.status.canary_revision, None);
     assert_eq!(run.routes(), Routes::all_stable());
-    assert!(
-        run.last
-            .as_ref()
-            .unwrap()
-            .actions
-            .contains(&Action::ScaleDownCanary)
-    );
+    assert!(run.actions().contains(&Action::ScaleDownCanary));
     assert_eq!(run.reasons(), vec!["Promoted"]);
 }
 
