@@ -16,6 +16,7 @@ use coalmine_core::plan::{AnalysisPlan, Check};
 use coalmine_core::status::{MetricStatus, Verdict};
 
 use crate::eprocess::{Interval, RatioEProcess};
+use crate::latency::Histograms;
 
 /// What a provider gave for one metric in one interval.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +25,14 @@ pub enum Observed {
     Counts(Interval),
     /// One value (threshold metrics).
     Value(f64),
+    /// Latency: the slow-request counts (judged like `Counts`) and, where
+    /// the provider has them, both tracks' histograms for the shape check.
+    Latency {
+        /// Requests slower than `slowerThan`, per track.
+        slow: Interval,
+        /// The interval's histograms.
+        histograms: Option<Histograms>,
+    },
     /// Nothing usable, with the reason (no series, timeout, NaN, …).
     NoData(String),
 }
@@ -108,7 +117,8 @@ impl Judge {
         metric.no_data = None;
         match (&mut metric.state, observed) {
             (_, Observed::NoData(why)) => metric.no_data = Some(why),
-            (State::Compare { eprocess, .. }, Observed::Counts(counts)) => {
+            (State::Compare { eprocess, .. }, Observed::Latency { slow: counts, .. })
+            | (State::Compare { eprocess, .. }, Observed::Counts(counts)) => {
                 if counts.canary_total > 0 {
                     metric.seen_data = true;
                 }
@@ -139,7 +149,7 @@ impl Judge {
             (State::Compare { .. }, Observed::Value(_)) => {
                 metric.no_data = Some("a single value cannot be compared with stable".into());
             }
-            (State::Threshold { .. }, Observed::Counts(_)) => {
+            (State::Threshold { .. }, Observed::Counts(_) | Observed::Latency { .. }) => {
                 metric.no_data = Some("counts given where a value is checked".into());
             }
         }

@@ -12,3 +12,4 @@
 
 pub mod eprocess;
 pub mod judge;
+pub mod latency;
