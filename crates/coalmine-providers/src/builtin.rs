@@ -1,0 +1,647 @@
+//! The `builtin` provider: the proxy's own counters, read in process or
+//! scraped from its `/metrics`, turned into per-interval counts.
+//!
+//! The proxy's counters are cumulative since it started, so each
+//! collection reports the difference from the previous snapshot:
+//!
+//! - **Baseline.** In process, the snapshot is taken when the source is
+//!   built, so the first collection already covers the first interval and
+//!   traffic from before the analysis started is never counted. A scraped
+//!   source cannot read anything while being built: its baseline is the
+//!   first scrape, taken by [`crate::MetricSource::prime`] or, failing that,
+//!   by the first collection, which then reports NoData ("baseline taken").
+//! - **Restarts.** If any counter is lower than in the previous snapshot,
+//!   the proxy restarted (or the scrape reached another process): that
+//!   interval is NoData and the new values become the baseline.
+//! - **Failed scrapes** keep the old baseline, so the next good scrape
+//!   covers both intervals: nothing is lost and nothing counted twice.
+//!
+//! `errors`: bad = `5xx` + `error` classes, total = all classes.
+//! `latency`: bad = requests above the `slowerThan` bucket edge, total =
+//! all requests in the histogram, plus both tracks' histogram deltas for
+//! the shape check. The histogram only knows bucket edges, so the
+//! threshold used is the **largest bucket edge at or below `slowerThan`**
+//! (the smallest edge if `slowerThan` is below all of them): exact when
+//! `slowerThan` is an edge (the proxy's edges include 50ms, 100ms, 200ms,
+//! 250ms, 300ms, 500ms, 1s), otherwise it also counts the requests between
+//! that edge and `slowerThan` as slow. Both tracks are counted against the
+//! same edge, so the comparison stays fair; rounding down rather than up
+//! means a regression just under the threshold still shows.
+//!
+//! With a `threshold` check instead of a comparison, the value is the
+//! canary's bad fraction in the interval (NoData without canary requests).
+
+use std::time::Duration;
+
+use coalmine_analysis::eprocess::Interval;
+use coalmine_analysis::judge::Observed;
+use coalmine_analysis::latency::Histograms;
+use coalmine_core::spec::BuiltinMetric;
+use coalmine_proxy::metrics::{LATENCY_BUCKETS, Metrics, TrackMetrics};
+use coalmine_proxy::route::Track;
+use http::{HeaderMap, Method};
+
+use crate::client::{Call, Failure, Http};
+use crate::textformat;
+
+/// The requests counter family, as the proxy writes it.
+pub const REQUESTS: &str = "coalmine_proxy_requests_total";
+/// The latency histogram's bucket series, as the proxy writes it.
+pub const BUCKETS: &str = "coalmine_proxy_request_duration_seconds_bucket";
+
+/// Class labels in the order of [`TrackMetrics::counts`].
+const CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+
+/// Where the proxy's counters are read.
+#[derive(Clone)]
+pub enum BuiltinSource {
+    /// A proxy in this process (`coalmine run`): read directly, no I/O.
+    InProcess(ProxyCounters),
+    /// A proxy elsewhere: `GET` this `/metrics` URL (`http://` only).
+    Scrape(String),
+}
+
+impl BuiltinSource {
+    /// Reads the counters of a proxy in this process, e.g.
+    /// `BuiltinSource::in_process(proxy.metrics())`.
+    pub fn in_process(metrics: &Metrics) -> BuiltinSource {
+        BuiltinSource::InProcess(ProxyCounters {
+            stable: metrics.track(Track::Stable).clone(),
+            canary: metrics.track(Track::Canary).clone(),
+        })
+    }
+
+    /// Scrapes a proxy's `/metrics`, e.g. `http://127.0.0.1:9091/metrics`.
+    pub fn scrape(url: impl Into<String>) -> BuiltinSource {
+        BuiltinSource::Scrape(url.into())
+    }
+}
+
+/// Handles to both tracks' counters of an in-process proxy (cheap clones
+/// of the proxy's atomics).
+#[derive(Clone)]
+pub struct ProxyCounters {
+    stable: TrackMetrics,
+    canary: TrackMetrics,
+}
+
+impl std::fmt::Debug for BuiltinSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuiltinSource::InProcess(_) => f.write_str("InProcess"),
+            BuiltinSource::Scrape(url) => f.debug_tuple("Scrape").field(url).finish(),
+        }
+    }
+}
+
+/// One track's cumulative counters.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct TrackSnapshot {
+    /// Per class: 2xx, 3xx, 4xx, 5xx, error.
+    pub classes: [u64; 5],
+    /// Per latency bucket (not cumulative), `+Inf` last.
+    pub buckets: Vec<u64>,
+}
+
+/// Both tracks' cumulative counters at one instant.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Snapshot {
+    /// Finite bucket upper bounds, seconds, increasing.
+    pub bounds: Vec<f64>,
+    pub stable: TrackSnapshot,
+    pub canary: TrackSnapshot,
+}
+
+impl Snapshot {
+    fn read(counters: &ProxyCounters) -> Snapshot {
+        let track = |t: &TrackMetrics| TrackSnapshot {
+            classes: t.counts(),
+            buckets: t.latency().counts(),
+        };
+        Snapshot {
+            bounds: LATENCY_BUCKETS.to_vec(),
+            stable: track(&counters.stable),
+            canary: track(&counters.canary),
+        }
+    }
+
+    /// Reads a `/metrics` text. Series that are absent count zero (a proxy
+    /// always writes them all), but a text without any requests counter is
+    /// refused: it is not a coalmine proxy's.
+    pub fn from_text(text: &str, url: &str) -> Result<Snapshot, String> {
+        let parsed = textformat::parse(text);
+        let mut snap = Snapshot::default();
+        let mut seen_requests = false;
+        // (le, cumulative count) per track.
+        let mut cumulative: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+        for s in &parsed.samples {
+            let track = match s.label("track") {
+                Some("stable") => 0,
+                Some("canary") => 1,
+                _ => continue,
+            };
+            if s.name == REQUESTS {
+                let Some(class) = s
+                    .label("class")
+                    .and_then(|c| CLASSES.iter().position(|k| *k == c))
+                else {
+                    continue;
+                };
+                seen_requests = true;
+                let n = count(s.value).ok_or_else(|| {
+                    format!("{url}: {REQUESTS} has the value {}, not a count", s.value)
+                })?;
+                let t = if track == 0 {
+                    &mut snap.stable
+                } else {
+                    &mut snap.canary
+                };
+                t.classes[class] = t.classes[class].saturating_add(n);
+            } else if s.name == BUCKETS {
+                let le = s
+                    .label("le")
+                    .and_then(textformat::parse_value)
+                    .filter(|le| !le.is_nan())
+                    .ok_or_else(|| format!("{url}: a {BUCKETS} sample has no usable `le`"))?;
+                cumulative[track].push((le, s.value));
+            }
+        }
+        if !seen_requests {
+            let hint = parsed
+                .errors
+                .first()
+                .map(|e| format!("; first unreadable line: {e}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{url} has no {REQUESTS} samples: is it a coalmine proxy's /metrics?{hint}"
+            ));
+        }
+        let [stable, canary] = cumulative;
+        let stable = buckets(stable, url)?;
+        let canary = buckets(canary, url)?;
+        let bounds = match (&stable, &canary) {
+            (Some((a, _)), Some((b, _))) if a != b => {
+                return Err(format!(
+                    "{url}: the stable and canary histograms have different buckets"
+                ));
+            }
+            (Some((a, _)), _) | (None, Some((a, _))) => a.clone(),
+            (None, None) => Vec::new(),
+        };
+        let zeros = vec![0; bounds.len() + 1];
+        snap.stable.buckets = stable.map_or_else(|| zeros.clone(), |(_, c)| c);
+        snap.canary.buckets = canary.map_or(zeros, |(_, c)| c);
+        snap.bounds = bounds;
+        Ok(snap)
+    }
+}
+
+/// A sample value as a count: finite, not negative; rounded, since
+/// counters are integers written as floats.
+fn count(v: f64) -> Option<u64> {
+    (v.is_finite() && v >= 0.0).then(|| v.round() as u64)
+}
+
+/// Cumulative `(le, count)` pairs to (finite bounds, per-bucket counts).
+type Buckets = Option<(Vec<f64>, Vec<u64>)>;
+
+fn buckets(mut pairs: Vec<(f64, f64)>, url: &str) -> Result<Buckets, String> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(format!("{url}: {BUCKETS} has the same `le` twice"));
+    }
+    if pairs.last().is_none_or(|p| p.0 != f64::INFINITY) {
+        return Err(format!("{url}: {BUCKETS} has no `le=\"+Inf\"` bucket"));
+    }
+    let mut bounds = Vec::with_capacity(pairs.len() - 1);
+    let mut counts = Vec::with_capacity(pairs.len());
+    let mut below = 0u64;
+    for (le, v) in pairs {
+        let c = count(v).ok_or_else(|| format!("{url}: {BUCKETS} has the value {v}"))?;
+        let Some(n) = c.checked_sub(below) else {
+            return Err(format!(
+                "{url}: {BUCKETS} is not cumulative (le={le} has fewer than the bucket below)"
+            ));
+        };
+        counts.push(n);
+        below = c;
+        if le.is_finite() {
+            bounds.push(le);
+        }
+    }
+    Ok(Some((bounds, counts)))
+}
+
+/// `now - before` per counter, or why the two cannot be subtracted.
+pub(crate) fn delta(before: &Snapshot, now: &Snapshot) -> Result<Snapshot, String> {
+    if before.bounds != now.bounds {
+        return Err("the proxy's latency buckets changed".to_owned());
+    }
+    let track = |b: &TrackSnapshot, n: &TrackSnapshot, name: &str| {
+        let went_down = || format!("the proxy's {name} counters went down (did it restart?)");
+        let mut classes = [0; 5];
+        for (i, c) in classes.iter_mut().enumerate() {
+            *c = n.classes[i]
+                .checked_sub(b.classes[i])
+                .ok_or_else(went_down)?;
+        }
+        if b.buckets.len() != n.buckets.len() {
+            return Err("the proxy's latency buckets changed".to_owned());
+        }
+        let buckets = n
+            .buckets
+            .iter()
+            .zip(&b.buckets)
+            .map(|(n, b)| n.checked_sub(*b).ok_or_else(went_down))
+            .collect::<Result<Vec<u64>, String>>()?;
+        Ok(TrackSnapshot { classes, buckets })
+    };
+    Ok(Snapshot {
+        bounds: now.bounds.clone(),
+        stable: track(&before.stable, &now.stable, "stable")?,
+        canary: track(&before.canary, &now.canary, "canary")?,
+    })
+}
+
+/// The index of the first bucket counted as slower than `threshold`: every
+/// bucket above the largest edge at or below it (see the module docs).
+pub(crate) fn first_slow_bucket(bounds: &[f64], threshold: Duration) -> usize {
+    let t = threshold.as_secs_f64();
+    // A relative tolerance so that 300ms matches an edge written as 0.3
+    // whatever rounding the text format went through.
+    match bounds.iter().rposition(|b| *b <= t * (1.0 + 1e-9)) {
+        Some(k) => k + 1,
+        None => 1,
+    }
+}
+
+/// Errors or slow requests per track, from one interval's counters.
+pub(crate) fn observe(
+    d: &Snapshot,
+    metric: BuiltinMetric,
+    slower_than: Option<Duration>,
+    threshold: bool,
+) -> Observed {
+    let interval = |canary: (u64, u64), stable: (u64, u64)| Interval {
+        canary_total: canary.0,
+        canary_bad: canary.1,
+        stable_total: stable.0,
+        stable_bad: stable.1,
+        canary_share: None,
+    };
+    let (counts, histograms) = match (metric, slower_than) {
+        (BuiltinMetric::Errors, _) => {
+            let tb = |t: &TrackSnapshot| (t.classes.iter().sum(), t.classes[3] + t.classes[4]);
+            (interval(tb(&d.canary), tb(&d.stable)), None)
+        }
+        (BuiltinMetric::Latency, slower_than) => {
+            if d.bounds.is_empty() {
+                return Observed::NoData(format!("the proxy's metrics have no {BUCKETS} samples"));
+            }
+            // Validation requires slowerThan for latency; without one every
+            // request above the first edge would be "slow", so say so.
+            let Some(t) = slower_than else {
+                return Observed::NoData("builtin latency needs slowerThan".to_owned());
+            };
+            let from = first_slow_bucket(&d.bounds, t);
+            let tb = |t: &TrackSnapshot| {
+                (
+                    t.buckets.iter().sum(),
+                    t.buckets.iter().skip(from).sum::<u64>(),
+                )
+            };
+            let h = Histograms {
+                bounds: d.bounds.clone(),
+                canary: d.canary.buckets.clone(),
+                stable: d.stable.buckets.clone(),
+            };
+            (interval(tb(&d.canary), tb(&d.stable)), Some(h))
+        }
+    };
+    if threshold {
+        return if counts.canary_total == 0 {
+            Observed::NoData("no canary requests in this interval".to_owned())
+        } else {
+            Observed::Value(counts.canary_bad as f64 / counts.canary_total as f64)
+        };
+    }
+    match metric {
+        BuiltinMetric::Errors => Observed::Counts(counts),
+        BuiltinMetric::Latency => Observed::Latency {
+            slow: counts,
+            histograms,
+        },
+    }
+}
+
+/// The builtin provider for one metric.
+pub(crate) struct BuiltinCollector {
+    source: BuiltinSource,
+    metric: BuiltinMetric,
+    slower_than: Option<Duration>,
+    threshold: bool,
+    baseline: Option<Snapshot>,
+    http: Http,
+    timeout: Duration,
+    warned_edge: bool,
+}
+
+impl BuiltinCollector {
+    pub fn new(
+        source: BuiltinSource,
+        metric: BuiltinMetric,
+        slower_than: Option<Duration>,
+        threshold: bool,
+        timeout: Duration,
+    ) -> BuiltinCollector {
+        let baseline = match &source {
+            BuiltinSource::InProcess(c) => Some(Snapshot::read(c)),
+            BuiltinSource::Scrape(_) => None,
+        };
+        BuiltinCollector {
+            source,
+            metric,
+            slower_than,
+            threshold,
+            baseline,
+            http: Http::new(),
+            timeout,
+            warned_edge: false,
+        }
+    }
+
+    async fn snapshot(&self, budget: Duration) -> Result<Snapshot, String> {
+        match &self.source {
+            BuiltinSource::InProcess(c) => Ok(Snapshot::read(c)),
+            BuiltinSource::Scrape(url) => {
+                let call = Call {
+                    method: Method::GET,
+                    url: url.clone(),
+                    headers: HeaderMap::new(),
+                    body: None,
+                };
+                let text = self
+                    .http
+                    .call(&call, self.timeout, budget, |a| {
+                        if a.status.is_success() {
+                            Ok(String::from_utf8_lossy(&a.body).into_owned())
+                        } else if a.retryable_status() {
+                            Err(Failure::Retry(format!("HTTP {} from {url}", a.status)))
+                        } else {
+                            Err(Failure::Final(format!(
+                                "HTTP {} from {url}: {}",
+                                a.status,
+                                a.snippet()
+                            )))
+                        }
+                    })
+                    .await?;
+                Snapshot::from_text(&text, url)
+            }
+        }
+    }
+
+    /// Takes the baseline now if there is none yet.
+    pub async fn prime(&mut self, budget: Duration) {
+        if self.baseline.is_none()
+            && let Ok(s) = self.snapshot(budget).await
+        {
+            self.baseline = Some(s);
+        }
+    }
+
+    pub async fn collect(&mut self, budget: Duration) -> Observed {
+        let now = match self.snapshot(budget).await {
+            Ok(s) => s,
+            Err(why) => return Observed::NoData(why),
+        };
+        let Some(before) = self.baseline.replace(now.clone()) else {
+            return Observed::NoData(
+                "first read of the proxy's counters: baseline taken, counting starts now"
+                    .to_owned(),
+            );
+        };
+        let d = match delta(&before, &now) {
+            Ok(d) => d,
+            Err(why) => {
+                return Observed::NoData(format!(
+                    "{why}; counting starts again from the current values"
+                ));
+            }
+        };
+        if let (BuiltinMetric::Latency, Some(t), false) =
+            (self.metric, self.slower_than, self.warned_edge)
+        {
+            self.warned_edge = true;
+            let from = first_slow_bucket(&d.bounds, t);
+            if let Some(edge) = from.checked_sub(1).and_then(|k| d.bounds.get(k)) {
+                let wanted = t.as_secs_f64();
+                if (edge - wanted).abs() > wanted * 1e-9 {
+                    tracing::warn!(
+                        slower_than = wanted,
+                        edge,
+                        "slowerThan is not a latency bucket edge; counting requests slower than the edge below it"
+                    );
+                }
+            }
+        }
+        observe(&d, self.metric, self.slower_than, self.threshold)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(stable: [u64; 5], canary: [u64; 5]) -> Snapshot {
+        Snapshot {
+            bounds: vec![0.1, 0.3, 1.0],
+            stable: TrackSnapshot {
+                classes: stable,
+                buckets: vec![stable.iter().sum(), 0, 0, 0],
+            },
+            canary: TrackSnapshot {
+                classes: canary,
+                buckets: vec![0, 0, canary.iter().sum(), 0],
+            },
+        }
+    }
+
+    #[test]
+    fn error_deltas() {
+        let a = snap([10, 1, 2, 3, 4], [1, 0, 0, 1, 0]);
+        let b = snap([20, 1, 3, 5, 4], [4, 0, 1, 2, 2]);
+        let d = delta(&a, &b).expect("counters went up");
+        match observe(&d, BuiltinMetric::Errors, None, false) {
+            Observed::Counts(i) => {
+                assert_eq!((i.stable_total, i.stable_bad), (13, 2));
+                assert_eq!((i.canary_total, i.canary_bad), (7, 3));
+                assert_eq!(i.canary_share, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match observe(&d, BuiltinMetric::Errors, None, true) {
+            Observed::Value(v) => assert!((v - 3.0 / 7.0).abs() < 1e-12),
+            other => panic!("{other:?}"),
+        }
+        let still = delta(&b, &b).expect("no change");
+        assert!(matches!(
+            observe(&still, BuiltinMetric::Errors, None, true),
+            Observed::NoData(_)
+        ));
+    }
+
+    #[test]
+    fn a_counter_going_down_is_a_restart() {
+        let a = snap([10, 0, 0, 0, 0], [1, 0, 0, 0, 0]);
+        let b = snap([3, 0, 0, 0, 0], [1, 0, 0, 0, 0]);
+        let e = delta(&a, &b).expect_err("went down");
+        assert!(e.contains("stable counters went down"), "{e}");
+        let mut c = a.clone();
+        c.bounds = vec![0.1, 0.2, 1.0];
+        assert!(delta(&a, &c).is_err());
+    }
+
+    #[test]
+    fn slow_buckets_use_the_edge_at_or_below() {
+        let bounds = [0.05, 0.1, 0.3, 1.0];
+        let ms = Duration::from_millis;
+        assert_eq!(first_slow_bucket(&bounds, ms(300)), 3);
+        assert_eq!(first_slow_bucket(&bounds, ms(100)), 2);
+        assert_eq!(first_slow_bucket(&bounds, ms(120)), 2);
+        assert_eq!(first_slow_bucket(&bounds, ms(299)), 2);
+        assert_eq!(first_slow_bucket(&bounds, ms(5000)), 4);
+        assert_eq!(first_slow_bucket(&bounds, ms(10)), 1);
+        // The proxy's real edges are matched exactly.
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            let t = Duration::from_micros((b * 1e6).round() as u64);
+            assert_eq!(first_slow_bucket(&LATENCY_BUCKETS, t), i + 1, "{b}");
+        }
+    }
+
+    #[test]
+    fn latency_counts_and_histograms() {
+        let before = Snapshot {
+            bounds: vec![0.1, 0.3],
+            stable: TrackSnapshot {
+                classes: [0; 5],
+                buckets: vec![1, 1, 1],
+            },
+            canary: TrackSnapshot {
+                classes: [0; 5],
+                buckets: vec![0, 0, 0],
+            },
+        };
+        let after = Snapshot {
+            bounds: vec![0.1, 0.3],
+            stable: TrackSnapshot {
+                classes: [0; 5],
+                buckets: vec![9, 2, 1],
+            },
+            canary: TrackSnapshot {
+                classes: [0; 5],
+                buckets: vec![2, 3, 4],
+            },
+        };
+        let d = delta(&before, &after).expect("went up");
+        match observe(
+            &d,
+            BuiltinMetric::Latency,
+            Some(Duration::from_millis(100)),
+            false,
+        ) {
+            Observed::Latency { slow, histograms } => {
+                assert_eq!((slow.stable_total, slow.stable_bad), (9, 1));
+                assert_eq!((slow.canary_total, slow.canary_bad), (9, 7));
+                let h = histograms.expect("histograms");
+                assert!(h.is_consistent());
+                assert_eq!(h.stable, [8, 1, 0]);
+                assert_eq!(h.canary, [2, 3, 4]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match observe(
+            &d,
+            BuiltinMetric::Latency,
+            Some(Duration::from_millis(300)),
+            false,
+        ) {
+            Observed::Latency { slow, .. } => {
+                assert_eq!((slow.stable_bad, slow.canary_bad), (0, 4));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn scraped_text_to_snapshot() {
+        let text = "\
+# TYPE coalmine_proxy_requests_total counter
+coalmine_proxy_requests_total{track=\"stable\",class=\"2xx\"} 7
+coalmine_proxy_requests_total{track=\"stable\",class=\"5xx\"} 2
+coalmine_proxy_requests_total{track=\"canary\",class=\"error\"} 1
+coalmine_proxy_requests_total{track=\"canary\",class=\"teapot\"} 1
+coalmine_proxy_request_duration_seconds_bucket{le=\"0.1\",track=\"stable\"} 8
+coalmine_proxy_request_duration_seconds_bucket{le=\"+Inf\",track=\"stable\"} 9
+coalmine_proxy_request_duration_seconds_bucket{le=\"0.5\",track=\"stable\"} 9
+coalmine_proxy_request_duration_seconds_count{track=\"stable\"} 9
+some_other_metric{track=\"stable\"} NaN
+";
+        let s = Snapshot::from_text(text, "u").expect("a proxy's text");
+        assert_eq!(s.stable.classes, [7, 0, 0, 2, 0]);
+        assert_eq!(s.canary.classes, [0, 0, 0, 0, 1]);
+        assert_eq!(s.bounds, [0.1, 0.5]);
+        assert_eq!(s.stable.buckets, [8, 1, 0]);
+        assert_eq!(s.canary.buckets, [0, 0, 0]);
+
+        let e = Snapshot::from_text("up 1\n", "u").expect_err("not a proxy");
+        assert!(
+            e.contains("no coalmine_proxy_requests_total samples"),
+            "{e}"
+        );
+        let no_inf = "coalmine_proxy_requests_total{track=\"stable\",class=\"2xx\"} 1\n\
+                      coalmine_proxy_request_duration_seconds_bucket{le=\"0.1\",track=\"stable\"} 1\n";
+        assert!(
+            Snapshot::from_text(no_inf, "u")
+                .expect_err("+Inf")
+                .contains("+Inf")
+        );
+        let not_cumulative = "coalmine_proxy_requests_total{track=\"stable\",class=\"2xx\"} 1\n\
+                      coalmine_proxy_request_duration_seconds_bucket{le=\"0.1\",track=\"stable\"} 3\n\
+                      coalmine_proxy_request_duration_seconds_bucket{le=\"+Inf\",track=\"stable\"} 2\n";
+        assert!(
+            Snapshot::from_text(not_cumulative, "u")
+                .expect_err("cumulative")
+                .contains("not cumulative")
+        );
+        let negative = "coalmine_proxy_requests_total{track=\"stable\",class=\"2xx\"} -1\n";
+        assert!(Snapshot::from_text(negative, "u").is_err());
+    }
+
+    #[test]
+    fn in_process_snapshot_matches_the_exposition() {
+        let m = Metrics::new();
+        let c = m.track(Track::Canary);
+        c.record(
+            coalmine_proxy::metrics::Class::ServerError,
+            Duration::from_millis(120),
+        );
+        c.record(
+            coalmine_proxy::metrics::Class::Success,
+            Duration::from_millis(2),
+        );
+        m.track(Track::Stable).record(
+            coalmine_proxy::metrics::Class::Error,
+            Duration::from_secs(40),
+        );
+        let BuiltinSource::InProcess(counters) = BuiltinSource::in_process(&m) else {
+            panic!("in process");
+        };
+        let direct = Snapshot::read(&counters);
+        let scraped = Snapshot::from_text(&m.encode(), "u").expect("the proxy's text");
+        assert_eq!(direct, scraped);
+    }
+}
