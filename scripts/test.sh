@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test.
 # Needs: a Rust toolchain (cargo); installs promtool (Debian package
-# `prometheus`) when it is missing, for the proxy's /metrics test.
+# `prometheus`) and the Prometheus server when they are missing: the proxy's
+# /metrics test and the providers' tests against a real server need them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v promtool >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+# A missing server is a failure here, not a skipped test.
+export COALMINE_REQUIRE_PROMETHEUS=1
 cargo test --workspace --locked "$@"

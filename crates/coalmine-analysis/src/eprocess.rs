@@ -70,6 +70,9 @@ pub struct RatioEProcess {
     log_weights: Vec<f64>,
     log_lr: Vec<f64>,
     max_log_e: f64,
+    /// Dispersion factor: the log-likelihood is divided by it (see
+    /// [`RatioEProcess::set_dispersion`]).
+    phi: f64,
     totals: Interval,
     /// Bad events per distinct share, for the confidence sequence. Exact:
     /// the log-likelihood only depends on the sums at each share (the
@@ -92,6 +95,7 @@ impl RatioEProcess {
             log_lr: vec![0.0; grid.len()],
             grid,
             max_log_e: 0.0,
+            phi: 1.0,
             by_share: Vec::new(),
             totals: Interval {
                 canary_total: 0,
@@ -139,13 +143,28 @@ impl RatioEProcess {
         self.max_log_e = self.max_log_e.max(self.log_e());
     }
 
+    /// Sets the dispersion factor `phi >= 1` by which the whole evidence
+    /// is tempered from now on (retroactively: `l_t / phi`). The
+    /// log-likelihood is linear in the counts, so this is the e-process of
+    /// the counts divided by `phi`, the quasi-likelihood correction for bad
+    /// events that arrive in clumps (see [`crate::dispersion`]).
+    pub fn set_dispersion(&mut self, phi: f64) {
+        self.phi = if phi.is_finite() { phi.max(1.0) } else { 1.0 };
+        self.max_log_e = self.max_log_e.min(self.log_e().max(0.0)).max(0.0);
+    }
+
+    /// The dispersion factor in use.
+    pub fn dispersion(&self) -> f64 {
+        self.phi
+    }
+
     /// `ln E_t`.
     pub fn log_e(&self) -> f64 {
         let terms: Vec<f64> = self
             .log_weights
             .iter()
             .zip(&self.log_lr)
-            .map(|(w, l)| w + l)
+            .map(|(w, l)| w + l / self.phi)
             .collect();
         log_sum_exp(&terms)
     }
@@ -210,7 +229,7 @@ impl RatioEProcess {
                         let (lr, l1r) = (rho.ln(), (1.0 - rho).ln());
                         let (a, b) = log_theta(lr, l1r, d);
                         let (a0, b0) = log_theta(lr, l1r, d0);
-                        xc * (a - a0) + xb * (b - b0)
+                        (xc * (a - a0) + xb * (b - b0)) / self.phi
                     })
                     .sum();
                 lw + ll

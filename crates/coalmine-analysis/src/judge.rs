@@ -12,11 +12,17 @@
 //! Overall: FAIL if any metric fails; PASS if every metric passes; NoData
 //! if no metric has data; Running otherwise.
 
-use coalmine_core::plan::{AnalysisPlan, Check};
+use coalmine_core::plan::{AnalysisPlan, Check, Provider};
+use coalmine_core::spec::BuiltinMetric;
+use coalmine_core::status::QuantileStatus;
 use coalmine_core::status::{MetricStatus, Verdict};
 
+use crate::dispersion::Dispersion;
 use crate::eprocess::{Interval, RatioEProcess};
-use crate::latency::Histograms;
+use crate::latency::{Histograms, ShapeCheck};
+
+/// The time scale of the wobbles the dispersion guard looks for.
+const NOISE_BLOCK: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a provider gave for one metric in one interval.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +46,13 @@ pub enum Observed {
 enum State {
     Compare {
         max_ratio: f64,
+        /// The e-process's share of the metric's alpha.
         alpha: f64,
         eprocess: Box<RatioEProcess>,
+        guard: Dispersion,
+        /// `builtin: latency`: the distribution-shift check, with the other
+        /// half of the metric's alpha.
+        shape: Option<ShapeCheck>,
     },
     Threshold {
         min: Option<f64>,
@@ -77,6 +88,9 @@ impl Judge {
             .count()
             .max(1);
         let alpha_j = plan.alpha / comparisons as f64;
+        let block_len = (NOISE_BLOCK.as_secs_f64() / plan.interval.as_secs_f64().max(1e-3))
+            .round()
+            .max(1.0) as usize;
         let metrics = plan
             .metrics
             .iter()
@@ -85,11 +99,25 @@ impl Judge {
                 no_data: None,
                 seen_data: false,
                 state: match m.check {
-                    Check::Compare { max_ratio } => State::Compare {
-                        max_ratio,
-                        alpha: alpha_j,
-                        eprocess: Box::new(RatioEProcess::new(max_ratio)),
-                    },
+                    Check::Compare { max_ratio } => {
+                        let latency = matches!(
+                            m.provider,
+                            Provider::Builtin {
+                                metric: BuiltinMetric::Latency,
+                                ..
+                            }
+                        );
+                        // A latency metric spends half its alpha on the
+                        // slow-request rate and half on the shape check.
+                        let alpha = if latency { alpha_j / 2.0 } else { alpha_j };
+                        State::Compare {
+                            max_ratio,
+                            alpha,
+                            eprocess: Box::new(RatioEProcess::new(max_ratio)),
+                            guard: Dispersion::new(block_len),
+                            shape: latency.then(|| ShapeCheck::new(alpha)),
+                        }
+                    }
                     Check::Threshold {
                         min,
                         max,
@@ -117,12 +145,30 @@ impl Judge {
         metric.no_data = None;
         match (&mut metric.state, observed) {
             (_, Observed::NoData(why)) => metric.no_data = Some(why),
-            (State::Compare { eprocess, .. }, Observed::Latency { slow: counts, .. })
-            | (State::Compare { eprocess, .. }, Observed::Counts(counts)) => {
+            (
+                State::Compare {
+                    eprocess,
+                    guard,
+                    shape,
+                    ..
+                },
+                observed @ (Observed::Counts(_) | Observed::Latency { .. }),
+            ) => {
+                let (counts, histograms) = match observed {
+                    Observed::Latency { slow, histograms } => (slow, histograms),
+                    Observed::Counts(c) => (c, None),
+                    _ => return,
+                };
                 if counts.canary_total > 0 {
                     metric.seen_data = true;
                 }
                 eprocess.update(&counts);
+                if guard.update(counts.share(), counts.canary_bad, counts.stable_bad) {
+                    eprocess.set_dispersion(guard.phi());
+                }
+                if let (Some(shape), Some(h)) = (shape, histograms) {
+                    shape.update(&h);
+                }
             }
             (
                 State::Threshold {
@@ -155,6 +201,12 @@ impl Judge {
         }
     }
 
+    /// Whether any metric has failed: the cheap check for callers that
+    /// only need to know when to roll back (the simulator).
+    pub fn fails(&self) -> bool {
+        self.metrics.iter().any(Metric::fails)
+    }
+
     /// The verdict on every metric and the overall one.
     pub fn report(&self) -> (Verdict, Vec<MetricStatus>) {
         let statuses: Vec<MetricStatus> = self.metrics.iter().map(Metric::status).collect();
@@ -173,6 +225,22 @@ impl Judge {
 }
 
 impl Metric {
+    fn fails(&self) -> bool {
+        match &self.state {
+            State::Compare {
+                alpha,
+                eprocess,
+                shape,
+                ..
+            } => eprocess.rejects(*alpha) || shape.as_ref().is_some_and(ShapeCheck::fails),
+            State::Threshold {
+                failure_limit,
+                failures,
+                ..
+            } => failures >= failure_limit,
+        }
+    }
+
     fn status(&self) -> MetricStatus {
         let mut status = MetricStatus {
             name: self.name.clone(),
@@ -184,6 +252,8 @@ impl Metric {
                 max_ratio,
                 alpha,
                 eprocess,
+                shape,
+                ..
             } => {
                 let t = eprocess.totals();
                 let rate = |bad: u64, total: u64| (total > 0).then(|| bad as f64 / total as f64);
@@ -199,7 +269,27 @@ impl Metric {
                 status.canary_requests = Some(t.canary_total);
                 status.stable_events = Some(t.stable_bad);
                 status.stable_requests = Some(t.stable_total);
-                if eprocess.rejects(*alpha) {
+                status.dispersion = Some(eprocess.dispersion());
+                if let Some(shape) = shape {
+                    status.quantiles = shape
+                        .quantile_shifts()
+                        .into_iter()
+                        .map(|q| QuantileStatus {
+                            quantile: q.q,
+                            canary: q.canary,
+                            stable: q.stable,
+                            shift_interval: [q.interval.0, q.interval.1],
+                        })
+                        .collect();
+                    if shape.fails() {
+                        status.message = Some(format!(
+                            "latency distribution shifted: max(F_stable - F_canary) = {:.3} > band {:.3}",
+                            shape.statistic(),
+                            shape.threshold()
+                        ));
+                    }
+                }
+                if self.fails() {
                     Verdict::Fail
                 } else if !self.seen_data {
                     Verdict::NoData
@@ -210,7 +300,6 @@ impl Metric {
                 }
             }
             State::Threshold {
-                failure_limit,
                 failures,
                 checks,
                 last,
@@ -218,7 +307,7 @@ impl Metric {
             } => {
                 status.value = *last;
                 status.failures = Some(*failures);
-                if *failures >= *failure_limit {
+                if self.fails() {
                     Verdict::Fail
                 } else if *checks == 0 {
                     Verdict::NoData

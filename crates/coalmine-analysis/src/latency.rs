@@ -23,3 +23,292 @@ impl Histograms {
             && self.stable.len() == self.bounds.len() + 1
     }
 }
+
+/// Smallest sample per track before the shape check may fail (`m` of the
+/// brief's band).
+pub const MIN_SAMPLE: u64 = 100;
+
+/// `C_alpha` of the band: 8.12 at alpha = 0.05 and 9.28 at 0.01 (Howard &
+/// Ramdas), linear in `ln(1/alpha)` between and beyond those points.
+fn c_alpha(alpha: f64) -> f64 {
+    8.12 + (9.28 - 8.12) * (0.05 / alpha).ln() / 5f64.ln()
+}
+
+/// The half-width of the sequential Kolmogorov–Smirnov band after `t`
+/// observations: `0.85 sqrt((ln(1 + ln(t/m)) + C_alpha) / t)`; infinite
+/// below the minimum sample.
+pub fn band(t: u64, alpha: f64) -> f64 {
+    if t < MIN_SAMPLE || t == 0 {
+        return f64::INFINITY;
+    }
+    let t = t as f64;
+    0.85 * (((t / MIN_SAMPLE as f64).ln().ln_1p() + c_alpha(alpha)) / t).sqrt()
+}
+
+/// A shift of one quantile, canary minus stable, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantileShift {
+    /// The quantile, e.g. 0.99.
+    pub q: f64,
+    /// The canary's value (upper edge of its bucket).
+    pub canary: f64,
+    /// Stable's value.
+    pub stable: f64,
+    /// Anytime-valid interval for the shift; `None` ends are unbounded
+    /// (the quantile lies beyond the last finite bucket, or too few data).
+    pub interval: (Option<f64>, Option<f64>),
+}
+
+/// The sequential distribution-shift check: FAIL when the canary's latency
+/// distribution is stochastically larger than stable's by more than both
+/// tracks' bands allow, i.e. `max_x [F_b(x) - F_c(x)] > eps(n_b) + eps(n_c)`
+/// at the histogram's bucket edges (evaluating at fixed edges keeps the
+/// band valid).
+#[derive(Debug, Clone)]
+pub struct ShapeCheck {
+    alpha: f64,
+    bounds: Vec<f64>,
+    canary: Vec<u64>,
+    stable: Vec<u64>,
+    failed: bool,
+    mismatched: bool,
+}
+
+impl ShapeCheck {
+    /// A check at level `alpha`.
+    pub fn new(alpha: f64) -> Self {
+        ShapeCheck {
+            alpha,
+            bounds: Vec::new(),
+            canary: Vec::new(),
+            stable: Vec::new(),
+            failed: false,
+            mismatched: false,
+        }
+    }
+
+    /// Adds one interval's histograms. Histograms whose bounds differ from
+    /// the first ones are ignored (and reported by [`Self::mismatched`]).
+    pub fn update(&mut self, h: &Histograms) {
+        if !h.is_consistent() {
+            self.mismatched = true;
+            return;
+        }
+        if self.bounds.is_empty() && self.canary.is_empty() {
+            self.bounds = h.bounds.clone();
+            self.canary = vec![0; h.canary.len()];
+            self.stable = vec![0; h.stable.len()];
+        } else if self.bounds != h.bounds {
+            self.mismatched = true;
+            return;
+        }
+        for (a, b) in self.canary.iter_mut().zip(&h.canary) {
+            *a += b;
+        }
+        for (a, b) in self.stable.iter_mut().zip(&h.stable) {
+            *a += b;
+        }
+        // Once crossed, the check stays failed: the band is time-uniform,
+        // so the crossing was already a valid rejection.
+        self.failed |= self.crosses();
+    }
+
+    /// Requests per track so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.canary.iter().sum(), self.stable.iter().sum())
+    }
+
+    /// Whether some histogram had other bucket bounds.
+    pub fn mismatched(&self) -> bool {
+        self.mismatched
+    }
+
+    /// `max_x [F_b(x) - F_c(x)]` at the bucket edges (0 before data).
+    pub fn statistic(&self) -> f64 {
+        let (nc, nb) = self.totals();
+        if nc == 0 || nb == 0 {
+            return 0.0;
+        }
+        let (mut cc, mut cb, mut best) = (0u64, 0u64, 0.0f64);
+        for (c, b) in self.canary.iter().zip(&self.stable) {
+            cc += c;
+            cb += b;
+            best = best.max(cb as f64 / nb as f64 - cc as f64 / nc as f64);
+        }
+        best
+    }
+
+    /// `eps(n_b) + eps(n_c)`.
+    pub fn threshold(&self) -> f64 {
+        let (nc, nb) = self.totals();
+        band(nc, self.alpha) + band(nb, self.alpha)
+    }
+
+    fn crosses(&self) -> bool {
+        self.statistic() > self.threshold()
+    }
+
+    /// Whether the canary was found slower.
+    pub fn fails(&self) -> bool {
+        self.failed
+    }
+
+    /// p50, p90 and p99 of both tracks and their shifts with intervals
+    /// from the same bands.
+    pub fn quantile_shifts(&self) -> Vec<QuantileShift> {
+        let (nc, nb) = self.totals();
+        if nc == 0 || nb == 0 {
+            return Vec::new();
+        }
+        let (ec, eb) = (band(nc, self.alpha), band(nb, self.alpha));
+        [0.5, 0.9, 0.99]
+            .into_iter()
+            .filter_map(|q| {
+                let canary = quantile(&self.bounds, &self.canary, q)?;
+                let stable = quantile(&self.bounds, &self.stable, q)?;
+                let lo = match (
+                    lower_quantile(&self.bounds, &self.canary, q - ec),
+                    quantile(&self.bounds, &self.stable, q + eb),
+                ) {
+                    (Some(c), Some(b)) => Some(c - b),
+                    _ => None,
+                };
+                let hi = match (
+                    quantile(&self.bounds, &self.canary, q + ec),
+                    lower_quantile(&self.bounds, &self.stable, q - eb),
+                ) {
+                    (Some(c), Some(b)) => Some(c - b),
+                    _ => None,
+                };
+                Some(QuantileShift {
+                    q,
+                    canary,
+                    stable,
+                    interval: (lo, hi),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The upper edge of the bucket holding quantile `q`; `None` when it is
+/// the `+Inf` bucket or `q > 1`.
+fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let n: u64 = counts.iter().sum();
+    if n == 0 || q > 1.0 {
+        return None;
+    }
+    let target = (q.max(0.0) * n as f64).ceil().max(1.0);
+    let mut seen = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen as f64 >= target {
+            return bounds.get(i).copied();
+        }
+    }
+    None
+}
+
+/// The lower edge of the bucket holding quantile `q` (0 for the first
+/// bucket or `q <= 0`).
+fn lower_quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let n: u64 = counts.iter().sum();
+    if n == 0 {
+        return None;
+    }
+    if q <= 0.0 {
+        return Some(0.0);
+    }
+    let target = (q.min(1.0) * n as f64).ceil().max(1.0);
+    let mut seen = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen as f64 >= target {
+            return Some(if i == 0 { 0.0 } else { bounds[i - 1] });
+        }
+    }
+    bounds.last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(canary: &[u64], stable: &[u64]) -> Histograms {
+        Histograms {
+            bounds: vec![0.1, 0.2, 0.3],
+            canary: canary.to_vec(),
+            stable: stable.to_vec(),
+        }
+    }
+
+    #[test]
+    fn band_matches_the_formula() {
+        assert!(band(99, 0.05).is_infinite());
+        // t = m: ln(1 + ln 1) = 0, so 0.85 sqrt(8.12 / 100).
+        assert!((band(100, 0.05) - 0.85 * (8.12f64 / 100.0).sqrt()).abs() < 1e-12);
+        assert!((c_alpha(0.01) - 9.28).abs() < 1e-9);
+        assert!(band(10_000, 0.05) < band(1_000, 0.05));
+        assert!(band(1_000, 0.01) > band(1_000, 0.05));
+    }
+
+    #[test]
+    fn same_shape_does_not_fail_and_a_slower_canary_does() {
+        let mut same = ShapeCheck::new(0.05);
+        let mut slower = ShapeCheck::new(0.05);
+        for _ in 0..100 {
+            same.update(&hist(&[50, 30, 15, 5], &[50, 30, 15, 5]));
+            slower.update(&hist(&[20, 30, 30, 20], &[50, 30, 15, 5]));
+        }
+        assert!(!same.fails());
+        assert_eq!(same.statistic(), 0.0);
+        assert!(
+            slower.fails(),
+            "{} vs {}",
+            slower.statistic(),
+            slower.threshold()
+        );
+        // A faster canary is not a regression.
+        let mut faster = ShapeCheck::new(0.05);
+        for _ in 0..100 {
+            faster.update(&hist(&[50, 30, 15, 5], &[20, 30, 30, 20]));
+        }
+        assert!(!faster.fails());
+    }
+
+    #[test]
+    fn too_few_requests_never_fail() {
+        let mut c = ShapeCheck::new(0.05);
+        c.update(&hist(&[0, 0, 0, 50], &[50, 0, 0, 0]));
+        assert!(!c.fails());
+    }
+
+    #[test]
+    fn mismatched_bounds_are_ignored_and_reported() {
+        let mut c = ShapeCheck::new(0.05);
+        c.update(&hist(&[1, 1, 1, 1], &[1, 1, 1, 1]));
+        c.update(&Histograms {
+            bounds: vec![0.5],
+            canary: vec![1, 1],
+            stable: vec![1, 1],
+        });
+        assert!(c.mismatched());
+        assert_eq!(c.totals(), (4, 4));
+    }
+
+    #[test]
+    fn quantile_shifts_with_intervals() {
+        let mut c = ShapeCheck::new(0.05);
+        for _ in 0..1000 {
+            c.update(&hist(&[0, 90, 10, 0], &[90, 10, 0, 0]));
+        }
+        let shifts = c.quantile_shifts();
+        let p50 = shifts[0];
+        assert_eq!((p50.canary, p50.stable), (0.2, 0.1));
+        let (lo, hi) = p50.interval;
+        // Bucket edges bound the shift: at least 0.1 - 0.1, at most 0.2 - 0.
+        assert_eq!((lo, hi), (Some(0.0), Some(0.2)), "{p50:?}");
+        // p99 of the canary lies in the 0.3 bucket.
+        assert_eq!(shifts[2].canary, 0.3);
+    }
+}

@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dispersion;
 pub mod eprocess;
 pub mod judge;
 pub mod latency;
+pub mod simulate;

@@ -19,7 +19,15 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_mins(10);
 /// Default progress deadline.
 pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_mins(10);
-/// Default provider timeout.
+/// Upper bounds of the latency histogram buckets, in seconds: the proxy's
+/// `coalmine_proxy_request_duration_seconds` and the judge's shape check use
+/// these. Dense between 50 ms and 1 s, where `slowerThan` thresholds usually
+/// sit; a `slowerThan` on an edge is counted exactly.
+pub const LATENCY_BUCKETS: [f64; 22] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
+    1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+/// Default per-query timeout of a metric provider.
 pub const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A validated rollout plan.

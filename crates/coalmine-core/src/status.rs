@@ -188,9 +188,31 @@ pub struct MetricStatus {
     /// Threshold metrics: failed checks so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<u32>,
+    /// Dispersion factor by which the evidence is tempered (1 = bad events
+    /// independent; larger when they come in clumps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<f64>,
+    /// Latency: quantile shifts, canary minus stable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quantiles: Vec<QuantileStatus>,
     /// Why there is no data, or other detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// One latency quantile of both tracks, in seconds (histogram bucket edges).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuantileStatus {
+    /// The quantile, e.g. 0.99.
+    pub quantile: f64,
+    /// The canary's value.
+    pub canary: f64,
+    /// Stable's value.
+    pub stable: f64,
+    /// Anytime-valid interval for canary minus stable; a missing end is
+    /// unbounded.
+    pub shift_interval: [Option<f64>; 2],
 }
 
 /// The whole status of a Canary.

@@ -35,7 +35,7 @@ use coalmine_core::rollout::{
 };
 use coalmine_core::routes::{HeaderMatch, Routes};
 use coalmine_core::spec::{OnInconclusive, SessionAffinity};
-use coalmine_core::status::{MetricStatus, Phase, RollbackReason, Verdict};
+use coalmine_core::status::{MetricStatus, Phase, QuantileStatus, RollbackReason, Verdict};
 use coalmine_core::{CanaryStatus, Duration, Time};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -229,6 +229,16 @@ fn metric_status(numbers: Numbers) -> impl Strategy<Value = MetricStatus> {
                 stable_requests: canary_requests.map(|n| n / 2),
                 value,
                 failures,
+                dispersion: e_value.map(|e| 1.0 + e.abs().min(10.0)),
+                quantiles: ratio
+                    .map(|r| QuantileStatus {
+                        quantile: 0.99,
+                        canary: r,
+                        stable: 0.1,
+                        shift_interval: [Some(r - 0.1), None],
+                    })
+                    .into_iter()
+                    .collect(),
                 message,
             },
         )

@@ -87,12 +87,7 @@ struct UpstreamLabels {
     class: &'static str,
 }
 
-/// Upper bounds of the latency buckets, in seconds. Dense between 50 ms
-/// and 1 s, where `slowerThan` thresholds usually sit.
-pub const LATENCY_BUCKETS: [f64; 22] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
-    1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
-];
+pub use coalmine_core::plan::LATENCY_BUCKETS;
 
 /// A lock-free histogram with [`LATENCY_BUCKETS`] (plus +Inf).
 #[derive(Debug, Clone, Default)]

@@ -28,6 +28,8 @@ enum Command {
     Validate(commands::validate::Args),
     /// Run the traffic-splitting proxy alone, with its admin API.
     Proxy(commands::proxy::Args),
+    /// Compare the judge with the peers' rules on simulated traffic.
+    Simulate(commands::simulate::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +46,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Proxy(args) => commands::proxy::run(args),
+        Command::Simulate(args) => commands::simulate::run(&args),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod proxy;
+pub mod simulate;
 pub mod validate;
 
 /// Logs to stderr; `RUST_LOG` sets the level (default `info`).
