@@ -44,7 +44,10 @@ fn a_healthy_canary_is_rarely_rolled_back() {
         },
     ] {
         let (rate, [lo, _], _) = judged(&s, Method::Coalmine);
-        assert!(lo <= 0.05, "{s:?}: false rollbacks {rate} (interval from {lo})");
+        assert!(
+            lo <= 0.05,
+            "{s:?}: false rollbacks {rate} (interval from {lo})"
+        );
     }
 }
 

@@ -28,6 +28,10 @@ enum Command {
     Validate(commands::validate::Args),
     /// Run the traffic-splitting proxy alone, with its admin API.
     Proxy(commands::proxy::Args),
+    /// Run a canary rollout in front of two HTTP servers (local mode).
+    Run(commands::run::Args),
+    /// A small HTTP app for demos and tests.
+    SampleApp(commands::sample_app::Args),
     /// Compare the judge with the peers' rules on simulated traffic.
     Simulate(commands::simulate::Args),
 }
@@ -46,6 +50,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Proxy(args) => commands::proxy::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::SampleApp(args) => commands::sample_app::run(args),
         Command::Simulate(args) => commands::simulate::run(&args),
     }
 }

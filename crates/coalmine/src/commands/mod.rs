@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod proxy;
+pub mod run;
+pub mod sample_app;
 pub mod simulate;
 pub mod validate;
 

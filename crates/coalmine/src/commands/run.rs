@@ -1,0 +1,638 @@
+//! `coalmine run FILE`: local mode. One process runs the proxy in front of
+//! `spec.upstreams`, the rollout state machine, and the judge fed by the
+//! proxy's own counters (and any Prometheus or webhook metrics).
+//!
+//! The loop is the controller's, on one machine: observe (judge report,
+//! commands from the admin API), `decide`, store the status (`--state`,
+//! atomically, before acting), carry out the actions (routes, promotion),
+//! sleep until the next interval, timer or command. Everything the
+//! rollout needs to resume is in the status, so a restart with the same
+//! `--state` file continues at the same step and weight; the judge's
+//! evidence starts afresh (the proxy's counters died with the process).
+//!
+//! Exit codes: 0 promoted, 2 rolled back, 1 error.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use coalmine_analysis::judge::{Judge, Observed};
+use coalmine_core::Time;
+use coalmine_core::plan::{Plan, Target};
+use coalmine_core::rollout::{Action, AnalysisReport, Command, CommandKind, Observation, decide};
+use coalmine_core::routes::Routes;
+use coalmine_core::spec::Canary;
+use coalmine_core::status::{CanaryStatus, MetricStatus, Phase, Verdict};
+use coalmine_providers::{BuiltinSource, Context, MetricSource};
+use coalmine_proxy::{Config, Limits, Proxy};
+
+/// Arguments of `coalmine run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Canary file, with `spec.upstreams`.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Address for traffic (default: `spec.upstreams.listen`, else 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the admin API (status, commands, routes, metrics).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// Save the status here after every change, and resume from it.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Write the final status and the judge's history here as JSON.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Exit when the rollout ends instead of serving with the final routes.
+    #[arg(long)]
+    exit_on_finish: bool,
+}
+
+/// Runs a rollout from a file.
+pub fn run(args: Args) -> ExitCode {
+    super::init_logs();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("coalmine run: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = args.file.display().to_string();
+    let loaded = match load(&args.file) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = Options {
+        listen: args.listen,
+        admin: args.admin,
+        state: args.state,
+        report: args.report,
+        exit_on_finish: args.exit_on_finish,
+        view: View::detect(),
+        label: name,
+    };
+    runtime.block_on(async move {
+        match execute(loaded.0, loaded.1, options, super::terminated()).await {
+            Ok(outcome) => outcome.exit_code(),
+            Err(e) => {
+                eprintln!("coalmine run: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn load(path: &Path) -> Result<(Canary, Plan), String> {
+    let name = path.display();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read the file: {e}"))?;
+    let (canary, plan, warnings) = coalmine_core::validate::load(&text).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(|p| format!("{name}: {p}")).collect();
+        lines.join("\n")
+    })?;
+    for w in warnings {
+        eprintln!("{name}: {w}");
+    }
+    if !matches!(plan.target, Target::Local { .. }) {
+        return Err(format!(
+            "{name}: spec.template: coalmine run needs `spec.upstreams` (servers that already run); a pod template is for the Kubernetes controller"
+        ));
+    }
+    Ok((canary, plan))
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The canary became stable.
+    Promoted,
+    /// The canary was rolled back (or failed).
+    RolledBack,
+    /// Stopped (signal) before the rollout ended.
+    Stopped,
+}
+
+impl Outcome {
+    /// 0 promoted, 2 rolled back, 1 stopped early.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Promoted => ExitCode::SUCCESS,
+            Outcome::RolledBack => ExitCode::from(2),
+            Outcome::Stopped => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// How a run shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// One live line, redrawn (a terminal).
+    Live,
+    /// A log line per change (a pipe or a file).
+    Log,
+    /// Nothing (the demo draws its own).
+    Quiet,
+}
+
+impl View {
+    /// Live on a terminal, a log otherwise.
+    pub fn detect() -> View {
+        if std::io::stdout().is_terminal() {
+            View::Live
+        } else {
+            View::Log
+        }
+    }
+}
+
+/// Options of a run, shared with the demo.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Traffic address override.
+    pub listen: Option<SocketAddr>,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// State file.
+    pub state: Option<PathBuf>,
+    /// Report file.
+    pub report: Option<PathBuf>,
+    /// Exit when the rollout ends.
+    pub exit_on_finish: bool,
+    /// Progress display.
+    pub view: View,
+    /// The file name, for messages.
+    pub label: String,
+}
+
+/// One judged interval, for `--report`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryEntry {
+    at: Time,
+    weight: u8,
+    verdict: Verdict,
+    metrics: Vec<MetricStatus>,
+}
+
+/// What the admin API and the loop share.
+struct Shared {
+    status: Mutex<CanaryStatus>,
+    commands: mpsc::UnboundedSender<CommandKind>,
+}
+
+/// The judge of the rollout under way.
+struct Judging {
+    judge: Judge,
+    sources: Vec<MetricSource>,
+    revision: String,
+    since: Time,
+    /// The canary's share during the interval being collected.
+    share: f64,
+    report: Option<AnalysisReport>,
+}
+
+/// Runs a rollout until it ends (or `stop` completes); returns the outcome.
+pub async fn execute(
+    canary: Canary,
+    plan: Plan,
+    options: Options,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Outcome, String> {
+    let Target::Local {
+        stable: stable_urls,
+        canary: canary_urls,
+        listen: file_listen,
+    } = plan.target.clone()
+    else {
+        return Err("coalmine run needs spec.upstreams".into());
+    };
+    for url in stable_urls.iter().chain(&canary_urls) {
+        reachable(url).await?;
+    }
+    let desired = canary.spec.desired_revision();
+    let mut status = match &options.state {
+        Some(path) if path.exists() => read_state(path)?,
+        _ => CanaryStatus {
+            stable_revision: canary.spec.local_stable_revision(),
+            ..CanaryStatus::default()
+        },
+    };
+    // After a promotion, stable serves the canary's servers.
+    let promoted_already = status.stable_revision.as_deref() == Some(desired.as_str());
+    let proxy = Proxy::new(Config {
+        stable: if promoted_already {
+            canary_urls.clone()
+        } else {
+            stable_urls.clone()
+        },
+        canary: canary_urls.clone(),
+        routes: Routes::all_stable(),
+        limits: Limits::default(),
+    })
+    .map_err(|e| format!("spec.upstreams: {e}"))?;
+    let listen = match (options.listen, file_listen) {
+        (Some(a), _) => a,
+        (None, Some(l)) => l.parse().map_err(|_| {
+            format!("spec.upstreams.listen: `{l}` is not an address like 127.0.0.1:8080")
+        })?,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    let data = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e} (use --listen ADDR)"))?;
+    let control = TcpListener::bind(options.admin).await.map_err(|e| {
+        format!(
+            "cannot listen on {} (admin): {e} (use --admin ADDR)",
+            options.admin
+        )
+    })?;
+    let (tx, mut commands) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        status: Mutex::new(status.clone()),
+        commands: tx,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let data_task = tokio::spawn({
+        let proxy = proxy.clone();
+        let stop = stopped(stop_rx.clone());
+        async move { proxy.serve(data, stop, StdDuration::from_secs(5)).await }
+    });
+    let admin_task = tokio::spawn({
+        let proxy = proxy.clone();
+        let shared = shared.clone();
+        let stop = stopped(stop_rx.clone());
+        async move {
+            let handler = move |req, _peer| admin(proxy.clone(), shared.clone(), req);
+            coalmine_proxy::server::serve(control, handler, stop, StdDuration::from_secs(1)).await;
+        }
+    });
+    tracing::info!(%listen, admin = %options.admin, "coalmine run: serving {}", options.label);
+
+    let mut stable_ready = status.stable_revision.clone();
+    let mut judging: Option<Judging> = None;
+    let mut history: Vec<HistoryEntry> = Vec::new();
+    let mut pending: Option<Command> = None;
+    let mut command_seq = 0u64;
+    let mut outcome = None;
+    let interval = plan
+        .analysis
+        .as_ref()
+        .map_or(StdDuration::from_secs(10), |a| a.interval.to_std());
+    let mut next_collect = tokio::time::Instant::now() + interval;
+    let mut last_line = String::new();
+    tokio::pin!(stop);
+    loop {
+        let now = Time::now();
+        // A rollout (or retry) under way gets a judge from its start.
+        let active = matches!(status.phase, Phase::Progressing | Phase::Paused);
+        let fresh = judging.as_ref().is_none_or(|j| {
+            Some(&j.revision) != status.canary_revision.as_ref()
+                || status.rollout_started_at.is_some_and(|t| j.since < t)
+        });
+        if active
+            && fresh
+            && let Some(analysis) = &plan.analysis
+        {
+            let builtin = BuiltinSource::in_process(proxy.metrics());
+            let sources = coalmine_providers::sources(analysis, Some(&builtin))
+                .map_err(|e| format!("spec.analysis: {e}"))?;
+            judging = Some(Judging {
+                judge: Judge::new(analysis),
+                sources,
+                revision: status.canary_revision.clone().unwrap_or_default(),
+                since: now,
+                share: f64::from(status.weight) / 100.0,
+                report: None,
+            });
+            next_collect = tokio::time::Instant::now() + interval;
+        }
+        if tokio::time::Instant::now() >= next_collect {
+            next_collect += interval;
+            if let Some(j) = judging.as_mut().filter(|_| active) {
+                let ctx = Context {
+                    name: canary.metadata.name.clone().unwrap_or_default(),
+                    namespace: canary.metadata.namespace.clone().unwrap_or_default(),
+                    interval,
+                };
+                for (i, source) in j.sources.iter_mut().enumerate() {
+                    let observed = match source.collect(&ctx).await {
+                        Observed::Counts(mut c) => {
+                            c.canary_share = Some(j.share);
+                            Observed::Counts(c)
+                        }
+                        Observed::Latency {
+                            mut slow,
+                            histograms,
+                        } => {
+                            slow.canary_share = Some(j.share);
+                            Observed::Latency { slow, histograms }
+                        }
+                        other => other,
+                    };
+                    j.judge.observe(i, observed);
+                }
+                // The share is fixed at the start of the next interval.
+                j.share = f64::from(status.weight) / 100.0;
+                let (verdict, metrics) = j.judge.report();
+                history.push(HistoryEntry {
+                    at: Time::now(),
+                    weight: status.weight,
+                    verdict,
+                    metrics: metrics.clone(),
+                });
+                j.report = Some(AnalysisReport {
+                    revision: j.revision.clone(),
+                    since: j.since,
+                    at: Time::now(),
+                    verdict,
+                    metrics,
+                });
+            }
+        }
+        let routes = proxy.routes();
+        let observation = Observation {
+            desired_revision: desired.clone(),
+            canary_ready: true,
+            canary_gone: !routes.reaches_canary(),
+            stable_ready_revision: stable_ready.clone(),
+            analysis: judging.as_ref().and_then(|j| j.report.clone()),
+            command: pending.clone(),
+        };
+        let decision = decide(&plan, &status, &observation, Time::now());
+        if decision.status != status {
+            if let Some(path) = &options.state {
+                write_state(path, &decision.status)?;
+            }
+            if let Ok(mut s) = shared.status.lock() {
+                *s = decision.status.clone();
+            }
+        }
+        status = decision.status.clone();
+        for action in &decision.actions {
+            match action {
+                Action::SetRoutes(r) => {
+                    if proxy.routes() != *r
+                        && let Err(problems) = proxy.set_routes(r.clone())
+                    {
+                        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                        return Err(format!(
+                            "the rollout asked for invalid routes: {}",
+                            text.join("; ")
+                        ));
+                    }
+                }
+                Action::PromoteStable { revision } => {
+                    if stable_ready.as_ref() != Some(revision) {
+                        proxy
+                            .set_upstreams(&canary_urls, &canary_urls)
+                            .map_err(|e| format!("promotion: {e}"))?;
+                        stable_ready = Some(revision.clone());
+                    }
+                }
+                // The servers already run; nothing to create or scale.
+                Action::EnsureCanary { .. } | Action::ScaleDownCanary => {}
+                Action::Event(e) => {
+                    if options.view != View::Quiet {
+                        if options.view == View::Live {
+                            eprint!("\r\x1b[2K");
+                        }
+                        let kind = if e.warning { "warning" } else { "event" };
+                        eprintln!("{kind}: {}: {}", e.reason, e.message);
+                    }
+                }
+            }
+        }
+        if pending.is_some() {
+            pending = None;
+        }
+        show(&options, &status, &proxy, &mut last_line);
+        let finished = match status.phase {
+            Phase::Promoted => Some(Outcome::Promoted),
+            Phase::RolledBack | Phase::Failed => Some(Outcome::RolledBack),
+            _ => None,
+        };
+        if finished.is_some() && outcome.is_none() {
+            outcome = finished;
+            if let Some(path) = &options.report {
+                write_report(path, &status, &history)?;
+            }
+            if options.view == View::Live {
+                eprintln!();
+            }
+            if options.exit_on_finish {
+                break;
+            }
+        }
+        let mut wake = next_collect;
+        if let Some(after) = decision.requeue_after {
+            wake = wake.min(tokio::time::Instant::now() + after.to_std());
+        }
+        wake = wake.min(tokio::time::Instant::now() + StdDuration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            Some(kind) = commands.recv() => {
+                command_seq += 1;
+                pending = Some(Command { id: format!("{}-{command_seq}", Time::now().unix_millis()), kind });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    if outcome.is_none()
+        && let Some(path) = &options.report
+    {
+        write_report(path, &status, &history)?;
+    }
+    let _ = stop_tx.send(true);
+    let _ = data_task.await;
+    let _ = admin_task.await;
+    Ok(outcome.unwrap_or(Outcome::Stopped))
+}
+
+/// Fails with a clear message when an upstream does not accept connections.
+async fn reachable(url: &str) -> Result<(), String> {
+    let authority = url
+        .strip_prefix("http://")
+        .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .ok_or_else(|| format!("spec.upstreams: `{url}` is not an http:// URL"))?;
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    match tokio::time::timeout(
+        StdDuration::from_secs(3),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "spec.upstreams: {url} is unreachable ({e}); start that server first or fix the URL"
+        )),
+        Err(_) => Err(format!(
+            "spec.upstreams: {url} did not accept a connection within 3s; start that server first or fix the URL"
+        )),
+    }
+}
+
+fn read_state(path: &Path) -> Result<CanaryStatus, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--state {}: cannot read: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "--state {}: not a saved status ({e}); remove the file to start over",
+            path.display()
+        )
+    })
+}
+
+/// Writes the status atomically: a temporary file, synced, then renamed.
+fn write_state(path: &Path, status: &CanaryStatus) -> Result<(), String> {
+    write_json(path, status).map_err(|e| format!("--state {}: cannot write: {e}", path.display()))
+}
+
+fn write_report(
+    path: &Path,
+    status: &CanaryStatus,
+    history: &[HistoryEntry],
+) -> Result<(), String> {
+    #[derive(Serialize)]
+    struct Report<'a> {
+        status: &'a CanaryStatus,
+        history: &'a [HistoryEntry],
+    }
+    write_json(path, &Report { status, history })
+        .map_err(|e| format!("--report {}: cannot write: {e}", path.display()))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The live line (terminal) or a log line when something changed.
+fn show(options: &Options, status: &CanaryStatus, proxy: &Proxy, last: &mut String) {
+    if options.view == View::Quiet {
+        return;
+    }
+    let m = proxy.metrics();
+    let count = |t| -> u64 { m.track(t).counts().iter().sum() };
+    let (stable, canary) = (
+        count(coalmine_proxy::route::Track::Stable),
+        count(coalmine_proxy::route::Track::Canary),
+    );
+    let mut verdicts = String::new();
+    if let Some(a) = &status.analysis {
+        for metric in &a.metrics {
+            verdicts.push_str(&format!(" · {}: {:?}", metric.name, metric.verdict));
+            if let (Some(e), Some(t)) = (metric.e_value, metric.e_threshold) {
+                verdicts.push_str(&format!(" e={e:.1}/{t:.0}"));
+            }
+            if let Some(r) = metric.ratio {
+                verdicts.push_str(&format!(" ratio {r:.2}"));
+            }
+        }
+    }
+    let summary = format!(
+        "{} · step {} · weight {}%{}",
+        status.phase, status.step, status.weight, verdicts
+    );
+    match options.view {
+        View::Live => {
+            eprint!("\r\x1b[2K{summary} · requests stable {stable} canary {canary}");
+        }
+        View::Log => {
+            if summary != *last {
+                eprintln!(
+                    "{} {summary} · requests stable {stable} canary {canary}",
+                    Time::now()
+                );
+            }
+        }
+        View::Quiet => {}
+    }
+    *last = summary;
+}
+
+/// The admin API of a run: the proxy's, plus status and commands.
+async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let command = match req.uri().path() {
+        "/promote" => Some(CommandKind::Promote),
+        "/promote-full" => Some(CommandKind::PromoteFull),
+        "/abort" => Some(CommandKind::Abort),
+        "/pause" => Some(CommandKind::Pause),
+        "/resume" => Some(CommandKind::Resume),
+        "/retry" => Some(CommandKind::Retry),
+        _ => None,
+    };
+    match (req.method(), req.uri().path(), command) {
+        (&Method::GET, "/status", _) => {
+            let status = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
+            respond(
+                StatusCode::OK,
+                serde_json::to_vec(&status).unwrap_or_default(),
+                true,
+            )
+        }
+        (&Method::POST, _, Some(kind)) => {
+            if shared.commands.send(kind).is_err() {
+                return respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    b"shutting down\n".to_vec(),
+                    false,
+                );
+            }
+            let body = serde_json::json!({ "accepted": kind.name() });
+            respond(StatusCode::ACCEPTED, body.to_string().into_bytes(), true)
+        }
+        (_, "/status", _) | (_, _, Some(_)) => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"use GET /status and POST /promote, /abort, /pause, /resume, /retry\n".to_vec(),
+            false,
+        ),
+        _ => coalmine_proxy::admin::handle(proxy, req).await,
+    }
+}
+
+fn respond(status: StatusCode, body: Vec<u8>, json: bool) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if json {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        }),
+    );
+    resp
+}

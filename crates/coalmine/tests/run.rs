@@ -1,0 +1,381 @@
+//! `coalmine run` end to end: real sample apps on loopback, the real
+//! binary in front of them, a load generator, and the outcome by exit code,
+//! report and traffic afterwards. Each test bounds itself in time.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coalmine");
+
+/// Kills the child when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One GET with `Connection: close`: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+fn post(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+fn wait_until(deadline: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn sample_app(version: &str, error_rate: &str) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["sample-app", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--version", version, "--error-rate", error_rate])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sample-app starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_until(Duration::from_secs(10), || get(addr, "/healthz").is_some()),
+        "sample-app {version} did not start"
+    );
+    (Proc(child), port)
+}
+
+/// Sends requests to `addr` from two threads until `stop`.
+fn load(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = get(addr, "/");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect()
+}
+
+struct Rollout {
+    dir: PathBuf,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    _apps: (Proc, Proc),
+}
+
+fn rollout(name: &str, canary_errors: &str, steps: &str) -> Rollout {
+    let dir = std::env::temp_dir().join(format!("coalmine-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (stable, sp) = sample_app("v1", "0");
+    let (canary, cp) = sample_app("v2", canary_errors);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = format!(
+        "apiVersion: coalmine.dev/v1alpha1
+kind: Canary
+metadata: {{name: {name}}}
+spec:
+  upstreams:
+    stable: [http://127.0.0.1:{sp}]
+    canary: [http://127.0.0.1:{cp}]
+  steps:
+{steps}
+  analysis:
+    interval: 1s
+    metrics:
+      - name: errors
+        builtin: errors
+"
+    );
+    std::fs::write(dir.join("canary.yaml"), file).expect("write the file");
+    Rollout {
+        dir,
+        listen,
+        admin,
+        _apps: (stable, canary),
+    }
+}
+
+impl Rollout {
+    fn start(&self, extra: &[&str]) -> Proc {
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg(self.dir.join("canary.yaml"))
+            .args(["--listen", &self.listen.to_string()])
+            .args(["--admin", &self.admin.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("coalmine run starts");
+        assert!(
+            wait_until(Duration::from_secs(10), || get(self.admin, "/healthz")
+                .is_some()),
+            "coalmine run did not start"
+        );
+        Proc(child)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        get(self.admin, "/status")
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or_default()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Waits for the process to exit (at most `limit`), returns its exit code.
+fn exit_code(p: &mut Proc, limit: Duration) -> Option<i32> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Some(status)) = p.0.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn versions(addr: SocketAddr, n: usize) -> (usize, usize) {
+    let mut v1 = 0;
+    let mut v2 = 0;
+    for _ in 0..n {
+        if let Some((_, body)) = get(addr, "/") {
+            v1 += usize::from(body.contains("\"v1\""));
+            v2 += usize::from(body.contains("\"v2\""));
+        }
+    }
+    (v1, v2)
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("the report exists");
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_and_then_serves_everything() {
+    let r = rollout(
+        "healthy",
+        "0",
+        "    - setWeight: 20\n    - pause: {duration: 3s}\n    - setWeight: 50\n    - pause: {duration: 3s}",
+    );
+    let report_file = r.path("report.json");
+    let mut run = r.start(&[
+        "--exit-on-finish",
+        "--report",
+        report_file.to_str().expect("utf-8 path"),
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(r.listen, stop.clone());
+    let code = exit_code(&mut run, Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    assert_eq!(code, Some(0), "promoted exits 0");
+    let rep = report(&report_file);
+    assert_eq!(rep["status"]["phase"], "Promoted", "{rep}");
+    assert!(rep["history"].as_array().is_some_and(|h| !h.is_empty()));
+    // Served again without --exit-on-finish semantics: start a second run
+    // on the saved outcome is not needed; check the promotion in process
+    // instead with a run that keeps serving.
+}
+
+#[test]
+fn after_promotion_all_traffic_goes_to_the_canary() {
+    let r = rollout(
+        "serving",
+        "0",
+        "    - setWeight: 50\n    - pause: {duration: 2s}",
+    );
+    let _run = r.start(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(r.listen, stop.clone());
+    assert!(
+        wait_until(Duration::from_secs(30), || r.status()["phase"]
+            == "Promoted"),
+        "not promoted: {}",
+        r.status()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    let (v1, v2) = versions(r.listen, 100);
+    assert_eq!((v1, v2), (0, 100));
+}
+
+#[test]
+fn a_faulty_canary_is_rolled_back_and_gets_no_more_requests() {
+    let r = rollout(
+        "faulty",
+        "0.2",
+        "    - setWeight: 20\n    - pause: {duration: 30s}\n    - setWeight: 50\n    - pause: {duration: 30s}",
+    );
+    let report_file = r.path("report.json");
+    let mut run = r.start(&["--report", report_file.to_str().expect("utf-8 path")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(r.listen, stop.clone());
+    let rolled_back = wait_until(Duration::from_secs(30), || {
+        r.status()["phase"] == "RolledBack"
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    assert!(rolled_back, "{}", r.status());
+    let status = r.status();
+    assert_eq!(status["weight"], 0);
+    assert_eq!(status["analysis"]["verdict"], "Fail", "{status}");
+    let (v1, v2) = versions(r.listen, 100);
+    assert_eq!((v1, v2), (100, 0));
+    // Keeps serving until stopped; rolled back means exit 2.
+    assert_eq!(exit_code(&mut run, Duration::from_millis(300)), None);
+    let _ = Command::new("kill").arg(run.0.id().to_string()).status();
+    assert_eq!(exit_code(&mut run, Duration::from_secs(10)), Some(2));
+    assert_eq!(report(&report_file)["status"]["phase"], "RolledBack");
+}
+
+#[test]
+fn pause_promote_and_abort_through_the_admin_api() {
+    let r = rollout(
+        "manual",
+        "0",
+        "    - setWeight: 10\n    - analysis: {timeout: 1h}\n    - setWeight: 30\n    - pause: {}",
+    );
+    let _run = r.start(&[]);
+    assert!(wait_until(Duration::from_secs(10), || r.status()["weight"] == 10));
+    assert_eq!(r.status()["phase"], "Progressing");
+    assert_eq!(post(r.admin, "/pause"), Some(202));
+    assert!(wait_until(Duration::from_secs(5), || r.status()["phase"] == "Paused"));
+    assert_eq!(post(r.admin, "/resume"), Some(202));
+    assert!(wait_until(Duration::from_secs(5), || r.status()["phase"]
+        == "Progressing"));
+    assert_eq!(post(r.admin, "/promote"), Some(202));
+    assert!(
+        wait_until(Duration::from_secs(5), || r.status()["weight"] == 30),
+        "{}",
+        r.status()
+    );
+    assert_eq!(post(r.admin, "/abort"), Some(202));
+    assert!(wait_until(Duration::from_secs(5), || r.status()["phase"]
+        == "RolledBack"));
+    assert_eq!(r.status()["weight"], 0);
+    assert_eq!(get(r.admin, "/abort").map(|(c, _)| c), Some(405));
+}
+
+#[test]
+fn kill_9_and_restart_with_state_resumes_at_the_same_step() {
+    let r = rollout(
+        "resume",
+        "0",
+        "    - setWeight: 10\n    - setWeight: 40\n    - pause: {}\n    - setWeight: 60",
+    );
+    let state = r.path("state.json");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let mut run = r.start(&["--state", state_arg]);
+    assert!(wait_until(Duration::from_secs(10), || r.status()["weight"] == 40));
+    let step = r.status()["step"].clone();
+    let _ = run.0.kill(); // SIGKILL
+    let _ = run.0.wait();
+    let _run = r.start(&["--state", state_arg]);
+    let status = r.status();
+    assert_eq!(
+        (status["step"].clone(), status["weight"].clone()),
+        (step, 40.into())
+    );
+    assert_eq!(status["phase"], "Paused");
+    let (v1, v2) = versions(r.listen, 200);
+    assert!(v2 > 40 && v2 < 120 && v1 + v2 == 200, "{v1} {v2}");
+}
+
+#[test]
+fn bad_files_and_unreachable_upstreams_exit_1() {
+    let dir = std::env::temp_dir().join(format!("coalmine-run-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: coalmine.dev/v1alpha1\nkind: Canary\nmetadata: {name: x}\nspec:\n  upstreams: {stable: [http://127.0.0.1:1], canary: [http://127.0.0.1:2]}\n  steps: [{setWeight: 150}]\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("setWeight"));
+    let dead = dir.join("dead.yaml");
+    std::fs::write(
+        &dead,
+        format!(
+            "apiVersion: coalmine.dev/v1alpha1\nkind: Canary\nmetadata: {{name: x}}\nspec:\n  upstreams: {{stable: [http://127.0.0.1:{}], canary: [http://127.0.0.1:{}]}}\n  steps: [{{setWeight: 10}}]\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(&dead)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unreachable") && err.contains("spec.upstreams"),
+        "{err}"
+    );
+}
