@@ -29,7 +29,7 @@
 //!
 //! This assumes bad events are independent given the rates. When one
 //! version's rate wobbles between intervals (extra-binomial noise) the
-//! guarantee weakens; issue 4 adds the companion test that keeps it.
+//! guarantee weakens; [`crate::dispersion`] tempers the evidence for that.
 
 /// Alternatives on the grid (spacing 0.1 in log-ratio).
 const GRID: usize = 40;
