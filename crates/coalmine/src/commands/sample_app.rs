@@ -10,8 +10,6 @@
 //!
 //! [`serve`] and [`SampleConfig`] run the same server in-process.
 
-use std::cell::RefCell;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,10 +21,6 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::net::TcpListener;
@@ -145,52 +139,14 @@ pub async fn serve(
             ..config
         },
     });
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(std::time::Duration::from_secs(30));
-    let seeds = Seeds::new();
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = Arc::clone(&app);
-                // One generator per connection: HTTP/1.1 answers one request
-                // at a time, so it is never contended.
-                let rng = RefCell::new(SmallRng::seed_from_u64(seeds.next()));
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let reply = app.reply(req, &mut rng.borrow_mut());
-                    async move { Ok::<_, Infallible>(reply.await) }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {grace:?}; closing them");
-    }
+    let seeds = Arc::new(Seeds::new());
+    // The proxy's accept loop (keep-alive, graceful drain) serves the app
+    // too; each request draws from its own generator, seeded uniquely.
+    let handler = move |req: Request<Incoming>, _peer| {
+        let mut rng = SmallRng::seed_from_u64(seeds.next());
+        app.reply(req, &mut rng)
+    };
+    coalmine_proxy::server::serve(listener, handler, shutdown, grace).await;
 }
 
 /// The shared, read-only part of a running sample app.
