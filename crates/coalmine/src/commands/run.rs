@@ -426,9 +426,8 @@ pub async fn execute(
                 }
             }
         }
-        if pending.is_some() {
-            pending = None;
-        }
+        // A command is observed by one decision; its id keeps it from acting twice.
+        pending = None;
         show(&options, &status, &proxy, &mut last_line);
         let finished = match status.phase {
             Phase::Promoted => Some(Outcome::Promoted),
