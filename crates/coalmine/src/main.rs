@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
+use commands::control::Verb;
+
 /// Canary deployments: shift traffic step by step, judge the canary against
 /// stable, promote or roll back.
 #[derive(Debug, Parser)]
@@ -30,6 +32,20 @@ enum Command {
     Proxy(commands::proxy::Args),
     /// Run a canary rollout in front of two HTTP servers (local mode).
     Run(commands::run::Args),
+    /// The whole story on one machine: two sample apps, traffic, a rollout.
+    Demo(commands::demo::Args),
+    /// Show a rollout's status (`--admin URL`: a running `coalmine run`).
+    Get(commands::control::GetArgs),
+    /// End the current step now (`--full`: skip all remaining steps).
+    Promote(commands::control::PromoteArgs),
+    /// Roll back now.
+    Abort(commands::control::CommandArgs),
+    /// Hold the rollout where it is (the judge keeps watching).
+    Pause(commands::control::CommandArgs),
+    /// Continue a paused rollout.
+    Resume(commands::control::CommandArgs),
+    /// Start a rolled-back rollout again from its first step.
+    Retry(commands::control::CommandArgs),
     /// A small HTTP app for demos and tests.
     SampleApp(commands::sample_app::Args),
     /// Compare the judge with the peers' rules on simulated traffic.
@@ -51,6 +67,13 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Proxy(args) => commands::proxy::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Get(args) => commands::control::get(&args),
+        Command::Promote(args) => commands::control::promote(&args),
+        Command::Abort(args) => commands::control::command_with(&args, Verb::Abort),
+        Command::Pause(args) => commands::control::command_with(&args, Verb::Pause),
+        Command::Resume(args) => commands::control::command_with(&args, Verb::Resume),
+        Command::Retry(args) => commands::control::command_with(&args, Verb::Retry),
         Command::SampleApp(args) => commands::sample_app::run(args),
         Command::Simulate(args) => commands::simulate::run(&args),
     }

@@ -379,3 +379,97 @@ fn bad_files_and_unreachable_upstreams_exit_1() {
         "{err}"
     );
 }
+
+/// Runs a `coalmine` client command; its exit code and stdout, stderr.
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("coalmine runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_control_commands_drive_a_running_rollout() {
+    let r = rollout(
+        "control",
+        "0",
+        "    - setWeight: 10\n    - analysis: {timeout: 1h}\n    - setWeight: 30\n    - pause: {}",
+    );
+    let mut run = r.start(&[]);
+    let url = format!("http://{}", r.admin);
+    let admin = ["--admin", url.as_str()];
+    assert!(wait_until(Duration::from_secs(10), || r.status()["weight"] == 10));
+
+    let (code, out, _) = cli(&[&["get", "-o", "json"][..], &admin].concat());
+    assert_eq!(code, Some(0));
+    let status: serde_json::Value = serde_json::from_str(&out).expect("get -o json is JSON");
+    assert_eq!(status["weight"], 10);
+    let (code, out, _) = cli(&[&["get"][..], &admin].concat());
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("weight 10%") && out.contains("revisions"),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(&[&["pause"][..], &admin].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Paused: paused by a person"), "{out}");
+    assert_eq!(r.status()["phase"], "Paused");
+    let (code, out, err) = cli(&[&["resume"][..], &admin].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Resumed"), "{out}");
+    // Nothing is paused now: the rollout ignores it, and says why.
+    let (code, _, err) = cli(&[&["resume"][..], &admin].concat());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("ignored"), "{err}");
+
+    let (code, _, err) = cli(&[&["promote"][..], &admin].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r.status()["weight"], 30);
+    let (code, out, err) = cli(&[&["abort"][..], &admin].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Aborted"), "{out}");
+    assert!(wait_until(Duration::from_secs(5), || r.status()["phase"]
+        == "RolledBack"));
+    let (code, _, err) = cli(&[&["retry"][..], &admin].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(wait_until(Duration::from_secs(5), || r.status()["weight"] == 10));
+
+    // --watch follows the run until it ends.
+    let watch = Command::new(BIN)
+        .args([&["get", "--watch"][..], &admin].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("get --watch starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill").arg(run.0.id().to_string()).status();
+    assert_eq!(exit_code(&mut run, Duration::from_secs(10)), Some(1));
+    let mut watch = Proc(watch);
+    assert_eq!(exit_code(&mut watch, Duration::from_secs(10)), Some(0));
+    let mut text = String::new();
+    if let Some(mut o) = watch.0.stdout.take() {
+        let _ = o.read_to_string(&mut text);
+    }
+    assert!(
+        text.contains("weight 10%") && text.contains("the run has ended"),
+        "{text}"
+    );
+
+    // Bad or missing addresses are clear errors.
+    let (code, _, err) = cli(&["pause"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--admin"), "{err}");
+    let (code, _, err) = cli(&["get", "--admin", "https://127.0.0.1:1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("only http://"), "{err}");
+    let (code, _, err) = cli(&[&["get"][..], &admin].concat());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot connect"), "{err}");
+}

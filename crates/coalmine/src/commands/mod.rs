@@ -1,5 +1,9 @@
 //! One module per subcommand.
 
+pub mod control;
+pub mod demo;
+pub mod http;
+pub mod load;
 pub mod proxy;
 pub mod run;
 pub mod sample_app;

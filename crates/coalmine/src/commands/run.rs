@@ -89,6 +89,7 @@ pub fn run(args: Args) -> ExitCode {
         state: args.state,
         report: args.report,
         exit_on_finish: args.exit_on_finish,
+        on_finish: None,
         view: View::detect(),
         label: name,
     };
@@ -179,6 +180,9 @@ pub struct Options {
     pub report: Option<PathBuf>,
     /// Exit when the rollout ends.
     pub exit_on_finish: bool,
+    /// Told the outcome as soon as the rollout ends (the demo stops its
+    /// load there, before the proxy stops).
+    pub on_finish: Option<mpsc::UnboundedSender<Outcome>>,
     /// Progress display.
     pub view: View,
     /// The file name, for messages.
@@ -195,10 +199,33 @@ struct HistoryEntry {
     metrics: Vec<MetricStatus>,
 }
 
+/// Events kept for `GET /events`.
+const EVENTS_KEPT: usize = 200;
+
+/// An event as `GET /events` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRecord {
+    at: Time,
+    /// `Normal` or `Warning`, as Kubernetes Events.
+    #[serde(rename = "type")]
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
+    /// The id of the command whose decision emitted it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
+}
+
 /// What the admin API and the loop share.
 struct Shared {
     status: Mutex<CanaryStatus>,
-    commands: mpsc::UnboundedSender<CommandKind>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Numbers the commands, with the start time, so ids never repeat
+    /// across restarts with the same `--state`.
+    command_seq: std::sync::atomic::AtomicU64,
+    started: Time,
+    events: Mutex<std::collections::VecDeque<EventRecord>>,
 }
 
 /// The judge of the rollout under way.
@@ -219,6 +246,30 @@ pub async fn execute(
     options: Options,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Outcome, String> {
+    let (outcome, _) = prepare(canary, plan, options).await?.run(stop).await?;
+    Ok(outcome)
+}
+
+/// A run whose addresses are bound and whose upstreams answer, not yet
+/// started: the demo reads the bound addresses (port 0 picks a free one)
+/// before it sends traffic.
+pub struct Prepared {
+    canary: Canary,
+    plan: Plan,
+    options: Options,
+    proxy: Proxy,
+    status: CanaryStatus,
+    desired: String,
+    canary_urls: Vec<String>,
+    data: TcpListener,
+    control: TcpListener,
+    listen: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// Checks the upstreams, loads `--state`, builds the proxy and binds both
+/// addresses.
+pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Prepared, String> {
     let Target::Local {
         stable: stable_urls,
         canary: canary_urls,
@@ -231,7 +282,7 @@ pub async fn execute(
         reachable(url).await?;
     }
     let desired = canary.spec.desired_revision();
-    let mut status = match &options.state {
+    let status = match &options.state {
         Some(path) if path.exists() => read_state(path)?,
         _ => CanaryStatus {
             stable_revision: canary.spec.local_stable_revision(),
@@ -267,208 +318,280 @@ pub async fn execute(
             options.admin
         )
     })?;
-    let (tx, mut commands) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        status: Mutex::new(status.clone()),
-        commands: tx,
-    });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let data_task = tokio::spawn({
-        let proxy = proxy.clone();
-        let stop = stopped(stop_rx.clone());
-        async move { proxy.serve(data, stop, StdDuration::from_secs(5)).await }
-    });
-    let admin_task = tokio::spawn({
-        let proxy = proxy.clone();
-        let shared = shared.clone();
-        let stop = stopped(stop_rx.clone());
-        async move {
-            let handler = move |req, _peer| admin(proxy.clone(), shared.clone(), req);
-            coalmine_proxy::server::serve(control, handler, stop, StdDuration::from_secs(1)).await;
-        }
-    });
-    tracing::info!(%listen, admin = %options.admin, "coalmine run: serving {}", options.label);
+    let listen = data.local_addr().map_err(|e| format!("{listen}: {e}"))?;
+    let admin = control
+        .local_addr()
+        .map_err(|e| format!("{}: {e}", options.admin))?;
+    Ok(Prepared {
+        canary,
+        plan,
+        options,
+        proxy,
+        status,
+        desired,
+        canary_urls,
+        data,
+        control,
+        listen,
+        admin,
+    })
+}
 
-    let mut stable_ready = status.stable_revision.clone();
-    let mut judging: Option<Judging> = None;
-    let mut history: Vec<HistoryEntry> = Vec::new();
-    let mut pending: Option<Command> = None;
-    let mut command_seq = 0u64;
-    let mut outcome = None;
-    let interval = plan
-        .analysis
-        .as_ref()
-        .map_or(StdDuration::from_secs(10), |a| a.interval.to_std());
-    let mut next_collect = tokio::time::Instant::now() + interval;
-    let mut last_line = String::new();
-    tokio::pin!(stop);
-    loop {
-        let now = Time::now();
-        // A rollout (or retry) under way gets a judge from its start.
-        let active = matches!(status.phase, Phase::Progressing | Phase::Paused);
-        let fresh = judging.as_ref().is_none_or(|j| {
-            Some(&j.revision) != status.canary_revision.as_ref()
-                || status.rollout_started_at.is_some_and(|t| j.since < t)
+impl Prepared {
+    /// The address traffic goes to.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The admin API's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Serves traffic and walks the rollout until it ends (or `stop`);
+    /// returns how it ended and the last status.
+    pub async fn run(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(Outcome, CanaryStatus), String> {
+        let Prepared {
+            canary,
+            plan,
+            options,
+            proxy,
+            mut status,
+            desired,
+            canary_urls,
+            data,
+            control,
+            listen,
+            admin: admin_addr,
+        } = self;
+        let (tx, mut commands) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            status: Mutex::new(status.clone()),
+            commands: tx,
+            command_seq: std::sync::atomic::AtomicU64::new(0),
+            started: Time::now(),
+            events: Mutex::new(std::collections::VecDeque::new()),
         });
-        if active
-            && fresh
-            && let Some(analysis) = &plan.analysis
-        {
-            let builtin = BuiltinSource::in_process(proxy.metrics());
-            let sources = coalmine_providers::sources(analysis, Some(&builtin))
-                .map_err(|e| format!("spec.analysis: {e}"))?;
-            judging = Some(Judging {
-                judge: Judge::new(analysis),
-                sources,
-                revision: status.canary_revision.clone().unwrap_or_default(),
-                since: now,
-                share: f64::from(status.weight) / 100.0,
-                report: None,
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let data_task = tokio::spawn({
+            let proxy = proxy.clone();
+            let stop = stopped(stop_rx.clone());
+            async move { proxy.serve(data, stop, StdDuration::from_secs(5)).await }
+        });
+        let admin_task = tokio::spawn({
+            let proxy = proxy.clone();
+            let shared = shared.clone();
+            let stop = stopped(stop_rx.clone());
+            async move {
+                let handler = move |req, _peer| admin(proxy.clone(), shared.clone(), req);
+                coalmine_proxy::server::serve(control, handler, stop, StdDuration::from_secs(1))
+                    .await;
+            }
+        });
+        tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}", options.label);
+
+        let mut stable_ready = status.stable_revision.clone();
+        let mut judging: Option<Judging> = None;
+        let mut history: Vec<HistoryEntry> = Vec::new();
+        let mut pending: Option<Command> = None;
+        let mut outcome = None;
+        let interval = plan
+            .analysis
+            .as_ref()
+            .map_or(StdDuration::from_secs(10), |a| a.interval.to_std());
+        let mut next_collect = tokio::time::Instant::now() + interval;
+        let mut last_line = String::new();
+        tokio::pin!(stop);
+        loop {
+            let now = Time::now();
+            // A rollout (or retry) under way gets a judge from its start.
+            let active = matches!(status.phase, Phase::Progressing | Phase::Paused);
+            let fresh = judging.as_ref().is_none_or(|j| {
+                Some(&j.revision) != status.canary_revision.as_ref()
+                    || status.rollout_started_at.is_some_and(|t| j.since < t)
             });
-            next_collect = tokio::time::Instant::now() + interval;
-        }
-        if tokio::time::Instant::now() >= next_collect {
-            next_collect += interval;
-            if let Some(j) = judging.as_mut().filter(|_| active) {
-                let ctx = Context {
-                    name: canary.metadata.name.clone().unwrap_or_default(),
-                    namespace: canary.metadata.namespace.clone().unwrap_or_default(),
-                    interval,
-                };
-                for (i, source) in j.sources.iter_mut().enumerate() {
-                    let observed = match source.collect(&ctx).await {
-                        Observed::Counts(mut c) => {
-                            c.canary_share = Some(j.share);
-                            Observed::Counts(c)
-                        }
-                        Observed::Latency {
-                            mut slow,
-                            histograms,
-                        } => {
-                            slow.canary_share = Some(j.share);
-                            Observed::Latency { slow, histograms }
-                        }
-                        other => other,
+            if active
+                && fresh
+                && let Some(analysis) = &plan.analysis
+            {
+                let builtin = BuiltinSource::in_process(proxy.metrics());
+                let sources = coalmine_providers::sources(analysis, Some(&builtin))
+                    .map_err(|e| format!("spec.analysis: {e}"))?;
+                judging = Some(Judging {
+                    judge: Judge::new(analysis),
+                    sources,
+                    revision: status.canary_revision.clone().unwrap_or_default(),
+                    since: now,
+                    share: f64::from(status.weight) / 100.0,
+                    report: None,
+                });
+                next_collect = tokio::time::Instant::now() + interval;
+            }
+            if tokio::time::Instant::now() >= next_collect {
+                next_collect += interval;
+                if let Some(j) = judging.as_mut().filter(|_| active) {
+                    let ctx = Context {
+                        name: canary.metadata.name.clone().unwrap_or_default(),
+                        namespace: canary.metadata.namespace.clone().unwrap_or_default(),
+                        interval,
                     };
-                    j.judge.observe(i, observed);
-                }
-                // The share is fixed at the start of the next interval.
-                j.share = f64::from(status.weight) / 100.0;
-                let (verdict, metrics) = j.judge.report();
-                history.push(HistoryEntry {
-                    at: Time::now(),
-                    weight: status.weight,
-                    verdict,
-                    metrics: metrics.clone(),
-                });
-                j.report = Some(AnalysisReport {
-                    revision: j.revision.clone(),
-                    since: j.since,
-                    at: Time::now(),
-                    verdict,
-                    metrics,
-                });
-            }
-        }
-        let routes = proxy.routes();
-        let observation = Observation {
-            desired_revision: desired.clone(),
-            canary_ready: true,
-            canary_gone: !routes.reaches_canary(),
-            stable_ready_revision: stable_ready.clone(),
-            analysis: judging.as_ref().and_then(|j| j.report.clone()),
-            command: pending.clone(),
-        };
-        let decision = decide(&plan, &status, &observation, Time::now());
-        if decision.status != status {
-            if let Some(path) = &options.state {
-                write_state(path, &decision.status)?;
-            }
-            if let Ok(mut s) = shared.status.lock() {
-                *s = decision.status.clone();
-            }
-        }
-        status = decision.status.clone();
-        for action in &decision.actions {
-            match action {
-                Action::SetRoutes(r) => {
-                    if proxy.routes() != *r
-                        && let Err(problems) = proxy.set_routes(r.clone())
-                    {
-                        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                        return Err(format!(
-                            "the rollout asked for invalid routes: {}",
-                            text.join("; ")
-                        ));
+                    for (i, source) in j.sources.iter_mut().enumerate() {
+                        let observed = match source.collect(&ctx).await {
+                            Observed::Counts(mut c) => {
+                                c.canary_share = Some(j.share);
+                                Observed::Counts(c)
+                            }
+                            Observed::Latency {
+                                mut slow,
+                                histograms,
+                            } => {
+                                slow.canary_share = Some(j.share);
+                                Observed::Latency { slow, histograms }
+                            }
+                            other => other,
+                        };
+                        j.judge.observe(i, observed);
                     }
+                    // The share is fixed at the start of the next interval.
+                    j.share = f64::from(status.weight) / 100.0;
+                    let (verdict, metrics) = j.judge.report();
+                    history.push(HistoryEntry {
+                        at: Time::now(),
+                        weight: status.weight,
+                        verdict,
+                        metrics: metrics.clone(),
+                    });
+                    j.report = Some(AnalysisReport {
+                        revision: j.revision.clone(),
+                        since: j.since,
+                        at: Time::now(),
+                        verdict,
+                        metrics,
+                    });
                 }
-                Action::PromoteStable { revision } => {
-                    if stable_ready.as_ref() != Some(revision) {
-                        proxy
-                            .set_upstreams(&canary_urls, &canary_urls)
-                            .map_err(|e| format!("promotion: {e}"))?;
-                        stable_ready = Some(revision.clone());
-                    }
+            }
+            let routes = proxy.routes();
+            let observation = Observation {
+                desired_revision: desired.clone(),
+                canary_ready: true,
+                canary_gone: !routes.reaches_canary(),
+                stable_ready_revision: stable_ready.clone(),
+                analysis: judging.as_ref().and_then(|j| j.report.clone()),
+                command: pending.clone(),
+            };
+            let decision = decide(&plan, &status, &observation, Time::now());
+            if decision.status != status {
+                if let Some(path) = &options.state {
+                    write_state(path, &decision.status)?;
                 }
-                // The servers already run; nothing to create or scale.
-                Action::EnsureCanary { .. } | Action::ScaleDownCanary => {}
-                Action::Event(e) => {
-                    if options.view != View::Quiet {
-                        if options.view == View::Live {
-                            eprint!("\r\x1b[2K");
+                if let Ok(mut s) = shared.status.lock() {
+                    *s = decision.status.clone();
+                }
+            }
+            status = decision.status.clone();
+            for action in &decision.actions {
+                match action {
+                    Action::SetRoutes(r) => {
+                        if proxy.routes() != *r
+                            && let Err(problems) = proxy.set_routes(r.clone())
+                        {
+                            let text: Vec<String> =
+                                problems.iter().map(ToString::to_string).collect();
+                            return Err(format!(
+                                "the rollout asked for invalid routes: {}",
+                                text.join("; ")
+                            ));
                         }
-                        let kind = if e.warning { "warning" } else { "event" };
-                        eprintln!("{kind}: {}: {}", e.reason, e.message);
+                    }
+                    Action::PromoteStable { revision } => {
+                        if stable_ready.as_ref() != Some(revision) {
+                            proxy
+                                .set_upstreams(&canary_urls, &canary_urls)
+                                .map_err(|e| format!("promotion: {e}"))?;
+                            stable_ready = Some(revision.clone());
+                        }
+                    }
+                    // The servers already run; nothing to create or scale.
+                    Action::EnsureCanary { .. } | Action::ScaleDownCanary => {}
+                    Action::Event(e) => {
+                        if let Ok(mut events) = shared.events.lock() {
+                            if events.len() == EVENTS_KEPT {
+                                events.pop_front();
+                            }
+                            events.push_back(EventRecord {
+                                at: Time::now(),
+                                type_: if e.warning { "Warning" } else { "Normal" },
+                                reason: e.reason,
+                                message: e.message.clone(),
+                                command: pending.as_ref().map(|c| c.id.clone()),
+                            });
+                        }
+                        if options.view != View::Quiet {
+                            if options.view == View::Live {
+                                eprint!("\r\x1b[2K");
+                            }
+                            let kind = if e.warning { "warning" } else { "event" };
+                            eprintln!("{kind}: {}: {}", e.reason, e.message);
+                        }
                     }
                 }
             }
-        }
-        // A command is observed by one decision; its id keeps it from acting twice.
-        pending = None;
-        show(&options, &status, &proxy, &mut last_line);
-        let finished = match status.phase {
-            Phase::Promoted => Some(Outcome::Promoted),
-            Phase::RolledBack | Phase::Failed => Some(Outcome::RolledBack),
-            _ => None,
-        };
-        if finished.is_some() && outcome.is_none() {
-            outcome = finished;
-            if let Some(path) = &options.report {
-                write_report(path, &status, &history)?;
+            // A command is observed by one decision; its id keeps it from acting twice.
+            pending = None;
+            show(&options, &status, &proxy, &mut last_line);
+            let finished = match status.phase {
+                Phase::Promoted => Some(Outcome::Promoted),
+                Phase::RolledBack | Phase::Failed => Some(Outcome::RolledBack),
+                _ => None,
+            };
+            if finished.is_none() && status.phase != Phase::Idle {
+                // A retry started the rollout again: its end is still ahead.
+                outcome = None;
             }
-            if options.view == View::Live {
-                eprintln!();
+            if finished.is_some() && outcome.is_none() {
+                outcome = finished;
+                if let (Some(tx), Some(o)) = (&options.on_finish, finished) {
+                    let _ = tx.send(o);
+                }
+                if let Some(path) = &options.report {
+                    write_report(path, &status, &history)?;
+                }
+                if options.view == View::Live {
+                    eprintln!();
+                }
+                if options.exit_on_finish {
+                    break;
+                }
             }
-            if options.exit_on_finish {
-                break;
+            let mut wake = next_collect;
+            if let Some(after) = decision.requeue_after {
+                wake = wake.min(tokio::time::Instant::now() + after.to_std());
+            }
+            wake = wake.min(tokio::time::Instant::now() + StdDuration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                Some(command) = commands.recv() => {
+                    pending = Some(command);
+                }
+                _ = &mut stop => break,
             }
         }
-        let mut wake = next_collect;
-        if let Some(after) = decision.requeue_after {
-            wake = wake.min(tokio::time::Instant::now() + after.to_std());
+        if outcome.is_none()
+            && let Some(path) = &options.report
+        {
+            write_report(path, &status, &history)?;
         }
-        wake = wake.min(tokio::time::Instant::now() + StdDuration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => {}
-            Some(kind) = commands.recv() => {
-                command_seq += 1;
-                pending = Some(Command { id: format!("{}-{command_seq}", Time::now().unix_millis()), kind });
-            }
-            _ = &mut stop => break,
-        }
+        let _ = stop_tx.send(true);
+        let _ = data_task.await;
+        let _ = admin_task.await;
+        Ok((outcome.unwrap_or(Outcome::Stopped), status))
     }
-    if outcome.is_none()
-        && let Some(path) = &options.report
-    {
-        write_report(path, &status, &history)?;
-    }
-    let _ = stop_tx.send(true);
-    let _ = data_task.await;
-    let _ = admin_task.await;
-    Ok(outcome.unwrap_or(Outcome::Stopped))
 }
 
 /// Fails with a clear message when an upstream does not accept connections.
@@ -602,20 +725,41 @@ async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Res
                 true,
             )
         }
+        (&Method::GET, "/events", _) => {
+            let events: Vec<EventRecord> = shared
+                .events
+                .lock()
+                .map(|e| e.iter().cloned().collect())
+                .unwrap_or_default();
+            respond(
+                StatusCode::OK,
+                serde_json::to_vec(&events).unwrap_or_default(),
+                true,
+            )
+        }
         (&Method::POST, _, Some(kind)) => {
-            if shared.commands.send(kind).is_err() {
+            let seq = shared
+                .command_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = format!("{}-{}", shared.started.unix_millis(), seq + 1);
+            let command = Command {
+                id: id.clone(),
+                kind,
+            };
+            if shared.commands.send(command).is_err() {
                 return respond(
                     StatusCode::SERVICE_UNAVAILABLE,
                     b"shutting down\n".to_vec(),
                     false,
                 );
             }
-            let body = serde_json::json!({ "accepted": kind.name() });
+            let body = serde_json::json!({ "accepted": kind.name(), "id": id });
             respond(StatusCode::ACCEPTED, body.to_string().into_bytes(), true)
         }
-        (_, "/status", _) | (_, _, Some(_)) => respond(
+        (_, "/status" | "/events", _) | (_, _, Some(_)) => respond(
             StatusCode::METHOD_NOT_ALLOWED,
-            b"use GET /status and POST /promote, /abort, /pause, /resume, /retry\n".to_vec(),
+            b"use GET /status, GET /events and POST /promote, /promote-full, /abort, /pause, /resume, /retry\n"
+                .to_vec(),
             false,
         ),
         _ => coalmine_proxy::admin::handle(proxy, req).await,

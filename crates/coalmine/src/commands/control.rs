@@ -1,0 +1,377 @@
+//! `coalmine get | promote | abort | pause | resume | retry`: a person's
+//! view of a rollout and their commands to it.
+//!
+//! With `--admin URL` they talk to a running `coalmine run` (or `coalmine
+//! demo`) through its admin API: `GET /status`, `GET /events`, `POST
+//! /promote` and the rest. A command is acknowledged with an id; the
+//! client then waits until the rollout has handled that id (the status's
+//! `lastCommand`) and reports what it did, from the events tagged with the
+//! id. A command the rollout ignores (e.g. `resume` when nothing is
+//! paused) exits 1 with the reason, so scripts can tell.
+//!
+//! Without `--admin` the commands address a Canary in Kubernetes through
+//! the current kubeconfig; that side comes with the controller.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+
+use coalmine_core::Time;
+use coalmine_core::status::{CanaryStatus, MetricStatus};
+
+use super::http::{Base, call};
+
+/// How long one admin call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command may wait to be handled.
+const HANDLED_WITHIN: Duration = Duration::from_secs(10);
+/// `get --watch` polls this often.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Which rollout to address.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The Canary's name (Kubernetes); not needed with --admin.
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    /// The admin API of a running `coalmine run` or `coalmine demo`, like http://127.0.0.1:9901.
+    #[arg(long, value_name = "URL")]
+    admin: Option<String>,
+    /// Namespace (Kubernetes).
+    #[arg(short = 'n', long, value_name = "NS")]
+    namespace: Option<String>,
+}
+
+/// Arguments of `coalmine get`.
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Keep printing the status whenever it changes, until the run ends.
+    #[arg(short = 'w', long)]
+    watch: bool,
+    /// Output: text, or json (the status document).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// Output format of `coalmine get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// The status as JSON, one document per line with --watch.
+    Json,
+}
+
+/// Arguments of `coalmine promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Skip every remaining step and promote now (default: end the current step).
+    #[arg(long)]
+    full: bool,
+}
+
+/// Arguments of `coalmine abort|pause|resume|retry`.
+#[derive(Debug, clap::Args)]
+pub struct CommandArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+/// A command to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// End the current step (or with `full`, all of them).
+    Promote {
+        /// Skip the remaining steps.
+        full: bool,
+    },
+    /// Roll back now.
+    Abort,
+    /// Hold the rollout.
+    Pause,
+    /// Continue a paused rollout.
+    Resume,
+    /// Start a rolled-back rollout again.
+    Retry,
+}
+
+impl Verb {
+    fn word(self) -> &'static str {
+        match self {
+            Verb::Promote { full: false } => "promote",
+            Verb::Promote { full: true } => "promote --full",
+            Verb::Abort => "abort",
+            Verb::Pause => "pause",
+            Verb::Resume => "resume",
+            Verb::Retry => "retry",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Verb::Promote { full: false } => "/promote",
+            Verb::Promote { full: true } => "/promote-full",
+            Verb::Abort => "/abort",
+            Verb::Pause => "/pause",
+            Verb::Resume => "/resume",
+            Verb::Retry => "/retry",
+        }
+    }
+}
+
+/// `coalmine promote`.
+pub fn promote(args: &PromoteArgs) -> ExitCode {
+    command(&args.target, Verb::Promote { full: args.full })
+}
+
+/// `coalmine abort|pause|resume|retry`.
+pub fn command_with(args: &CommandArgs, verb: Verb) -> ExitCode {
+    command(&args.target, verb)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Finishes a command: prints the error and picks the exit code.
+fn finish(word: &str, result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coalmine {word}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin URL, or why there is none.
+fn admin_of(target: &Target, word: &str) -> Result<String, String> {
+    match &target.admin {
+        Some(url) => Ok(url.clone()),
+        None => {
+            let what = match (&target.name, &target.namespace) {
+                (Some(n), Some(ns)) => format!("Canary {ns}/{n}"),
+                (Some(n), None) => format!("Canary {n}"),
+                _ => "a Canary".to_string(),
+            };
+            Err(format!(
+                "{what} in Kubernetes: talking to a cluster needs the controller, which this build does not have yet. \
+                 To control a running `coalmine run` or `coalmine demo`, pass --admin http://127.0.0.1:9901 (its --admin address): \
+                 coalmine {word} --admin http://127.0.0.1:9901"
+            ))
+        }
+    }
+}
+
+fn command(target: &Target, verb: Verb) -> ExitCode {
+    let word = verb.word();
+    let result = admin_of(target, word).and_then(|url| {
+        runtime()?.block_on(async {
+            let base = Base::parse(&url, "--admin").await?;
+            send(&base, verb).await
+        })
+    });
+    finish(word, result)
+}
+
+/// What `POST /<command>` answers.
+#[derive(Debug, Deserialize)]
+struct Accepted {
+    id: String,
+}
+
+/// One event from `GET /events`.
+#[derive(Debug, Deserialize)]
+struct EventRecord {
+    #[serde(rename = "type")]
+    type_: String,
+    reason: String,
+    message: String,
+    #[serde(default)]
+    command: Option<String>,
+}
+
+async fn send(base: &Base, verb: Verb) -> Result<(), String> {
+    let (code, body) = call(base, Method::POST, verb.path(), CALL_TIMEOUT).await?;
+    if code != StatusCode::ACCEPTED {
+        return Err(format!(
+            "the admin API answered {code}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    let accepted: Accepted = serde_json::from_slice(&body).map_err(|e| {
+        format!("the admin API's answer is not a command receipt ({e}); is --admin the address of `coalmine run`?")
+    })?;
+    let deadline = tokio::time::Instant::now() + HANDLED_WITHIN;
+    let status = loop {
+        let status = fetch_status(base).await?;
+        if status.last_command.as_deref() == Some(accepted.id.as_str()) {
+            break status;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "sent, but not handled within {}s (command {})",
+                HANDLED_WITHIN.as_secs(),
+                accepted.id
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (code, body) = call(base, Method::GET, "/events", CALL_TIMEOUT).await?;
+    let events: Vec<EventRecord> = if code == StatusCode::OK {
+        serde_json::from_slice(&body).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mine: Vec<&EventRecord> = events
+        .iter()
+        .filter(|e| e.command.as_deref() == Some(accepted.id.as_str()))
+        .collect();
+    if let Some(ignored) = mine.iter().find(|e| e.reason == "CommandIgnored") {
+        return Err(format!("ignored: {}", ignored.message));
+    }
+    println!("{}: done", verb.word());
+    for e in mine {
+        println!("  {} {}: {}", e.type_, e.reason, e.message);
+    }
+    println!("  now: {}", headline(&status));
+    Ok(())
+}
+
+async fn fetch_status(base: &Base) -> Result<CanaryStatus, String> {
+    let (code, body) = call(base, Method::GET, "/status", CALL_TIMEOUT).await?;
+    if code != StatusCode::OK {
+        return Err(format!(
+            "GET /status answered {code}: {}; is --admin the address of `coalmine run`?",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        format!("GET /status did not return a rollout status ({e}); is --admin the address of `coalmine run`?")
+    })
+}
+
+/// `coalmine get`.
+pub fn get(args: &GetArgs) -> ExitCode {
+    let result = admin_of(&args.target, "get").and_then(|url| {
+        runtime()?.block_on(async {
+            let base = Base::parse(&url, "--admin").await?;
+            let mut last = String::new();
+            let mut seen = false;
+            loop {
+                let status = match fetch_status(&base).await {
+                    Ok(s) => s,
+                    // The run ended while being watched: that is the end.
+                    Err(_) if seen && args.watch => {
+                        println!("({url} is gone: the run has ended)");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                seen = true;
+                let shown = match args.output {
+                    Output::Text => render(&status),
+                    Output::Json => serde_json::to_string(&status).unwrap_or_default() + "\n",
+                };
+                if shown != last {
+                    if args.watch && args.output == Output::Text {
+                        println!("--- {}", Time::now());
+                    }
+                    print!("{shown}");
+                    last = shown;
+                }
+                if !args.watch {
+                    return Ok(());
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
+            }
+        })
+    });
+    finish("get", result)
+}
+
+/// One line: phase, step, weight, routes.
+fn headline(s: &CanaryStatus) -> String {
+    let mut line = format!("{} · step {} · weight {}%", s.phase, s.step, s.weight);
+    if !s.header_routes.is_empty() {
+        line.push_str(&format!(" · header routes {}", s.header_routes.len()));
+    }
+    if s.mirror_percent > 0 {
+        line.push_str(&format!(" · mirror {}%", s.mirror_percent));
+    }
+    line
+}
+
+/// The status for people.
+fn render(s: &CanaryStatus) -> String {
+    let mut out = headline(s) + "\n";
+    let short = |r: &Option<String>| {
+        r.as_deref()
+            .map_or("-".to_string(), |r| r.chars().take(10).collect())
+    };
+    out.push_str(&format!(
+        "  revisions: stable {} · canary {}\n",
+        short(&s.stable_revision),
+        short(&s.canary_revision)
+    ));
+    if !s.message.is_empty() {
+        out.push_str(&format!("  {}\n", s.message));
+    }
+    if let Some(p) = &s.pause {
+        out.push_str(&format!("  paused ({:?}) since {}\n", p.reason, p.since));
+    }
+    if let Some(r) = &s.rollback {
+        out.push_str(&format!("  rolled back at {}: {}\n", r.at, r.message));
+    }
+    if let Some(a) = &s.analysis {
+        out.push_str(&format!("  analysis: {:?}\n", a.verdict));
+        for m in &a.metrics {
+            out.push_str(&format!("    {}\n", metric_line(m)));
+        }
+    }
+    out
+}
+
+fn metric_line(m: &MetricStatus) -> String {
+    let mut line = format!("{:<12} {:<12}", m.name, format!("{:?}", m.verdict));
+    let rate = |r: Option<f64>, bad: Option<u64>, total: Option<u64>| match (r, bad, total) {
+        (Some(r), Some(b), Some(t)) => format!("{r:.4} ({b}/{t})"),
+        (Some(r), _, _) => format!("{r:.4}"),
+        _ => "-".to_string(),
+    };
+    if m.canary_requests.is_some() || m.canary_rate.is_some() {
+        line.push_str(&format!(
+            " canary {} · stable {}",
+            rate(m.canary_rate, m.canary_events, m.canary_requests),
+            rate(m.stable_rate, m.stable_events, m.stable_requests)
+        ));
+    }
+    if let Some(r) = m.ratio {
+        line.push_str(&format!(" · ratio {r:.2}"));
+        if let Some([lo, hi]) = m.ratio_interval {
+            line.push_str(&format!(" [{lo:.2}, {hi:.2}]"));
+        }
+    }
+    if let (Some(e), Some(t)) = (m.e_value, m.e_threshold) {
+        line.push_str(&format!(" · e {e:.1} of {t:.0}"));
+    }
+    if let Some(v) = m.value {
+        line.push_str(&format!(" · value {v}"));
+    }
+    if let Some(f) = m.failures {
+        line.push_str(&format!(" · failures {f}"));
+    }
+    if let Some(msg) = &m.message {
+        line.push_str(&format!(" · {msg}"));
+    }
+    line
+}
