@@ -108,10 +108,14 @@ struct Rollout {
 }
 
 fn rollout(name: &str, canary_errors: &str, steps: &str) -> Rollout {
+    rollout_with(name, "0", canary_errors, steps)
+}
+
+fn rollout_with(name: &str, stable_errors: &str, canary_errors: &str, steps: &str) -> Rollout {
     let dir = std::env::temp_dir().join(format!("coalmine-run-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (stable, sp) = sample_app("v1", "0");
+    let (stable, sp) = sample_app("v1", stable_errors);
     let (canary, cp) = sample_app("v2", canary_errors);
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -256,16 +260,18 @@ fn after_promotion_all_traffic_goes_to_the_canary() {
 
 #[test]
 fn a_faulty_canary_is_rolled_back_and_gets_no_more_requests() {
-    let r = rollout(
+    // The case: 5% errors against stable's 0.5%, from a 5% weight.
+    let r = rollout_with(
         "faulty",
-        "0.2",
-        "    - setWeight: 20\n    - pause: {duration: 30s}\n    - setWeight: 50\n    - pause: {duration: 30s}",
+        "0.005",
+        "0.05",
+        "    - setWeight: 5\n    - pause: {duration: 20s}\n    - setWeight: 20\n    - pause: {duration: 30s}\n    - setWeight: 50\n    - pause: {duration: 30s}",
     );
     let report_file = r.path("report.json");
     let mut run = r.start(&["--report", report_file.to_str().expect("utf-8 path")]);
     let stop = Arc::new(AtomicBool::new(false));
     let workers = load(r.listen, stop.clone());
-    let rolled_back = wait_until(Duration::from_secs(30), || {
+    let rolled_back = wait_until(Duration::from_secs(80), || {
         r.status()["phase"] == "RolledBack"
     });
     stop.store(true, Ordering::Relaxed);
