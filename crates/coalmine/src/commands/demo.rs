@@ -195,16 +195,8 @@ struct Summary {
 /// Runs the demo.
 pub fn run(args: Args) -> ExitCode {
     super::init_logs();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("coalmine demo: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::runtime("demo") else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         match demo(&args).await {

@@ -20,6 +20,22 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// The runtime of a long-running command: two workers (the proxy, the
+/// loop and the admin API share them); `None` after printing why not.
+pub fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("coalmine {command}: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn terminated() {
     #[cfg(unix)]

@@ -64,16 +64,8 @@ pub struct Args {
 /// Runs a rollout from a file.
 pub fn run(args: Args) -> ExitCode {
     super::init_logs();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("coalmine run: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::runtime("run") else {
+        return ExitCode::FAILURE;
     };
     let name = args.file.display().to_string();
     let loaded = match load(&args.file) {
