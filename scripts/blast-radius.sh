@@ -50,6 +50,12 @@ if secs:
     print(f"  seconds from the first canary request to rollback: median {statistics.median(secs):.1f}, p90 {q(secs, 0.9):.1f}, max {max(secs):.1f}  (target <= 30)")
     print(f"  failed canary requests before rollback: median {statistics.median(failed):.0f}, p90 {q(failed, 0.9)}, max {max(failed)}  (target < 100)")
     print(f"  canary requests before rollback: median {statistics.median(reqs):.0f}, max {max(reqs)}")
+    by = {}
+    for r in rolled:
+        metric = (r.get("reason") or "?").split(" failed")[0]
+        by[metric] = by.get(metric, 0) + 1
+    print("  by: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+    print(f"  within the first step (5% for 15 s): {sum(1 for t in secs if t < 15)} of {len(rolled)}")
 healthy = load("healthy")
 promoted = sum(1 for r in healthy if r and r["outcome"] == "promoted")
 print(f"healthy canary (0.5% vs 0.5%), --speed 4: promoted in {promoted} of {runs} runs")
