@@ -190,6 +190,8 @@ struct Summary {
     last_canary_after_rollback_ms: Option<i64>,
     requests: Counts,
     rps: u32,
+    /// The judge's last word per metric, e.g. `errors: Fail (ratio 7.35, e 177 of 40)`.
+    judge: Vec<String>,
 }
 
 /// Runs the demo.
@@ -317,6 +319,25 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
             .map(|(r, (_, last))| last.unix_millis() - r.at.unix_millis()),
         requests: counts,
         rps: args.rps,
+        judge: status
+            .analysis
+            .iter()
+            .flat_map(|a| &a.metrics)
+            .map(|m| {
+                let mut line = format!("{}: {:?}", m.name, m.verdict);
+                let mut facts = Vec::new();
+                if let Some(r) = m.ratio {
+                    facts.push(format!("ratio {r:.2}"));
+                }
+                if let (Some(e), Some(t)) = (m.e_value, m.e_threshold) {
+                    facts.push(format!("e {e:.1} of {t:.0}"));
+                }
+                if !facts.is_empty() {
+                    line.push_str(&format!(" ({})", facts.join(", ")));
+                }
+                line
+            })
+            .collect(),
     };
     if args.json {
         println!(
@@ -370,6 +391,9 @@ fn text_summary(s: &Summary) -> String {
     }
     if let Some(r) = &s.reason {
         out.push_str(&format!("  why: {r}\n"));
+    }
+    if !s.judge.is_empty() {
+        out.push_str(&format!("  judge: {}\n", s.judge.join(" · ")));
     }
     out.push_str(&format!(
         "  canary: {} requests, {} failed · stable: {} requests, {} failed\n",
