@@ -674,6 +674,14 @@ fn apply_patch(
         let force = truthy(&ctx.query, "force");
         return store.apply(def, ns, name, body, manager, force, sub, ctx.dry_run());
     }
+    if !matches!(
+        ct,
+        "application/merge-patch+json"
+            | "application/json-patch+json"
+            | "application/strategic-merge-patch+json"
+    ) {
+        return Err(ApiError::unsupported_media(ct));
+    }
     let cur = store.get(def, ns, name)?;
     let new = patched(def, &cur, ctx, shared.opts.strict_strategic_merge)?;
     store.update(def, ns, name, new, sub, ctx.dry_run())
