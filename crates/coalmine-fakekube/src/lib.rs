@@ -38,6 +38,9 @@
 //! - CRDs register their plural, kind, short names, categories, scope,
 //!   served versions, status and scale subresources and printer columns,
 //!   and are marked `NamesAccepted` and `Established` at once.
+//! - `events.k8s.io/v1` Events are core Events seen through a second
+//!   version (fields renamed as the real conversion does), so recorder
+//!   events show in `kubectl get events`.
 //! - Tables (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`) with
 //!   the columns of `kubectl get` for namespaces, services, configmaps,
 //!   secrets, deployments, replicasets, pods, leases, ingresses, events,
@@ -67,7 +70,6 @@
 //!   Deployment status (see [`deployments`]).
 //! - Deletion is immediate (grace periods are ignored); propagation
 //!   policies other than orphaning all act as background deletion.
-//! - Core and `events.k8s.io` events are stored separately.
 //! - Discovery is the legacy kind (no aggregated discovery). `/openapi/v3`
 //!   lists operations without schemas (see the `openapi` module), enough
 //!   for kubectl to use server-side field validation; `/openapi/v2` is 404.
@@ -78,6 +80,7 @@
 
 pub mod deployments;
 mod error;
+mod events;
 mod jsonpath;
 mod openapi;
 mod patch;
