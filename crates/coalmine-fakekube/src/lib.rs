@@ -1,4 +1,6 @@
-//! A fake Kubernetes API server for coalmine's tests.
+//! A fake Kubernetes API server for coalmine's tests. The crate's
+//! `README.md` has the same list of what is faithful and what is not, in
+//! more detail.
 //!
 //! [`FakeApiServer::start`] serves plain HTTP on loopback what kube-rs and
 //! `kubectl` 1.32 need of an API server: discovery, the REST verbs on
