@@ -345,8 +345,18 @@ async fn custom_resources_from_a_crd() -> TestResult {
             .await?;
         assert_eq!(s.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Ready"));
         assert_eq!(s.metadata.generation, Some(2 + 1), "spec patches bumped it, status did not");
+        // Server-side apply of status, as controllers do.
+        let s = api
+            .patch_status(
+                "w1",
+                &PatchParams::apply("widget-ctl").force(),
+                &Patch::Apply(json!({"apiVersion": "test.coalmine.dev/v1", "kind": "Widget", "status": {"phase": "Promoting", "replicas": 1}})),
+            )
+            .await?;
+        assert_eq!(s.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Promoting"));
+        assert_eq!(s.spec.color, "green");
         let p = api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Hacked"}}))).await?;
-        assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Ready"));
+        assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Promoting"));
 
         // Scale subresource from the CRD.
         let scale = api.get_scale("w1").await?;
