@@ -1,4 +1,6 @@
-//! A fake Kubernetes API server for coalmine's tests.
+//! A fake Kubernetes API server for coalmine's tests. The crate's
+//! `README.md` has the same list of what is faithful and what is not, in
+//! more detail.
 //!
 //! [`FakeApiServer::start`] serves plain HTTP on loopback what kube-rs and
 //! `kubectl` 1.32 need of an API server: discovery, the REST verbs on
@@ -38,6 +40,9 @@
 //! - CRDs register their plural, kind, short names, categories, scope,
 //!   served versions, status and scale subresources and printer columns,
 //!   and are marked `NamesAccepted` and `Established` at once.
+//! - `events.k8s.io/v1` Events are core Events seen through a second
+//!   version (fields renamed as the real conversion does), so recorder
+//!   events show in `kubectl get events`.
 //! - Tables (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`) with
 //!   the columns of `kubectl get` for namespaces, services, configmaps,
 //!   secrets, deployments, replicasets, pods, leases, ingresses, events,
@@ -67,7 +72,6 @@
 //!   Deployment status (see [`deployments`]).
 //! - Deletion is immediate (grace periods are ignored); propagation
 //!   policies other than orphaning all act as background deletion.
-//! - Core and `events.k8s.io` events are stored separately.
 //! - Discovery is the legacy kind (no aggregated discovery). `/openapi/v3`
 //!   lists operations without schemas (see the `openapi` module), enough
 //!   for kubectl to use server-side field validation; `/openapi/v2` is 404.
@@ -78,6 +82,7 @@
 
 pub mod deployments;
 mod error;
+mod events;
 mod jsonpath;
 mod openapi;
 mod patch;

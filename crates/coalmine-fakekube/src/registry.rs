@@ -143,7 +143,15 @@ impl ResourceDef {
 
     /// Objects are stored once per group and resource, whatever the version.
     pub fn storage_key(&self) -> StorageKey {
+        if self.is_events_v1() {
+            return (String::new(), "events".to_owned());
+        }
         (self.group.clone(), self.plural.clone())
+    }
+
+    /// `events.k8s.io` Events, stored as core Events.
+    pub fn is_events_v1(&self) -> bool {
+        self.group == "events.k8s.io" && self.plural == "events"
     }
 
     /// The discovery entries (`APIResource`) of the resource and its

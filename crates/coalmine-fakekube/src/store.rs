@@ -256,6 +256,9 @@ impl Store {
     }
 
     fn with_version(def: &ResourceDef, mut obj: Value) -> Value {
+        if def.is_events_v1() {
+            return crate::events::from_core(obj);
+        }
         if obj.is_object() {
             obj["apiVersion"] = json!(def.api_version());
         }
@@ -367,6 +370,7 @@ impl Store {
         };
         let api = def.api_version();
         match m.get("apiVersion").and_then(Value::as_str) {
+            Some("v1") if def.is_events_v1() => {}
             Some(v) if v != api => {
                 return Err(ApiError::bad_request(format!(
                     "the API version in the data ({v}) does not match the expected API version ({api})"
@@ -423,6 +427,9 @@ impl Store {
         dry_run: bool,
     ) -> ApiResult<Value> {
         Self::check_type(def, &mut obj)?;
+        if def.is_events_v1() {
+            obj = crate::events::to_core(obj);
+        }
         Self::check_namespace(def, &mut obj, ns)?;
         let mut name = meta_str(&obj, "name").to_owned();
         if name.is_empty() {
@@ -506,9 +513,10 @@ impl Store {
             return Ok(out);
         }
         if dry_run {
-            return Ok(obj);
+            return Ok(Self::with_version(def, obj));
         }
-        Ok(self.commit(&key, obj, EventType::Added, None))
+        let out = self.commit(&key, obj, EventType::Added, None);
+        Ok(Self::with_version(def, out))
     }
 
     fn crd_status(obj: &mut Value, defs: &[ResourceDef]) {
@@ -821,6 +829,9 @@ impl Store {
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
         Self::check_type(def, &mut new)?;
+        if def.is_events_v1() {
+            new = crate::events::to_core(new);
+        }
         match meta_str(&new, "name") {
             "" => {
                 meta_mut(&mut new).insert("name".into(), json!(name));
@@ -1186,6 +1197,9 @@ impl Store {
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
         Self::check_type(def, &mut body)?;
+        if def.is_events_v1() {
+            body = crate::events::to_core(body);
+        }
         match meta_str(&body, "name") {
             "" => {
                 meta_mut(&mut body).insert("name".into(), json!(name));

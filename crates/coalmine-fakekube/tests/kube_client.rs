@@ -17,7 +17,7 @@ use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::runtime::{WatchStreamExt, conditions, wait::await_condition, watcher};
-use kube::{CustomResource, CustomResourceExt, ResourceExt};
+use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -345,8 +345,18 @@ async fn custom_resources_from_a_crd() -> TestResult {
             .await?;
         assert_eq!(s.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Ready"));
         assert_eq!(s.metadata.generation, Some(2 + 1), "spec patches bumped it, status did not");
+        // Server-side apply of status, as controllers do.
+        let s = api
+            .patch_status(
+                "w1",
+                &PatchParams::apply("widget-ctl").force(),
+                &Patch::Apply(json!({"apiVersion": "test.coalmine.dev/v1", "kind": "Widget", "status": {"phase": "Promoting", "replicas": 1}})),
+            )
+            .await?;
+        assert_eq!(s.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Promoting"));
+        assert_eq!(s.spec.color, "green");
         let p = api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Hacked"}}))).await?;
-        assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Ready"));
+        assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Promoting"));
 
         // Scale subresource from the CRD.
         let scale = api.get_scale("w1").await?;
@@ -935,6 +945,50 @@ async fn bad_requests_get_status_objects() -> TestResult {
         // The server survived all of it.
         let (status, _) = raw(a, "GET", "/version", &[], b"").await?;
         assert_eq!(status, 200);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn recorder_events_are_core_events_too() -> TestResult {
+    bounded(30, async {
+        use k8s_openapi::api::core::v1::Event as CoreEvent;
+        use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+        let (_server, client) = start(fast_options()).await?;
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let cm = cms
+            .create(&PostParams::default(), &configmap("subject", &[]))
+            .await?;
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "coalmine".into(),
+                instance: None,
+            },
+        );
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: "Promoted".into(),
+            note: Some("weight 25".into()),
+            action: "Promote".into(),
+            secondary: None,
+        };
+        let reference = cm.object_ref(&());
+        recorder.publish(&ev, &reference).await?;
+        // The same event again becomes a series (a patch of the first).
+        recorder.publish(&ev, &reference).await?;
+        let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+        let list = core.list(&ListParams::default()).await?;
+        assert_eq!(list.items.len(), 1);
+        let e = &list.items[0];
+        assert_eq!(e.message.as_deref(), Some("weight 25"));
+        assert_eq!(e.involved_object.name.as_deref(), Some("subject"));
+        assert_eq!(e.reason.as_deref(), Some("Promoted"));
+        assert!(
+            e.series.as_ref().is_some_and(|s| s.count == Some(2)),
+            "{e:?}"
+        );
         Ok(())
     })
     .await

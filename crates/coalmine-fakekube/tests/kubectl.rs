@@ -114,6 +114,10 @@ fn have_kubectl() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
+        assert!(
+            std::env::var_os("COALMINE_REQUIRE_KUBECTL").is_none(),
+            "COALMINE_REQUIRE_KUBECTL is set but kubectl is not on PATH"
+        );
         eprintln!("SKIPPED: kubectl is not on PATH; the kubectl tests did not run");
     }
     found
@@ -302,6 +306,18 @@ async fn kubectl_apply_get_patch_delete() -> TestResult {
         let j: serde_json::Value =
             serde_json::from_str(&must(dir, &["get", "deployment", "web", "-o", "json"]).await?)?;
         assert_eq!(j["spec"]["replicas"], 4);
+
+        // kubectl wait watches a single object.
+        must(dir, &["wait", "--for=condition=Available", "deployment/web", "--timeout=20s"]).await?;
+
+        // Events written through events.k8s.io/v1 show as core events.
+        let ev = write(dir, "event.yaml", "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: web.1}\n\
+            regarding: {kind: Deployment, name: web, namespace: default}\nreason: Promoted\nnote: weight 25\n\
+            type: Normal\naction: Promote\nreportingController: coalmine\nreportingInstance: coalmine-0\n\
+            eventTime: \"2025-01-01T00:00:00.000000Z\"\n")?;
+        must(dir, &["create", "-f", &ev]).await?;
+        let t = must(dir, &["get", "events"]).await?;
+        assert!(t.contains("Promoted") && t.contains("deployment/web") && t.contains("weight 25"), "{t}");
 
         // Scale and dry runs.
         must(dir, &["scale", "deployment/web", "--replicas=1"]).await?;
