@@ -10,6 +10,8 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
-# A missing server is a failure here, not a skipped test.
+# A missing server is a failure here, not a skipped test. kubectl comes
+# with the machine image (the fake API server's tests drive it).
 export COALMINE_REQUIRE_PROMETHEUS=1
+export COALMINE_REQUIRE_KUBECTL=1
 cargo test --workspace --locked "$@"
