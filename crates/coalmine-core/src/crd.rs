@@ -586,6 +586,9 @@ fn restrict_status(status: &mut Value) {
     for path in ["weight", "mirrorPercent"] {
         set(status, path, json!({"maximum": 100}));
     }
+    // The routes come from one setHeaderRoute step, so the spec's bound
+    // holds; without one, CEL's cost estimate assumes a huge list.
+    set(status, "headerRoutes", json!({"maxItems": MAX_MATCHES}));
     header_match_rules(status, "headerRoutes[]");
 }
 
