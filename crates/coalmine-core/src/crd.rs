@@ -361,8 +361,10 @@ const DURATIONS: [&str; 7] = [
     "analysis.metrics[].prometheus.timeout",
 ];
 
-/// A CEL rule that a duration is not zero (`0`, `0s`, `0m0s`, …).
-const NOT_ZERO: &str = "duration(self) > duration('0s')";
+/// A CEL rule that a duration is not zero (`0`, `0s`, `0m0s`, …). The bare
+/// `0` that coalmine accepts is not a CEL duration everywhere, so it is
+/// caught before `duration()` sees it.
+const NOT_ZERO: &str = "self != '0' && duration(self) > duration('0s')";
 
 /// Limits and rules of `spec` that the types alone do not carry.
 fn restrict_spec(spec: &mut Value) {
@@ -372,7 +374,11 @@ fn restrict_spec(spec: &mut Value) {
         .iter()
         .chain(&["analysis.metrics[].webhook.timeout"])
     {
-        set(spec, path, json!({"maxLength": MAX_DURATION_LENGTH}));
+        set(
+            spec,
+            path,
+            json!({"minLength": 1, "maxLength": MAX_DURATION_LENGTH}),
+        );
     }
     set(spec, "replicas", json!({"minimum": 0}));
     for track in ["upstreams.stable", "upstreams.canary"] {
@@ -436,7 +442,7 @@ fn restrict_spec(spec: &mut Value) {
         spec,
         "analysis.interval",
         &[(
-            "duration(self) >= duration('1s')",
+            "self != '0' && duration(self) >= duration('1s')",
             "the analysis interval must be at least 1s; 10s is typical",
         )],
     );

@@ -453,6 +453,13 @@ fn other_structural_mistakes_are_rejected() {
     assert_rejected("a bad duration", "does not match", |d| {
         d["spec"]["progressDeadline"] = json!("10 minutes");
     });
+    assert_rejected(
+        "an empty duration",
+        ".spec.progressDeadline: `` is too short",
+        |d| {
+            d["spec"]["progressDeadline"] = json!("");
+        },
+    );
     assert_rejected("a duplicate metric", "duplicate key", |d| {
         let m = d["spec"]["analysis"]["metrics"][0].clone();
         d["spec"]["analysis"]["metrics"] = json!([m.clone(), m]);
