@@ -189,6 +189,22 @@ fn kubectl_applies_the_crd_and_a_canary_and_shows_the_columns() {
         Some(&["myapp", "Progressing", "1", "10", "Running"][..]),
         "{table}"
     );
+
+    // The scale subresource reads and writes spec.replicas.
+    kubectl(dir, &["scale", "cmc/myapp", "-n", "shop", "--replicas=6"]);
+    let replicas = kubectl(
+        dir,
+        &[
+            "get",
+            "cmc",
+            "myapp",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas.trim(), "6");
     drop(server);
 }
 
@@ -230,6 +246,10 @@ fn the_kustomize_base_renders_a_locked_down_controller() {
     assert!(
         crd["spec"] == coalmine_core::crd::definition()["spec"],
         "the rendered CRD is not `coalmine crd`'s"
+    );
+    assert!(
+        crd["metadata"]["namespace"].is_null(),
+        "a CRD has no namespace"
     );
     find(&objects, "Namespace", "coalmine-system");
     let sa = find(&objects, "ServiceAccount", "coalmine-controller");
