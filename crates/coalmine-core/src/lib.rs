@@ -12,6 +12,8 @@
 //!   observed and the time, it returns the next status and the actions to
 //!   carry out. The Kubernetes controller and `coalmine run` both drive it;
 //! - [`routes`]: the route table the data plane applies;
+//! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
+//!   [`status`] (`coalmine crd`), with its names for the controller;
 //! - [`duration`], [`time`], [`revision`]: small value types.
 //!
 //! Time is always passed in (see [`Time`]), so every decision can be
@@ -19,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crd;
 pub mod duration;
 pub mod load;
 pub mod plan;

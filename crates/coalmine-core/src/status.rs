@@ -264,4 +264,15 @@ pub struct CanaryStatus {
     /// One line for people.
     #[serde(default)]
     pub message: String,
+    /// Kubernetes: the `metadata.generation` of the spec this status is
+    /// about, so readers can tell a status that has not caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Kubernetes: pods of both tracks, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    /// Kubernetes: the pods' label selector as text (`app=myapp`), for the
+    /// scale subresource (`kubectl scale`, HorizontalPodAutoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 }

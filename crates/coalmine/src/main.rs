@@ -50,6 +50,8 @@ enum Command {
     SampleApp(commands::sample_app::Args),
     /// Compare the judge with the peers' rules on simulated traffic.
     Simulate(commands::simulate::Args),
+    /// Print the Canary CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd(commands::crd::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +78,6 @@ fn main() -> ExitCode {
         Command::Retry(args) => commands::control::command_with(&args, Verb::Retry),
         Command::SampleApp(args) => commands::sample_app::run(args),
         Command::Simulate(args) => commands::simulate::run(&args),
+        Command::Crd(args) => commands::crd::run(&args),
     }
 }
