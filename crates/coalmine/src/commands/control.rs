@@ -362,7 +362,7 @@ fn metric_line(m: &MetricStatus) -> String {
         }
     }
     if let (Some(e), Some(t)) = (m.e_value, m.e_threshold) {
-        line.push_str(&format!(" · e {e:.1} of {t:.0}"));
+        line.push_str(&format!(" · e {} of {t:.0}", super::show_e(e)));
     }
     if let Some(v) = m.value {
         line.push_str(&format!(" · value {v}"));

@@ -330,7 +330,7 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
                     facts.push(format!("ratio {r:.2}"));
                 }
                 if let (Some(e), Some(t)) = (m.e_value, m.e_threshold) {
-                    facts.push(format!("e {e:.1} of {t:.0}"));
+                    facts.push(format!("e {} of {t:.0}", super::show_e(e)));
                 }
                 if !facts.is_empty() {
                     line.push_str(&format!(" ({})", facts.join(", ")));

@@ -669,7 +669,7 @@ fn show(options: &Options, status: &CanaryStatus, proxy: &Proxy, last: &mut Stri
         for metric in &a.metrics {
             verdicts.push_str(&format!(" · {}: {:?}", metric.name, metric.verdict));
             if let (Some(e), Some(t)) = (metric.e_value, metric.e_threshold) {
-                verdicts.push_str(&format!(" e={e:.1}/{t:.0}"));
+                verdicts.push_str(&format!(" e={}/{t:.0}", super::show_e(e)));
             }
             if let Some(r) = metric.ratio {
                 verdicts.push_str(&format!(" ratio {r:.2}"));
