@@ -15,13 +15,14 @@
 //!   `gatewayAPI` and `nginx` routers;
 //! - [`analysis`]: each rollout's judge, fed by the providers;
 //! - [`leader`]: leader election over a Lease;
-//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`;
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`; [`logs`]: JSON logs;
 //! - [`run`] ties them together. `docs/controller.md` is the design.
 
 #![forbid(unsafe_code)]
 
 pub mod analysis;
 pub mod leader;
+pub mod logs;
 pub mod ops;
 pub mod reconcile;
 pub mod resource;
