@@ -191,6 +191,24 @@ impl CanaryResource {
                 }
             }
         }
+        // Provider settings the loader cannot judge (an https address, a
+        // URL hyper cannot send to) are spec errors too, not reconcile
+        // failures repeated every few seconds.
+        if problems.is_empty()
+            && let Some(analysis) = &plan.analysis
+            && let Err(e) = coalmine_providers::sources(analysis, None)
+        {
+            let metric = source_metric(&e);
+            let at = analysis
+                .metrics
+                .iter()
+                .position(|m| m.name == metric)
+                .map_or_else(
+                    || "spec.analysis.metrics".to_owned(),
+                    |i| format!("spec.analysis.metrics[{i}]"),
+                );
+            problems.push(Problem::error(at, e.to_string()));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -221,6 +239,17 @@ impl CanaryResource {
             .as_ref()?
             .get(COMMAND_ANNOTATION)?;
         parse_command(text)
+    }
+}
+
+/// The metric a provider problem is about.
+fn source_metric(e: &coalmine_providers::SourceError) -> &str {
+    use coalmine_providers::SourceError as E;
+    match e {
+        E::NoBuiltinSource { metric }
+        | E::Https { metric, .. }
+        | E::Url { metric, .. }
+        | E::Field { metric, .. } => metric,
     }
 }
 
@@ -314,6 +343,15 @@ mod tests {
             .check()
             .expect_err("no istio router yet");
         assert_eq!(problems[0].path, "spec.trafficRouting.istio");
+        let mut s = spec();
+        s["analysis"] = json!({"metrics": [{"name": "p99",
+            "webhook": {"url": "https://metrics.example/p99", "value": "$.v"},
+            "threshold": {"max": 1.0}}]});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("https is not supported");
+        assert_eq!(problems[0].path, "spec.analysis.metrics[0]");
+        assert!(problems[0].message.contains("https"), "{problems:?}");
     }
 
     #[test]
