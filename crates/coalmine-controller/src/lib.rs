@@ -10,6 +10,8 @@
 //! - [`reconcile`]: one reconcile — fresh read, finalizer, validation,
 //!   observation, decision, status write (conflicts retried from a fresh
 //!   read), actions, events;
+//! - [`apply`]: a decision's actions as cluster operations (pure), then
+//!   carried out;
 //! - [`workload`]: the stable and canary Deployments and Services;
 //! - [`router`]: the [`router::TrafficRouter`] trait and the `replicas`,
 //!   `gatewayAPI` and `nginx` routers;
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod apply;
 pub mod leader;
 pub mod logs;
 pub mod ops;

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use coalmine_core::Time;
-use coalmine_core::rollout::{Action as RolloutAction, Decision, Event, Observation, decide};
+use coalmine_core::rollout::{Decision, Event, Observation, decide};
 use coalmine_core::status::{CanaryStatus, Condition};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -26,8 +25,8 @@ use serde_json::json;
 
 use crate::resource::{CanaryResource, Checked, FINALIZER, VALID_CONDITION};
 use crate::router::{self, RouteTarget, TrafficRouter};
-use crate::workload::{self, Track};
-use crate::{CONFLICT_RETRIES, Context, Error};
+use crate::workload;
+use crate::{CONFLICT_RETRIES, Context, Error, apply};
 
 /// How often a Canary is looked at while a rollout waits on the cluster
 /// (readiness, promotion, scale-down), besides the Deployment watch.
@@ -111,7 +110,7 @@ async fn finalize(
     // An invalid spec names no router coalmine could have acted through.
     if let Ok(checked) = c.check() {
         let router = router::for_plan(&checked.router);
-        let target = route_target(ctx, c, &checked, router.as_ref())?;
+        let target = route_target(ctx, c, &checked)?;
         match router.cleanup(&target).await {
             Err(Error::Missing { .. }) | Ok(()) => {}
             Err(e) => return Err(e),
@@ -163,7 +162,6 @@ fn route_target(
     ctx: &Context,
     c: &CanaryResource,
     checked: &Checked,
-    _router: &dyn TrafficRouter,
 ) -> Result<RouteTarget, Error> {
     Ok(RouteTarget {
         client: ctx.client.clone(),
@@ -367,132 +365,42 @@ async fn carry_out(
     desired: &str,
     canary_d: Option<Deployment>,
 ) -> Result<(), Error> {
-    let spec = &checked.canary.spec;
-    let ns = c.namespace();
-    let name = c.name();
     let owner = owner_of(c)?;
-    let selector = workload::selector_labels(spec);
-    let total = replicas_wanted(checked);
-    let weight = decision.routes().map_or(0, |r| r.canary_weight);
-    let (stable_replicas, canary_replicas) = router.replicas(total, weight);
-    let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let canary_name = workload::canary_name(name);
-    let template = spec.template.clone().unwrap_or_default();
-    let port = workload::service_port(spec);
-
-    // Stable first: it exists before any rollout. Its template comes from
-    // the spec only while the spec is stable's revision (the first deploy,
-    // or a Deployment someone deleted); otherwise only promotion writes it.
-    let stable_rev = decision.status.stable_revision.clone().unwrap_or_default();
-    if stable_rev == desired {
-        let d = workload::deployment(
-            name,
-            &owner,
-            &selector,
-            workload::pod_template(&template, Track::Stable, desired),
-            Track::Stable,
-            stable_replicas,
-        )?;
-        workload::ensure_deployment(&deploys, &d, false).await?;
-    } else if deploys.get_opt(name).await?.is_none() {
+    let inputs = apply::Inputs {
+        name: c.name(),
+        spec: &checked.canary.spec,
+        desired,
+        owner: &owner,
+        canary_template: canary_d.as_ref().and_then(workload::template_of),
+    };
+    let ops = apply::operations(&inputs, router, decision)?;
+    let cluster = apply::Cluster {
+        deployments: Api::namespaced(ctx.client.clone(), c.namespace()),
+        services: Api::namespaced(ctx.client.clone(), c.namespace()),
+        router,
+        target: route_target(ctx, c, checked)?,
+    };
+    if decision.status.stable_revision.as_deref() != Some(desired)
+        && cluster.deployments.get_opt(c.name()).await?.is_none()
+    {
         tracing::warn!(
-            canary = name,
-            namespace = ns,
-            "stable Deployment missing and its template unknown; waiting for the rollout to promote one"
+            canary = c.name(),
+            namespace = c.namespace(),
+            "stable Deployment missing and its template no longer in the spec; a promotion will recreate it"
         );
     }
-    let stable_track = router.canary_service().then_some(Track::Stable);
-    let svc = workload::service(name, &owner, &selector, stable_track, port.clone())?;
-    workload::ensure_service(&services, &svc).await?;
-
-    let target = RouteTarget {
-        client: ctx.client.clone(),
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-        canary_service: canary_name.clone(),
-        port: port.0,
-        owner: owner.clone(),
-    };
-    for action in &decision.actions {
-        match action {
-            RolloutAction::EnsureCanary { revision } => {
-                let t = if revision == desired {
-                    Some(workload::pod_template(&template, Track::Canary, revision))
-                } else {
-                    // A newer spec arrived during promotion: the canary
-                    // keeps the template of the revision being promoted.
-                    canary_d
-                        .as_ref()
-                        .and_then(workload::template_of)
-                        .filter(|t| workload::template_revision(t) == Some(revision.as_str()))
-                };
-                let Some(t) = t else { continue };
-                let d = workload::deployment(
-                    &canary_name,
-                    &owner,
-                    &selector,
-                    t,
-                    Track::Canary,
-                    canary_replicas,
-                )?;
-                workload::ensure_deployment(&deploys, &d, true).await?;
-                if router.canary_service() {
-                    let svc = workload::service(
-                        &canary_name,
-                        &owner,
-                        &selector,
-                        Some(Track::Canary),
-                        port.clone(),
-                    )?;
-                    workload::ensure_service(&services, &svc).await?;
-                }
-            }
-            RolloutAction::SetRoutes(routes) => {
-                workload::scale(&deploys, name, stable_replicas).await?;
-                router.apply(&target, routes).await?;
-            }
-            RolloutAction::PromoteStable { revision } => {
-                let from_canary = deploys
-                    .get_opt(&canary_name)
-                    .await?
-                    .as_ref()
-                    .and_then(workload::template_of)
-                    .filter(|t| workload::template_revision(t) == Some(revision.as_str()));
-                let t = match from_canary {
-                    Some(t) => workload::retrack(&t, Track::Stable),
-                    None if revision == desired => {
-                        workload::pod_template(&template, Track::Stable, revision)
-                    }
-                    None => continue,
-                };
-                let d = workload::deployment(
-                    name,
-                    &owner,
-                    &selector,
-                    t,
-                    Track::Stable,
-                    stable_replicas,
-                )?;
-                workload::ensure_deployment(&deploys, &d, true).await?;
-            }
-            RolloutAction::ScaleDownCanary => {
-                workload::scale(&deploys, &canary_name, 0).await?;
-            }
-            RolloutAction::Event(e) => {
-                tracing::info!(
-                    canary = name,
-                    namespace = ns,
-                    reason = e.reason,
-                    warning = e.warning,
-                    "{}",
-                    e.message
-                );
-                ctx.publish(c, e).await;
-            }
-        }
-    }
-    Ok(())
+    apply::execute(&cluster, ops, |e| async move {
+        tracing::info!(
+            canary = c.name(),
+            namespace = c.namespace(),
+            reason = e.reason,
+            warning = e.warning,
+            "{}",
+            e.message
+        );
+        ctx.publish(c, &e).await;
+    })
+    .await
 }
 
 impl Context {
