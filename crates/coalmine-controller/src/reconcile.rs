@@ -48,6 +48,16 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
         .reconciled(started.elapsed(), result.as_ref().err());
     if let Err(e) = &result {
         tracing::warn!(canary = %name, namespace = %namespace, error = %e, "reconcile failed");
+        // Something the spec names is missing (an HTTPRoute, an Ingress):
+        // the user can fix that, so it is told where they look.
+        if let Error::Missing { .. } = e {
+            let event = Event {
+                warning: true,
+                reason: "ReconcileFailed",
+                message: e.to_string(),
+            };
+            ctx.publish(&obj, &event).await;
+        }
     }
     result
 }

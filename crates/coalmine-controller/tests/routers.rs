@@ -194,3 +194,31 @@ async fn nginx_gets_a_managed_canary_ingress() -> TestResult {
     ctl.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_missing_http_route_is_reported_as_an_event() -> TestResult {
+    let (_server, client) = cluster().await?;
+    let ctl = controller(&client, Config::default());
+    let mut s = spec("web:1", 1, json!([{"setWeight": 20}]));
+    s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "nowhere"}});
+    create(&client, "web", s).await?;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let note = eventually(20, "a ReconcileFailed event", || async {
+        Ok(events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+            .and_then(|e| e.note))
+    })
+    .await?;
+    assert!(
+        note.contains("spec.trafficRouting.gatewayAPI.httpRoute"),
+        "{note}"
+    );
+    assert!(note.contains("nowhere"), "{note}");
+    ctl.stop().await;
+    Ok(())
+}
