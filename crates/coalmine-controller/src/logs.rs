@@ -106,3 +106,55 @@ pub fn init(json: bool) {
         builder.try_init()
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_event_is_one_json_object_with_its_fields() {
+        let buf = Buffer::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(JsonFormat)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("reconciling", object = "web");
+            let _g = span.enter();
+            tracing::info!(
+                canary = "web",
+                weight = 25u64,
+                warning = false,
+                "step taken"
+            );
+        });
+        let text =
+            String::from_utf8(buf.0.lock().map(|v| v.clone()).unwrap_or_default()).expect("utf-8");
+        let line: Value = serde_json::from_str(text.trim()).expect("one JSON object");
+        assert_eq!(line["message"], "step taken");
+        assert_eq!(line["canary"], "web");
+        assert_eq!(line["weight"], 25);
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["spans"][0]["name"], "reconciling");
+        assert!(line["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+}

@@ -86,6 +86,17 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// Whether any rule of the route's spec sends to Service `service`.
+pub fn sends_to(spec: &Value, service: &str) -> bool {
+    spec.get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("backendRefs").and_then(Value::as_array))
+        .flatten()
+        .any(|b| refers_to(b, service))
+}
+
 /// The route's spec with `routes` in effect (pure).
 pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Value {
     let mut spec = spec.clone();
@@ -209,6 +220,15 @@ impl TrafficRouter for GatewayApi {
                     });
                 };
                 let spec = route.data.get("spec").cloned().unwrap_or(json!({}));
+                if routes.reaches_canary() && !sends_to(&spec, &target.name) {
+                    return Err(Error::Missing {
+                        field: "spec.trafficRouting.gatewayAPI.httpRoute",
+                        what: format!(
+                            "no rule of HTTPRoute {} sends to Service {}",
+                            self.http_route, target.name
+                        ),
+                    });
+                }
                 let wanted = rewrite(&spec, &target.name, &target.canary_service, routes);
                 if wanted == spec {
                     return Ok(());
@@ -259,6 +279,8 @@ mod tests {
             json!([{"name": "web", "port": 80, "weight": 75}, {"name": "web-canary", "port": 80, "weight": 25}])
         );
         assert_eq!(out["rules"][1], route()["rules"][1]);
+        assert!(sends_to(&route(), "web"));
+        assert!(!sends_to(&route(), "shop"));
         assert_eq!(out["parentRefs"], route()["parentRefs"]);
         // Idempotent, and all stable restores the route as it was.
         assert_eq!(rewrite(&out, "web", "web-canary", &routes), out);
