@@ -125,10 +125,18 @@ impl Election {
         tokio::pin!(stop);
         let period = (self.duration / 3).max(Duration::from_millis(100));
         loop {
-            let outcome = self.attempt(&client).await;
-            let is = matches!(outcome, Ok(Outcome::Leader));
-            if let Err(e) = &outcome {
-                tracing::warn!(error = %e, lease = %self.name, "leader election: cannot reach the Lease; stepping down");
+            // An attempt that hangs must not keep a leader acting past its
+            // Lease: it counts as a failure after one period.
+            let outcome = tokio::time::timeout(period, self.attempt(&client)).await;
+            let is = matches!(outcome, Ok(Ok(Outcome::Leader)));
+            match &outcome {
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, lease = %self.name, "leader election: cannot reach the Lease; not acting");
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.name, "leader election: no answer within {period:?}; not acting");
+                }
+                Ok(Ok(_)) => {}
             }
             if leader.swap(is, Ordering::SeqCst) != is {
                 tracing::info!(identity = %self.identity, leader = is, "leadership changed");

@@ -235,3 +235,62 @@ async fn an_edit_mid_rollout_restarts_and_commands_act_once() -> TestResult {
     ctl.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_invalid_edit_mid_rollout_changes_nothing_until_fixed() -> TestResult {
+    let (_server, client) = cluster().await?;
+    let ctl = controller(&client, Config::default());
+    create(
+        &client,
+        "web",
+        spec("web:1", 4, json!([{"setWeight": 50}, {"pause": {}}])),
+    )
+    .await?;
+    phase(&client, "web", "Idle", 20).await?;
+    set_image(&client, "web", "web:2").await?;
+    let paused = phase(&client, "web", "Paused", 20).await?;
+    let api: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
+    let bad = json!({"spec": {"steps": [{"setWeight": 50}, {"pause": {"duration": "soon"}}]}});
+    api.patch("web", &PatchParams::default(), &Patch::Merge(bad))
+        .await?;
+    let invalid = eventually(20, "Valid=False", || async {
+        let s = status(&client, "web").await?;
+        let c = s["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Valid").cloned());
+        Ok(c.filter(|c| c["status"] == "False").map(|c| (s, c)))
+    })
+    .await?;
+    assert!(
+        invalid.1["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.steps[1].pause.duration"),
+        "{}",
+        invalid.1
+    );
+    assert_eq!(invalid.0["phase"], "Paused");
+    assert_eq!(invalid.0["weight"], paused["weight"]);
+    let canary = deployment(&client, "web-canary")
+        .await?
+        .ok_or("no canary")?;
+    assert_eq!(
+        shape(&canary),
+        (2, "web:2".to_owned()),
+        "workloads untouched"
+    );
+    let good = json!({"spec": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
+    api.patch("web", &PatchParams::default(), &Patch::Merge(good))
+        .await?;
+    eventually(20, "Valid=True", || async {
+        let s = status(&client, "web").await?;
+        let ok = s["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Valid" && c["status"] == "True")
+        });
+        Ok((ok && s["phase"] == "Paused").then_some(()))
+    })
+    .await?;
+    ctl.stop().await;
+    Ok(())
+}
