@@ -175,6 +175,7 @@ impl CanaryResource {
             ),
             _ => {}
         }
+        problems.extend(router_limits(&router, &plan));
         if let Some(analysis) = &plan.analysis {
             for (i, m) in analysis.metrics.iter().enumerate() {
                 if matches!(m.provider, Provider::Builtin { .. }) {
@@ -240,6 +241,57 @@ impl CanaryResource {
             .get(COMMAND_ANNOTATION)?;
         parse_command(text)
     }
+}
+
+/// What the validator allows for a router but the controller's router
+/// cannot do, so that nothing the user asked for is silently ignored.
+fn router_limits(router: &Router, plan: &Plan) -> Vec<Problem> {
+    use coalmine_core::plan::PlanStep;
+    let mut problems = Vec::new();
+    if plan.session_affinity.is_some() && !matches!(router, Router::Replicas) {
+        problems.push(
+            Problem::error(
+                "spec.sessionAffinity",
+                format!(
+                    "the controller's {} router cannot keep users on one version yet",
+                    router.name()
+                ),
+            )
+            .hint("remove sessionAffinity, or use `coalmine run` with the proxy"),
+        );
+    }
+    if let Router::Nginx { .. } = router {
+        for (i, step) in plan.steps.iter().enumerate() {
+            let PlanStep::SetHeaderRoute(matches) = step else {
+                continue;
+            };
+            let at = format!("spec.steps[{i}].setHeaderRoute.match");
+            let headers = matches.iter().filter(|m| m.header.is_some()).count();
+            let cookies: Vec<_> = matches.iter().filter(|m| m.cookie.is_some()).collect();
+            if headers > 1 || cookies.len() > 1 {
+                problems.push(
+                    Problem::error(
+                        at.clone(),
+                        "ingress-nginx takes one header and one cookie per canary",
+                    )
+                    .hint("keep one header match and at most one cookie match"),
+                );
+            }
+            if cookies
+                .iter()
+                .any(|c| c.regex.is_some() || c.value.as_deref() != Some("always"))
+            {
+                problems.push(
+                    Problem::error(
+                        at,
+                        "ingress-nginx sends a cookie to the canary only when its value is `always`",
+                    )
+                    .hint("write {cookie: NAME, value: always}"),
+                );
+            }
+        }
+    }
+    problems
 }
 
 /// The metric a provider problem is about.
@@ -352,6 +404,25 @@ mod tests {
             .expect_err("https is not supported");
         assert_eq!(problems[0].path, "spec.analysis.metrics[0]");
         assert!(problems[0].message.contains("https"), "{problems:?}");
+    }
+
+    #[test]
+    fn what_a_router_cannot_do_is_refused() {
+        let mut s = spec();
+        s["trafficRouting"] = json!({"nginx": {"ingress": "web"}});
+        s["steps"] = json!([
+            {"setWeight": 5},
+            {"setHeaderRoute": {"match": [{"cookie": "beta", "value": "yes"}]}}
+        ]);
+        s["sessionAffinity"] = json!({"cookie": "coalmine-track"});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("not for nginx");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["spec.sessionAffinity", "spec.steps[1].setHeaderRoute.match"]
+        );
     }
 
     #[test]
