@@ -46,6 +46,8 @@ enum Command {
     Resume(commands::control::CommandArgs),
     /// Start a rolled-back rollout again from its first step.
     Retry(commands::control::CommandArgs),
+    /// The Kubernetes controller: reconciles Canary resources.
+    Controller(commands::controller::Args),
     /// A small HTTP app for demos and tests.
     SampleApp(commands::sample_app::Args),
     /// Compare the judge with the peers' rules on simulated traffic.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Pause(args) => commands::control::command_with(&args, Verb::Pause),
         Command::Resume(args) => commands::control::command_with(&args, Verb::Resume),
         Command::Retry(args) => commands::control::command_with(&args, Verb::Retry),
+        Command::Controller(args) => commands::controller::run(args),
         Command::SampleApp(args) => commands::sample_app::run(args),
         Command::Simulate(args) => commands::simulate::run(&args),
         Command::Crd(args) => commands::crd::run(&args),

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod control;
+pub mod controller;
 pub mod crd;
 pub mod demo;
 pub mod http;

@@ -1,0 +1,459 @@
+//! From a decision's actions to operations on the cluster: first a pure
+//! translation ([`operations`], unit-tested without a cluster), then their
+//! execution ([`execute`]), in order.
+//!
+//! The translation is where the Kubernetes meaning of each action lives:
+//! which template each Deployment gets, how many replicas the router wants
+//! per track, which Services exist. Execution only creates, patches and
+//! scales.
+
+use coalmine_core::rollout::{Action, Decision, Event};
+use coalmine_core::routes::Routes;
+use coalmine_core::spec::CanarySpec;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::Api;
+use serde_json::Value;
+
+use crate::Error;
+use crate::router::{RouteTarget, TrafficRouter};
+use crate::workload::{self, Track};
+
+/// One thing to do to the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Create the Deployment, or set its replicas (and its template when
+    /// `template` is true and the revision differs).
+    Deployment {
+        /// The wanted object.
+        object: Box<Deployment>,
+        /// Whether an existing Deployment's template is replaced.
+        template: bool,
+    },
+    /// Create the Service, or set its selector and port.
+    Service(Box<Service>),
+    /// Scale an existing Deployment.
+    Scale {
+        /// Its name.
+        name: String,
+        /// Replicas.
+        replicas: i32,
+    },
+    /// Put routes in effect through the router.
+    Routes(Routes),
+    /// Record an event.
+    Event(Event),
+}
+
+/// What the translation needs besides the decision.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// The Canary's name.
+    pub name: &'a str,
+    /// Its spec.
+    pub spec: &'a CanarySpec,
+    /// The revision the spec asks for.
+    pub desired: &'a str,
+    /// An owner reference to the Canary.
+    pub owner: &'a OwnerReference,
+    /// The canary Deployment's pod template as it is now, if it exists.
+    pub canary_template: Option<Value>,
+}
+
+/// The operations that carry out `decision` (pure).
+pub fn operations(
+    inputs: &Inputs<'_>,
+    router: &dyn TrafficRouter,
+    decision: &Decision,
+) -> Result<Vec<Op>, Error> {
+    let spec = inputs.spec;
+    let name = inputs.name;
+    let owner = inputs.owner;
+    let canary_name = workload::canary_name(name);
+    let selector = workload::selector_labels(spec);
+    let total = spec
+        .replicas
+        .and_then(|r| i32::try_from(r).ok())
+        .unwrap_or(1);
+    let weight = decision.routes().map_or(0, |r| r.canary_weight);
+    let (stable_replicas, canary_replicas) = router.replicas(total, weight);
+    let template = spec.template.clone().unwrap_or_default();
+    let port = workload::service_port(spec);
+    let desired = inputs.desired;
+    let mut ops = Vec::new();
+
+    // Stable exists before any rollout. Its template comes from the spec
+    // only while the spec *is* stable's revision (the first deploy, or a
+    // Deployment someone deleted); otherwise only a promotion writes it.
+    if decision.status.stable_revision.as_deref() == Some(desired) {
+        let d = workload::deployment(
+            name,
+            owner,
+            &selector,
+            workload::pod_template(&template, Track::Stable, desired),
+            Track::Stable,
+            stable_replicas,
+        )?;
+        ops.push(Op::Deployment {
+            object: Box::new(d),
+            template: false,
+        });
+    }
+    let stable_track = router.canary_service().then_some(Track::Stable);
+    ops.push(Op::Service(Box::new(workload::service(
+        name,
+        owner,
+        &selector,
+        stable_track,
+        port.clone(),
+    )?)));
+
+    for action in &decision.actions {
+        match action {
+            Action::EnsureCanary { revision } => {
+                let t = if revision == desired {
+                    Some(workload::pod_template(&template, Track::Canary, revision))
+                } else {
+                    // A newer spec arrived during promotion: the canary
+                    // keeps the template of the revision being promoted.
+                    inputs
+                        .canary_template
+                        .clone()
+                        .filter(|t| workload::template_revision(t) == Some(revision.as_str()))
+                };
+                let Some(t) = t else { continue };
+                let d = workload::deployment(
+                    &canary_name,
+                    owner,
+                    &selector,
+                    t,
+                    Track::Canary,
+                    canary_replicas,
+                )?;
+                ops.push(Op::Deployment {
+                    object: Box::new(d),
+                    template: true,
+                });
+                if router.canary_service() {
+                    ops.push(Op::Service(Box::new(workload::service(
+                        &canary_name,
+                        owner,
+                        &selector,
+                        Some(Track::Canary),
+                        port.clone(),
+                    )?)));
+                }
+            }
+            Action::SetRoutes(routes) => {
+                ops.push(Op::Scale {
+                    name: name.to_owned(),
+                    replicas: stable_replicas,
+                });
+                ops.push(Op::Routes(routes.clone()));
+            }
+            Action::PromoteStable { revision } => {
+                let from_canary = inputs
+                    .canary_template
+                    .clone()
+                    .filter(|t| workload::template_revision(t) == Some(revision.as_str()));
+                let t = match from_canary {
+                    Some(t) => workload::retrack(&t, Track::Stable),
+                    None if revision == desired => {
+                        workload::pod_template(&template, Track::Stable, revision)
+                    }
+                    None => continue,
+                };
+                let d = workload::deployment(
+                    name,
+                    owner,
+                    &selector,
+                    t,
+                    Track::Stable,
+                    stable_replicas,
+                )?;
+                ops.push(Op::Deployment {
+                    object: Box::new(d),
+                    template: true,
+                });
+            }
+            Action::ScaleDownCanary => ops.push(Op::Scale {
+                name: canary_name.clone(),
+                replicas: 0,
+            }),
+            Action::Event(e) => ops.push(Op::Event(e.clone())),
+        }
+    }
+    Ok(ops)
+}
+
+/// Where [`execute`] acts.
+pub struct Cluster<'a> {
+    /// Deployments of the Canary's namespace.
+    pub deployments: Api<Deployment>,
+    /// Services of the Canary's namespace.
+    pub services: Api<Service>,
+    /// The router and its target.
+    pub router: &'a dyn TrafficRouter,
+    /// The router's target.
+    pub target: RouteTarget,
+}
+
+/// Carries out `ops` in order; events go to `publish`.
+pub async fn execute<F, Fut>(
+    cluster: &Cluster<'_>,
+    ops: Vec<Op>,
+    mut publish: F,
+) -> Result<(), Error>
+where
+    F: FnMut(Event) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for op in ops {
+        match op {
+            Op::Deployment { object, template } => {
+                workload::ensure_deployment(&cluster.deployments, &object, template).await?;
+            }
+            Op::Service(s) => workload::ensure_service(&cluster.services, &s).await?,
+            Op::Scale { name, replicas } => {
+                workload::scale(&cluster.deployments, &name, replicas).await?;
+            }
+            Op::Routes(r) => cluster.router.apply(&cluster.target, &r).await?,
+            Op::Event(e) => publish(e).await,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::gateway::GatewayApi;
+    use crate::router::replicas::Replicas;
+    use coalmine_core::rollout::{Observation, decide};
+    use coalmine_core::status::{CanaryStatus, Phase};
+    use coalmine_core::{Time, validate};
+    use serde_json::json;
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "coalmine.dev/v1alpha1".into(),
+            kind: "Canary".into(),
+            name: "web".into(),
+            uid: "u".into(),
+            ..OwnerReference::default()
+        }
+    }
+
+    fn canary(image: &str) -> (coalmine_core::Canary, coalmine_core::Plan) {
+        let doc = json!({
+            "apiVersion": "coalmine.dev/v1alpha1", "kind": "Canary",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 4,
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "web", "image": image}]}},
+                "steps": [{"setWeight": 25}, {"pause": {}}]
+            }
+        });
+        let (c, p, _) = validate::load(&doc.to_string()).expect("valid");
+        (c, p)
+    }
+
+    fn obs(desired: &str, canary_ready: bool, stable: Option<&str>) -> Observation {
+        Observation {
+            desired_revision: desired.to_owned(),
+            canary_ready,
+            canary_gone: !canary_ready,
+            stable_ready_revision: stable.map(str::to_owned),
+            analysis: None,
+            command: None,
+        }
+    }
+
+    fn replicas_of(ops: &[Op], name: &str) -> Vec<i32> {
+        ops.iter()
+            .filter_map(|o| match o {
+                Op::Deployment { object, .. } if object.metadata.name.as_deref() == Some(name) => {
+                    object.spec.as_ref().and_then(|s| s.replicas)
+                }
+                Op::Scale { name: n, replicas } if n == name => Some(*replicas),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn image_of(ops: &[Op], name: &str) -> Option<String> {
+        ops.iter().find_map(|o| match o {
+            Op::Deployment { object, template }
+                if object.metadata.name.as_deref() == Some(name) && *template =>
+            {
+                object.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+                    .image
+                    .clone()
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_first_deploy_creates_stable_and_its_service() {
+        let (c, plan) = canary("web:1");
+        let desired = c.spec.desired_revision();
+        let d = decide(
+            &plan,
+            &CanaryStatus::default(),
+            &obs(&desired, false, None),
+            Time::from_unix_millis(0),
+        );
+        let owner = owner();
+        let inputs = Inputs {
+            name: "web",
+            spec: &c.spec,
+            desired: &desired,
+            owner: &owner,
+            canary_template: None,
+        };
+        let ops = operations(&inputs, &Replicas, &d).expect("ops");
+        assert_eq!(replicas_of(&ops, "web"), vec![4, 4]);
+        assert!(replicas_of(&ops, "web-canary").iter().all(|r| *r == 0));
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::Service(s) if s.metadata.name.as_deref() == Some("web")))
+        );
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::Event(e) if e.reason == "Initialized"))
+        );
+    }
+
+    #[test]
+    fn a_new_revision_runs_the_canary_at_its_weight_and_leaves_stable_alone() {
+        let (old, plan) = canary("web:1");
+        let stable_rev = old.spec.desired_revision();
+        let (c, _) = canary("web:2");
+        let desired = c.spec.desired_revision();
+        let status = CanaryStatus {
+            stable_revision: Some(stable_rev.clone()),
+            ..CanaryStatus::default()
+        };
+        let t0 = Time::from_unix_millis(0);
+        let started = decide(&plan, &status, &obs(&desired, false, Some(&stable_rev)), t0);
+        assert_eq!(started.status.phase, Phase::Progressing);
+        let stepped = decide(
+            &plan,
+            &started.status,
+            &obs(&desired, true, Some(&stable_rev)),
+            t0,
+        );
+        assert_eq!(stepped.status.weight, 25);
+        let owner = owner();
+        let inputs = Inputs {
+            name: "web",
+            spec: &c.spec,
+            desired: &desired,
+            owner: &owner,
+            canary_template: None,
+        };
+        let ops = operations(&inputs, &Replicas, &stepped).expect("ops");
+        assert_eq!(image_of(&ops, "web-canary").as_deref(), Some("web:2"));
+        assert_eq!(replicas_of(&ops, "web-canary"), vec![1], "25% of 4");
+        assert_eq!(replicas_of(&ops, "web"), vec![3], "stable scaled to match");
+        assert_eq!(image_of(&ops, "web"), None, "stable's template untouched");
+        // Behind a router the canary runs every replica and gets a Service.
+        let gw = GatewayApi {
+            http_route: "web".into(),
+        };
+        let ops = operations(&inputs, &gw, &stepped).expect("ops");
+        assert_eq!(replicas_of(&ops, "web-canary"), vec![4]);
+        assert!(ops.iter().any(
+            |o| matches!(o, Op::Service(s) if s.metadata.name.as_deref() == Some("web-canary"))
+        ));
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::Routes(r) if r.canary_weight == 25))
+        );
+    }
+
+    #[test]
+    fn promotion_gives_stable_the_canarys_template_even_after_a_newer_edit() {
+        let (old, plan) = canary("web:1");
+        let stable_rev = old.spec.desired_revision();
+        let (two, _) = canary("web:2");
+        let rev2 = two.spec.desired_revision();
+        let status = CanaryStatus {
+            phase: Phase::Promoting,
+            stable_revision: Some(stable_rev.clone()),
+            canary_revision: Some(rev2.clone()),
+            step: 2,
+            weight: 25,
+            ..CanaryStatus::default()
+        };
+        // The spec moved on to web:3 while web:2 is being promoted.
+        let (three, _) = canary("web:3");
+        let rev3 = three.spec.desired_revision();
+        let d = decide(
+            &plan,
+            &status,
+            &obs(&rev3, true, Some(&stable_rev)),
+            Time::from_unix_millis(0),
+        );
+        assert_eq!(d.status.phase, Phase::Promoting);
+        let canary_t = workload::pod_template(
+            two.spec.template.as_ref().expect("template"),
+            Track::Canary,
+            &rev2,
+        );
+        let owner = owner();
+        let inputs = Inputs {
+            name: "web",
+            spec: &three.spec,
+            desired: &rev3,
+            owner: &owner,
+            canary_template: Some(canary_t),
+        };
+        let ops = operations(&inputs, &Replicas, &d).expect("ops");
+        assert_eq!(image_of(&ops, "web").as_deref(), Some("web:2"));
+        assert_eq!(image_of(&ops, "web-canary").as_deref(), Some("web:2"));
+    }
+
+    #[test]
+    fn a_rollback_routes_everything_to_stable_before_scaling_the_canary_down() {
+        let (old, plan) = canary("web:1");
+        let stable_rev = old.spec.desired_revision();
+        let (c, _) = canary("web:2");
+        let desired = c.spec.desired_revision();
+        let status = CanaryStatus {
+            phase: Phase::RollingBack,
+            stable_revision: Some(stable_rev.clone()),
+            canary_revision: Some(desired.clone()),
+            ..CanaryStatus::default()
+        };
+        let d = decide(
+            &plan,
+            &status,
+            &obs(&desired, true, Some(&stable_rev)),
+            Time::from_unix_millis(0),
+        );
+        let owner = owner();
+        let inputs = Inputs {
+            name: "web",
+            spec: &c.spec,
+            desired: &desired,
+            owner: &owner,
+            canary_template: None,
+        };
+        let ops = operations(&inputs, &Replicas, &d).expect("ops");
+        let routes = ops
+            .iter()
+            .position(|o| matches!(o, Op::Routes(r) if *r == Routes::all_stable()));
+        let down = ops
+            .iter()
+            .position(|o| matches!(o, Op::Scale { name, replicas: 0 } if name == "web-canary"));
+        assert!(
+            routes.is_some() && down.is_some() && routes < down,
+            "{ops:?}"
+        );
+        assert_eq!(replicas_of(&ops, "web"), vec![4]);
+    }
+}

@@ -1,0 +1,198 @@
+//! coalmine's Kubernetes controller: watches `Canary` objects
+//! (`coalmine.dev/v1alpha1`) and drives each through the shared rollout
+//! state machine, `coalmine_core::rollout::decide`.
+//!
+//! How the crate is laid out, in the order a reconcile uses it:
+//!
+//! - [`resource`]: the `Canary` kube resource (spec kept as raw JSON so an
+//!   invalid one still reaches the reconciler), its checks, and the labels,
+//!   annotations and finalizer the controller uses;
+//! - [`reconcile`]: one reconcile — fresh read, finalizer, validation,
+//!   observation, decision, status write (conflicts retried from a fresh
+//!   read), actions, events;
+//! - [`apply`]: a decision's actions as cluster operations (pure), then
+//!   carried out;
+//! - [`workload`]: the stable and canary Deployments and Services;
+//! - [`router`]: the [`router::TrafficRouter`] trait and the `replicas`,
+//!   `gatewayAPI` and `nginx` routers;
+//! - [`analysis`]: each rollout's judge, fed by the providers;
+//! - [`leader`]: leader election over a Lease;
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`; [`logs`]: JSON logs;
+//! - [`run`] ties them together. `docs/controller.md` is the design.
+
+#![forbid(unsafe_code)]
+
+pub mod analysis;
+pub mod apply;
+pub mod leader;
+pub mod logs;
+pub mod ops;
+pub mod reconcile;
+pub mod resource;
+pub mod router;
+pub mod workload;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+
+pub use crate::resource::CanaryResource;
+
+/// How many times a write that meets a 409 is retried from a fresh read.
+pub const CONFLICT_RETRIES: usize = 5;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or could not be reached.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be encoded or decoded.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Something the spec names does not exist.
+    #[error("{field}: {what}")]
+    Missing {
+        /// The spec field naming it.
+        field: &'static str,
+        /// What is missing.
+        what: String,
+    },
+    /// Writes kept conflicting with other writers.
+    #[error("{0}: still conflicting after {CONFLICT_RETRIES} fresh reads")]
+    Conflict(String),
+    /// The analysis could not be set up.
+    #[error("{0}")]
+    Analysis(String),
+}
+
+impl Error {
+    /// A short label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Json(_) => "json",
+            Error::Missing { .. } => "missing",
+            Error::Conflict(_) => "conflict",
+            Error::Analysis(_) => "analysis",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events on Canaries.
+    pub recorder: Recorder,
+    /// The judges of the rollouts under way.
+    pub analyses: analysis::Analyses,
+    /// The metrics.
+    pub metrics: Arc<ops::Metrics>,
+    /// True while this replica may act (the leader, or no election).
+    pub leader: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// Whether this replica may act now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+}
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Leader election; `None` acts at once (a single replica).
+    pub election: Option<leader::Election>,
+    /// The name Events are reported under.
+    pub reporter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: None,
+            election: None,
+            reporter: resource::MANAGER.to_owned(),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<ops::Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let leader = Arc::new(AtomicBool::new(config.election.is_none()));
+    metrics.set_leader(config.election.is_none());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let election = config.election.clone().map(|e| {
+        tracing::info!(identity = %e.identity, lease = %e.name, "leader election started");
+        tokio::spawn(e.run(client.clone(), leader.clone(), metrics.clone(), stopped()))
+    });
+    let instance = config.election.as_ref().map(|e| e.identity.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: config.reporter.clone(),
+            instance,
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        analyses: analysis::Analyses::default(),
+        metrics: metrics.clone(),
+        leader,
+    });
+    let (canaries, deployments): (Api<CanaryResource>, Api<Deployment>) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let wc = watcher::Config::default();
+    let deploy_wc = watcher::Config::default().labels(&format!(
+        "{}={}",
+        resource::MANAGED_BY_LABEL,
+        resource::MANAGER
+    ));
+    metrics.set_ready(true);
+    Controller::new(canaries, wc)
+        .owns(deployments, deploy_wc)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller stream");
+            }
+        })
+        .await;
+    metrics.set_ready(false);
+    let _ = stop_tx.send(true);
+    if let Some(task) = election {
+        let _ = task.await;
+    }
+}
+
+/// Default Lease settings: 15 s, Kubernetes' own controllers' default.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);

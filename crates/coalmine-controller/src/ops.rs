@@ -1,0 +1,279 @@
+//! Operations: the Prometheus metrics of the controller and of each Canary,
+//! and the HTTP endpoints `/metrics`, `/healthz` and `/readyz`.
+//!
+//! `/healthz` answers 200 while the process serves; `/readyz` answers 200
+//! once the controller's watches are running (a standby replica that is not
+//! the leader is ready too: it is ready to take over).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use coalmine_core::status::{CanaryStatus, Phase};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::Error;
+
+type Labels = Vec<(String, String)>;
+
+/// Every phase, for the one-hot `coalmine_canary_phase` gauge.
+const PHASES: [Phase; 8] = [
+    Phase::Idle,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::Promoting,
+    Phase::Promoted,
+    Phase::RollingBack,
+    Phase::RolledBack,
+    Phase::Failed,
+];
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    errors: Family<Labels, Counter>,
+    duration: Histogram,
+    weight: Family<Labels, Gauge>,
+    phase: Family<Labels, Gauge>,
+    e_value: Family<Labels, Gauge<f64, AtomicU64>>,
+    leader: Gauge,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Counter::default();
+        let errors = Family::<Labels, Counter>::default();
+        let duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        let weight = Family::<Labels, Gauge>::default();
+        let phase = Family::<Labels, Gauge>::default();
+        let e_value = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "coalmine_controller_reconciles",
+            "Reconciles of Canaries",
+            reconciles.clone(),
+        );
+        registry.register(
+            "coalmine_controller_reconcile_errors",
+            "Failed reconciles, by cause",
+            errors.clone(),
+        );
+        registry.register(
+            "coalmine_controller_reconcile_duration_seconds",
+            "How long a reconcile took",
+            duration.clone(),
+        );
+        registry.register(
+            "coalmine_controller_leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
+        registry.register(
+            "coalmine_canary_weight",
+            "Percent of traffic sent to the canary",
+            weight.clone(),
+        );
+        registry.register(
+            "coalmine_canary_phase",
+            "1 for the Canary's current phase, 0 for the others",
+            phase.clone(),
+        );
+        registry.register(
+            "coalmine_canary_analysis_e_value",
+            "The judge's e-value per metric (evidence that the canary is worse)",
+            e_value.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            weight,
+            phase,
+            e_value,
+            leader,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a reconcile and its time, and its error if it failed.
+    pub fn reconciled(&self, took: Duration, error: Option<&Error>) {
+        self.reconciles.inc();
+        self.duration.observe(took.as_secs_f64());
+        if let Some(e) = error {
+            self.errors
+                .get_or_create(&vec![("reason".into(), e.metric_label().into())])
+                .inc();
+        }
+    }
+
+    /// Records a Canary's weight, phase and e-values.
+    pub fn observe_canary(&self, namespace: &str, name: &str, status: &CanaryStatus) {
+        let base = vec![
+            ("namespace".to_owned(), namespace.to_owned()),
+            ("name".to_owned(), name.to_owned()),
+        ];
+        self.weight
+            .get_or_create(&base)
+            .set(i64::from(status.weight));
+        for p in PHASES {
+            let mut l = base.clone();
+            l.push(("phase".into(), p.to_string()));
+            self.phase
+                .get_or_create(&l)
+                .set(i64::from(p == status.phase));
+        }
+        for m in status.analysis.iter().flat_map(|a| &a.metrics) {
+            if let Some(e) = m.e_value {
+                let mut l = base.clone();
+                l.push(("metric".into(), m.name.clone()));
+                self.e_value.get_or_create(&l).set(e);
+            }
+        }
+    }
+
+    /// Drops a deleted Canary's series.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let base = vec![
+            ("namespace".to_owned(), namespace.to_owned()),
+            ("name".to_owned(), name.to_owned()),
+        ];
+        self.weight.remove(&base);
+        for p in PHASES {
+            let mut l = base.clone();
+            l.push(("phase".into(), p.to_string()));
+            self.phase.remove(&l);
+        }
+        // e-values are keyed by metric names this process may not know
+        // any more; they go when the process restarts.
+    }
+
+    /// Sets the leader gauge.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Marks the controller ready (its watches run).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let handler = move |req: Request<Incoming>, _peer| {
+        let metrics = metrics.clone();
+        async move { answer(&metrics, req.uri().path()) }
+    };
+    coalmine_proxy::server::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
+}
+
+/// Binds the operations address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+fn answer(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+            (StatusCode::OK, "text/plain", "ready\n".to_owned())
+        }
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "starting\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_series_show_weight_and_phase() {
+        let m = Metrics::new();
+        let status = CanaryStatus {
+            phase: Phase::Progressing,
+            weight: 25,
+            ..CanaryStatus::default()
+        };
+        m.observe_canary("shop", "web", &status);
+        m.reconciled(Duration::from_millis(3), None);
+        let text = m.render();
+        assert!(
+            text.contains(r#"coalmine_canary_weight{namespace="shop",name="web"} 25"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"coalmine_canary_phase{namespace="shop",name="web",phase="Progressing"} 1"#
+        ));
+        assert!(text.contains("coalmine_controller_reconciles_total 1"));
+        assert_eq!(
+            answer(&m, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        m.set_ready(true);
+        assert_eq!(answer(&m, "/readyz").status(), StatusCode::OK);
+        assert_eq!(answer(&m, "/healthz").status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,502 @@
+//! One reconcile of one Canary: observe the cluster, let
+//! `coalmine_core::rollout::decide` decide, store the status, then carry
+//! out the actions.
+//!
+//! The order is what makes a crash harmless: the status is written (with
+//! the object's resourceVersion, so a concurrent writer makes it 409 and
+//! the whole reconcile starts again from a fresh read) before any action,
+//! and every action is level-triggered, so the next reconcile repeats
+//! whatever a dead controller left undone. Nothing about a rollout lives in
+//! memory except the judge's evidence (see [`crate::analysis`]).
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use coalmine_core::Time;
+use coalmine_core::rollout::{Decision, Event, Observation, decide};
+use coalmine_core::status::{CanaryStatus, Condition};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::resource::{CanaryResource, Checked, FINALIZER, VALID_CONDITION};
+use crate::router::{self, RouteTarget, TrafficRouter};
+use crate::workload;
+use crate::{CONFLICT_RETRIES, Context, Error, apply};
+
+/// How often a Canary is looked at while a rollout waits on the cluster
+/// (readiness, promotion, scale-down), besides the Deployment watch.
+const ACTIVE_RESYNC: StdDuration = StdDuration::from_secs(5);
+/// How often a settled Canary is looked at anyway.
+const IDLE_RESYNC: StdDuration = StdDuration::from_secs(300);
+
+/// Reconciles one Canary (the `kube::runtime::Controller` callback).
+pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.is_leader() {
+        // Another replica acts; look again once leadership may have moved.
+        return Ok(Action::requeue(StdDuration::from_secs(2)));
+    }
+    let started = std::time::Instant::now();
+    let namespace = obj.namespace().to_owned();
+    let name = obj.name().to_owned();
+    let result = reconcile_fresh(&namespace, &name, &ctx).await;
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err());
+    if let Err(e) = &result {
+        tracing::warn!(canary = %name, namespace = %namespace, error = %e, "reconcile failed");
+        // Something the spec names is missing (an HTTPRoute, an Ingress):
+        // the user can fix that, so it is told where they look.
+        if let Error::Missing { .. } = e {
+            let event = Event {
+                warning: true,
+                reason: "ReconcileFailed",
+                message: e.to_string(),
+            };
+            ctx.publish(&obj, &event).await;
+        }
+    }
+    result
+}
+
+/// Requeue on an error: soon, and again the next time anything changes.
+pub fn error_policy(_obj: Arc<CanaryResource>, _e: &Error, _ctx: Arc<Context>) -> Action {
+    Action::requeue(StdDuration::from_secs(2))
+}
+
+async fn reconcile_fresh(namespace: &str, name: &str, ctx: &Context) -> Result<Action, Error> {
+    let api: Api<CanaryResource> = Api::namespaced(ctx.client.clone(), namespace);
+    let key = format!("{namespace}/{name}");
+    for _ in 0..CONFLICT_RETRIES {
+        // Always from a fresh read: the watch cache may be behind our own
+        // last status write.
+        let Some(canary) = api.get_opt(name).await? else {
+            ctx.analyses.forget(&key);
+            ctx.metrics.forget(namespace, name);
+            return Ok(Action::await_change());
+        };
+        let r = if canary.metadata.deletion_timestamp.is_some() {
+            finalize(&api, &canary, ctx).await
+        } else if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+            add_finalizer(&api, &canary).await.map(|()| None)
+        } else {
+            step(&api, &canary, ctx, &key).await.map(Some)
+        };
+        match r {
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => continue,
+            Err(e) => return Err(e),
+            Ok(Some(action)) => return Ok(action),
+            // The finalizer was added or removed: read again.
+            Ok(None) => continue,
+        }
+    }
+    Err(Error::Conflict(format!("Canary {key}")))
+}
+
+async fn add_finalizer(api: &Api<CanaryResource>, c: &CanaryResource) -> Result<(), Error> {
+    let mut finalizers = c.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": c.resource_version()}});
+    api.patch(c.name(), &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+/// The Canary is being deleted: all traffic to stable, the canary scaled
+/// down, then the finalizer goes (and with the Canary, by garbage
+/// collection, everything it owns).
+async fn finalize(
+    api: &Api<CanaryResource>,
+    c: &CanaryResource,
+    ctx: &Context,
+) -> Result<Option<Action>, Error> {
+    if !c.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Some(Action::await_change()));
+    }
+    // An invalid spec names no router coalmine could have acted through.
+    if let Ok(checked) = c.check() {
+        let router = router::for_plan(&checked.router);
+        let target = route_target(ctx, c, &checked)?;
+        match router.cleanup(&target).await {
+            Err(Error::Missing { .. }) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+        let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), c.namespace());
+        let total = replicas_wanted(&checked);
+        workload::scale(&deploys, &workload::canary_name(c.name()), 0).await?;
+        workload::scale(&deploys, c.name(), router.replicas(total, 0).0).await?;
+    }
+    let rest: Vec<String> = c
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": c.resource_version()}});
+    api.patch(c.name(), &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    let key = format!("{}/{}", c.namespace(), c.name());
+    ctx.analyses.forget(&key);
+    ctx.metrics.forget(c.namespace(), c.name());
+    tracing::info!(
+        canary = c.name(),
+        namespace = c.namespace(),
+        "deleted: traffic on stable, finalizer removed"
+    );
+    Ok(None)
+}
+
+fn replicas_wanted(checked: &Checked) -> i32 {
+    checked
+        .canary
+        .spec
+        .replicas
+        .and_then(|r| i32::try_from(r).ok())
+        .unwrap_or(1)
+}
+
+fn owner_of(c: &CanaryResource) -> Result<OwnerReference, Error> {
+    let mut owner = c.controller_owner_ref(&()).ok_or_else(|| Error::Missing {
+        field: "metadata.uid",
+        what: "the Canary has no uid yet".into(),
+    })?;
+    owner.block_owner_deletion = Some(true);
+    Ok(owner)
+}
+
+fn route_target(
+    ctx: &Context,
+    c: &CanaryResource,
+    checked: &Checked,
+) -> Result<RouteTarget, Error> {
+    Ok(RouteTarget {
+        client: ctx.client.clone(),
+        namespace: c.namespace().to_owned(),
+        name: c.name().to_owned(),
+        canary_service: workload::canary_name(c.name()),
+        port: workload::service_port(&checked.canary.spec).0,
+        owner: owner_of(c)?,
+    })
+}
+
+/// Sets a condition, moving `lastTransitionTime` only when its status changes.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Time,
+) {
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.status = status.to_owned();
+                c.last_transition_time = now;
+            }
+            c.reason = reason.to_owned();
+            c.message = message.to_owned();
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: now,
+        }),
+    }
+}
+
+/// Writes `status` with the object's resourceVersion (409 if it moved).
+async fn write_status(
+    api: &Api<CanaryResource>,
+    c: &CanaryResource,
+    status: &CanaryStatus,
+) -> Result<(), Error> {
+    let mut obj = c.clone();
+    obj.status = Some(serde_json::to_value(status)?);
+    api.replace_status(c.name(), &PostParams::default(), &obj)
+        .await?;
+    Ok(())
+}
+
+/// An invalid spec: a `Valid=False` condition naming the fields, a
+/// warning event when the message changes, and nothing else.
+async fn invalid(
+    api: &Api<CanaryResource>,
+    c: &CanaryResource,
+    ctx: &Context,
+    problems: &[coalmine_core::Problem],
+) -> Result<Action, Error> {
+    let mut status = c.core_status();
+    let message: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let message = message.join("; ");
+    let before = status.conditions.clone();
+    set_condition(
+        &mut status.conditions,
+        VALID_CONDITION,
+        "False",
+        "InvalidSpec",
+        &message,
+        Time::now(),
+    );
+    if status.conditions != before {
+        write_status(api, c, &status).await?;
+        ctx.publish(
+            c,
+            &Event {
+                warning: true,
+                reason: "InvalidSpec",
+                message: message.clone(),
+            },
+        )
+        .await;
+        tracing::warn!(canary = c.name(), namespace = c.namespace(), %message, "invalid spec; nothing changed");
+    }
+    Ok(Action::await_change())
+}
+
+/// What the cluster says about the two Deployments.
+fn observe(
+    status: &CanaryStatus,
+    desired: &str,
+    stable: Option<&Deployment>,
+    canary: Option<&Deployment>,
+) -> Observation {
+    let canary_ready = canary.is_some_and(|d| {
+        workload::ready_revision(d).is_some_and(|r| Some(&r) == status.canary_revision.as_ref())
+    });
+    Observation {
+        desired_revision: desired.to_owned(),
+        canary_ready,
+        canary_gone: workload::scaled_down(canary),
+        stable_ready_revision: stable.and_then(workload::ready_revision),
+        analysis: None,
+        command: None,
+    }
+}
+
+async fn step(
+    api: &Api<CanaryResource>,
+    c: &CanaryResource,
+    ctx: &Context,
+    key: &str,
+) -> Result<Action, Error> {
+    let checked = match c.check() {
+        Ok(checked) => checked,
+        Err(problems) => return invalid(api, c, ctx, &problems).await,
+    };
+    let status = c.core_status();
+    let spec = &checked.canary.spec;
+    let plan = &checked.plan;
+    let router = router::for_plan(&checked.router);
+    let total = replicas_wanted(&checked);
+    let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), c.namespace());
+    let canary_name = workload::canary_name(c.name());
+    let stable_d = deploys.get_opt(c.name()).await?;
+    let canary_d = deploys.get_opt(&canary_name).await?;
+    let desired = spec.desired_revision();
+    let mut obs = observe(&status, &desired, stable_d.as_ref(), canary_d.as_ref());
+
+    let share = router.share(total, status.weight);
+    let findings = ctx
+        .analyses
+        .observe(
+            key,
+            plan,
+            &status,
+            share,
+            coalmine_providers::Context {
+                name: c.name().to_owned(),
+                namespace: c.namespace().to_owned(),
+                interval: plan
+                    .analysis
+                    .as_ref()
+                    .map_or(StdDuration::from_secs(10), |a| a.interval.to_std()),
+            },
+        )
+        .await
+        .map_err(Error::Analysis)?;
+    obs.analysis = findings.report;
+    obs.command = c.command();
+
+    let now = Time::now();
+    let mut decision = decide(plan, &status, &obs, now);
+    set_condition(
+        &mut decision.status.conditions,
+        VALID_CONDITION,
+        "True",
+        "Valid",
+        "",
+        now,
+    );
+    if decision.status != status {
+        write_status(api, c, &decision.status).await?;
+    }
+    carry_out(
+        c,
+        ctx,
+        &checked,
+        router.as_ref(),
+        &decision,
+        &desired,
+        canary_d,
+    )
+    .await?;
+    ctx.metrics
+        .observe_canary(c.namespace(), c.name(), &decision.status);
+
+    let resync = if decision.status.phase.is_terminal() {
+        IDLE_RESYNC
+    } else {
+        ACTIVE_RESYNC
+    };
+    let mut next = resync;
+    if let Some(after) = decision.requeue_after {
+        next = next.min(after.to_std() + StdDuration::from_millis(50));
+    }
+    if let Some(after) = findings.next_in {
+        next = next.min(after + StdDuration::from_millis(10));
+    }
+    Ok(Action::requeue(next))
+}
+
+/// Carries out a decision's actions, in order, after the status is stored.
+async fn carry_out(
+    c: &CanaryResource,
+    ctx: &Context,
+    checked: &Checked,
+    router: &dyn TrafficRouter,
+    decision: &Decision,
+    desired: &str,
+    canary_d: Option<Deployment>,
+) -> Result<(), Error> {
+    let owner = owner_of(c)?;
+    let inputs = apply::Inputs {
+        name: c.name(),
+        spec: &checked.canary.spec,
+        desired,
+        owner: &owner,
+        canary_template: canary_d.as_ref().and_then(workload::template_of),
+    };
+    let ops = apply::operations(&inputs, router, decision)?;
+    let cluster = apply::Cluster {
+        deployments: Api::namespaced(ctx.client.clone(), c.namespace()),
+        services: Api::namespaced(ctx.client.clone(), c.namespace()),
+        router,
+        target: route_target(ctx, c, checked)?,
+    };
+    if decision.status.stable_revision.as_deref() != Some(desired)
+        && cluster.deployments.get_opt(c.name()).await?.is_none()
+    {
+        tracing::warn!(
+            canary = c.name(),
+            namespace = c.namespace(),
+            "stable Deployment missing and its template no longer in the spec; a promotion will recreate it"
+        );
+    }
+    apply::execute(&cluster, ops, |e| async move {
+        tracing::info!(
+            canary = c.name(),
+            namespace = c.namespace(),
+            reason = e.reason,
+            warning = e.warning,
+            "{}",
+            e.message
+        );
+        ctx.publish(c, &e).await;
+    })
+    .await
+}
+
+impl Context {
+    /// Records an event on the Canary; a failure is logged, never fatal
+    /// (the status already says what happened).
+    pub async fn publish(&self, c: &CanaryResource, e: &Event) {
+        let ev = KubeEvent {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.to_owned(),
+            note: Some(truncate(&e.message, 1000)),
+            action: "Rollout".to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&ev, &c.object_ref(&())).await {
+            tracing::warn!(canary = c.name(), error = %err, "could not record event {}", e.reason);
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(rev: &str, generation: i64, observed: i64, ready: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "generation": generation},
+            "spec": {"replicas": 2, "selector": {}, "template": {"metadata": {"annotations": {crate::resource::REVISION_ANNOTATION: rev}}}},
+            "status": {"observedGeneration": observed, "replicas": 2, "updatedReplicas": ready, "availableReplicas": ready}
+        }))
+        .expect("a deployment")
+    }
+
+    #[test]
+    fn the_canary_is_ready_only_at_the_rollouts_revision() {
+        let status = CanaryStatus {
+            canary_revision: Some("new".into()),
+            ..CanaryStatus::default()
+        };
+        let stable = deployment("old", 1, 1, 2);
+        let canary = deployment("new", 2, 2, 2);
+        let o = observe(&status, "new", Some(&stable), Some(&canary));
+        assert!(o.canary_ready);
+        assert!(!o.canary_gone);
+        assert_eq!(o.stable_ready_revision.as_deref(), Some("old"));
+        let behind = deployment("new", 3, 2, 2);
+        assert!(!observe(&status, "new", None, Some(&behind)).canary_ready);
+        let other = deployment("older", 1, 1, 2);
+        assert!(!observe(&status, "new", None, Some(&other)).canary_ready);
+        let o = observe(&status, "new", None, None);
+        assert!(!o.canary_ready && o.canary_gone);
+        assert_eq!(o.stable_ready_revision, None);
+    }
+
+    #[test]
+    fn conditions_move_their_time_only_on_a_change_of_status() {
+        let mut c = Vec::new();
+        let t0 = Time::from_unix_millis(0);
+        let t1 = Time::from_unix_millis(1000);
+        set_condition(&mut c, "Valid", "True", "Valid", "", t0);
+        set_condition(&mut c, "Valid", "True", "Valid", "again", t1);
+        assert_eq!(c[0].last_transition_time, t0);
+        set_condition(&mut c, "Valid", "False", "InvalidSpec", "bad", t1);
+        assert_eq!(c[0].last_transition_time, t1);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate(&s, 1000);
+        assert!(t.len() <= 1004);
+        assert_eq!(truncate("short", 10), "short");
+    }
+}

@@ -1,0 +1,441 @@
+//! The `Canary` custom resource as the controller reads and writes it, and
+//! the names (labels, annotations, finalizer) the controller puts on the
+//! objects it manages.
+//!
+//! The spec is kept as raw JSON rather than as `coalmine_core::spec::CanarySpec`:
+//! a watcher that cannot decode an object drops it, and an invalid spec must
+//! instead reach the reconciler, which names the bad field in a condition.
+//! [`CanaryResource::check`] runs the same loader and validator as
+//! `coalmine validate`, so the cluster accepts exactly what the CLI does.
+
+use std::borrow::Cow;
+
+use coalmine_core::plan::{Plan, Provider, Router, Target};
+use coalmine_core::spec::{API_VERSION, Canary, KIND};
+use coalmine_core::status::CanaryStatus;
+use coalmine_core::{Problem, validate};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The API group.
+pub const GROUP: &str = "coalmine.dev";
+/// The served version.
+pub const VERSION: &str = "v1alpha1";
+/// The plural resource name.
+pub const PLURAL: &str = "canaries";
+
+/// `app.kubernetes.io/managed-by`, on every object the controller creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`], also the field manager and event reporter.
+pub const MANAGER: &str = "coalmine";
+/// `stable` or `canary` on pod templates and Deployment selectors, so one
+/// Service can select both tracks and another only one.
+pub const TRACK_LABEL: &str = "coalmine.dev/track";
+/// The revision (pod-template fingerprint) a Deployment's pods run.
+pub const REVISION_ANNOTATION: &str = "coalmine.dev/revision";
+/// A person's command, `<kind>/<unique id>`, written by the CLI.
+pub const COMMAND_ANNOTATION: &str = "coalmine.dev/command";
+/// Held on every Canary until its traffic is back on stable.
+pub const FINALIZER: &str = "coalmine.dev/cleanup";
+/// The condition saying whether the spec could be used.
+pub const VALID_CONDITION: &str = "Valid";
+
+/// A Canary object: Kubernetes metadata, the spec as written, the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CanaryResource {
+    /// `coalmine.dev/v1alpha1`.
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    /// `Canary`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name, namespace, uid, resourceVersion, finalizers, annotations.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The spec as the user wrote it; checked by [`CanaryResource::check`].
+    #[serde(default)]
+    pub spec: Value,
+    /// What the controller last wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
+}
+
+impl kube::Resource for CanaryResource {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        KIND.into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        GROUP.into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        VERSION.into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        PLURAL.into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A Canary whose spec passed every check.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The typed resource.
+    pub canary: Canary,
+    /// Its plan.
+    pub plan: Plan,
+    /// The router named by the plan.
+    pub router: Router,
+}
+
+impl CanaryResource {
+    /// A new object with this name, namespace and spec (for tests and tools).
+    pub fn new(namespace: &str, name: &str, spec: Value) -> Self {
+        CanaryResource {
+            api_version: API_VERSION.to_owned(),
+            kind: KIND.to_owned(),
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        }
+    }
+
+    /// The object's name (empty if it has none, which the API server forbids).
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The object's namespace.
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The document `coalmine validate` would read for this object.
+    pub fn document(&self) -> Value {
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": self.metadata.name,
+                "namespace": self.metadata.namespace,
+                "labels": self.metadata.labels.clone().unwrap_or_default(),
+                "annotations": self.metadata.annotations.clone().unwrap_or_default(),
+            },
+            "spec": self.spec,
+        })
+    }
+
+    /// Loads and validates the spec for the controller: the plan, or every
+    /// error (warnings are dropped; `coalmine validate` shows them).
+    pub fn check(&self) -> Result<Checked, Vec<Problem>> {
+        let text = self.document().to_string();
+        let (canary, plan, _warnings) = validate::load(&text)?;
+        let router = match &plan.target {
+            Target::Kubernetes { router } => router.clone(),
+            Target::Local { .. } => {
+                return Err(vec![Problem::error(
+                    "spec.upstreams",
+                    "is for `coalmine run`; the controller needs a pod `template`",
+                )]);
+            }
+        };
+        let mut problems = Vec::new();
+        match &router {
+            Router::Istio { .. } => problems.push(
+                Problem::error(
+                    "spec.trafficRouting.istio",
+                    "the controller has no Istio router yet",
+                )
+                .hint("use replicas, gatewayAPI or nginx"),
+            ),
+            Router::Proxy => problems.push(
+                Problem::error(
+                    "spec.trafficRouting.proxy",
+                    "the controller has no proxy router yet",
+                )
+                .hint("use replicas, gatewayAPI or nginx"),
+            ),
+            _ => {}
+        }
+        problems.extend(router_limits(&router, &plan));
+        if let Some(analysis) = &plan.analysis {
+            for (i, m) in analysis.metrics.iter().enumerate() {
+                if matches!(m.provider, Provider::Builtin { .. }) {
+                    problems.push(
+                        Problem::error(
+                            format!("spec.analysis.metrics[{i}].builtin"),
+                            format!(
+                                "metric `{}` reads coalmine's proxy, which this router does not run",
+                                m.name
+                            ),
+                        )
+                        .hint("use a prometheus or webhook metric in Kubernetes"),
+                    );
+                }
+            }
+        }
+        // Provider settings the loader cannot judge (an https address, a
+        // URL hyper cannot send to) are spec errors too, not reconcile
+        // failures repeated every few seconds.
+        if problems.is_empty()
+            && let Some(analysis) = &plan.analysis
+            && let Err(e) = coalmine_providers::sources(analysis, None)
+        {
+            let metric = source_metric(&e);
+            let at = analysis
+                .metrics
+                .iter()
+                .position(|m| m.name == metric)
+                .map_or_else(
+                    || "spec.analysis.metrics".to_owned(),
+                    |i| format!("spec.analysis.metrics[{i}]"),
+                );
+            problems.push(Problem::error(at, e.to_string()));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Checked {
+            canary,
+            plan,
+            router,
+        })
+    }
+
+    /// The stored status; a status that cannot be read starts afresh (with
+    /// a warning in the logs), as an object created without one does.
+    pub fn core_status(&self) -> CanaryStatus {
+        match &self.status {
+            None | Some(Value::Null) => CanaryStatus::default(),
+            Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+                tracing::warn!(canary = self.name(), error = %e, "unreadable status; starting afresh");
+                CanaryStatus::default()
+            }),
+        }
+    }
+
+    /// The pending command from [`COMMAND_ANNOTATION`], if it is well formed.
+    pub fn command(&self) -> Option<coalmine_core::rollout::Command> {
+        let text = self
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(COMMAND_ANNOTATION)?;
+        parse_command(text)
+    }
+}
+
+/// What the validator allows for a router but the controller's router
+/// cannot do, so that nothing the user asked for is silently ignored.
+fn router_limits(router: &Router, plan: &Plan) -> Vec<Problem> {
+    use coalmine_core::plan::PlanStep;
+    let mut problems = Vec::new();
+    if plan.session_affinity.is_some() && !matches!(router, Router::Replicas) {
+        problems.push(
+            Problem::error(
+                "spec.sessionAffinity",
+                format!(
+                    "the controller's {} router cannot keep users on one version yet",
+                    router.name()
+                ),
+            )
+            .hint("remove sessionAffinity, or use `coalmine run` with the proxy"),
+        );
+    }
+    if let Router::Nginx { .. } = router {
+        for (i, step) in plan.steps.iter().enumerate() {
+            let PlanStep::SetHeaderRoute(matches) = step else {
+                continue;
+            };
+            let at = format!("spec.steps[{i}].setHeaderRoute.match");
+            let headers = matches.iter().filter(|m| m.header.is_some()).count();
+            let cookies: Vec<_> = matches.iter().filter(|m| m.cookie.is_some()).collect();
+            if headers > 1 || cookies.len() > 1 {
+                problems.push(
+                    Problem::error(
+                        at.clone(),
+                        "ingress-nginx takes one header and one cookie per canary",
+                    )
+                    .hint("keep one header match and at most one cookie match"),
+                );
+            }
+            if cookies
+                .iter()
+                .any(|c| c.regex.is_some() || c.value.as_deref() != Some("always"))
+            {
+                problems.push(
+                    Problem::error(
+                        at,
+                        "ingress-nginx sends a cookie to the canary only when its value is `always`",
+                    )
+                    .hint("write {cookie: NAME, value: always}"),
+                );
+            }
+        }
+    }
+    problems
+}
+
+/// The metric a provider problem is about.
+fn source_metric(e: &coalmine_providers::SourceError) -> &str {
+    use coalmine_providers::SourceError as E;
+    match e {
+        E::NoBuiltinSource { metric }
+        | E::Https { metric, .. }
+        | E::Url { metric, .. }
+        | E::Field { metric, .. } => metric,
+    }
+}
+
+/// `promote/ID`, `promote-full/ID`, `abort/ID`, `pause/ID`, `resume/ID`,
+/// `retry/ID`; the id makes the command act once.
+pub fn parse_command(text: &str) -> Option<coalmine_core::rollout::Command> {
+    use coalmine_core::rollout::{Command, CommandKind};
+    let (kind, id) = text.trim().split_once('/')?;
+    let kind = match kind {
+        "promote" => CommandKind::Promote,
+        "promote-full" | "promote--full" => CommandKind::PromoteFull,
+        "abort" => CommandKind::Abort,
+        "pause" => CommandKind::Pause,
+        "resume" => CommandKind::Resume,
+        "retry" => CommandKind::Retry,
+        _ => return None,
+    };
+    (!id.is_empty()).then(|| Command {
+        id: text.trim().to_owned(),
+        kind,
+    })
+}
+
+/// A minimal CRD for the resource (schema open, status subresource), for
+/// tests against the fake API server; the real CRD is `coalmine crd`'s.
+pub fn minimal_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{PLURAL}.{GROUP}")},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": KIND, "plural": PLURAL, "singular": "canary", "listKind": "CanaryList"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION,
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}}
+            }]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coalmine_core::rollout::CommandKind;
+
+    fn spec() -> Value {
+        json!({
+            "replicas": 2,
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+            "steps": [{"setWeight": 50}]
+        })
+    }
+
+    #[test]
+    fn a_valid_spec_gives_a_plan_with_the_default_router() {
+        let c = CanaryResource::new("default", "web", spec());
+        let checked = c.check().expect("valid spec");
+        assert_eq!(checked.router, Router::Replicas);
+        assert_eq!(checked.plan.steps.len(), 1);
+    }
+
+    #[test]
+    fn an_invalid_spec_names_the_field() {
+        let mut s = spec();
+        s["steps"] = json!([{"setWeight": 140}]);
+        let c = CanaryResource::new("default", "web", s);
+        let problems = c.check().expect_err("weight above 100");
+        assert!(
+            problems.iter().any(|p| p.path == "spec.steps[0].setWeight"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn builtin_metrics_and_unbuilt_routers_are_refused() {
+        let mut s = spec();
+        s["analysis"] = json!({"metrics": [{"name": "errors", "builtin": "errors"}]});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("no proxy to read");
+        assert_eq!(problems[0].path, "spec.analysis.metrics[0].builtin");
+        let mut s = spec();
+        s["trafficRouting"] = json!({"istio": {"virtualService": "web"}});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("no istio router yet");
+        assert_eq!(problems[0].path, "spec.trafficRouting.istio");
+        let mut s = spec();
+        s["analysis"] = json!({"metrics": [{"name": "p99",
+            "webhook": {"url": "https://metrics.example/p99", "value": "$.v"},
+            "threshold": {"max": 1.0}}]});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("https is not supported");
+        assert_eq!(problems[0].path, "spec.analysis.metrics[0]");
+        assert!(problems[0].message.contains("https"), "{problems:?}");
+    }
+
+    #[test]
+    fn what_a_router_cannot_do_is_refused() {
+        let mut s = spec();
+        s["trafficRouting"] = json!({"nginx": {"ingress": "web"}});
+        s["steps"] = json!([
+            {"setWeight": 5},
+            {"setHeaderRoute": {"match": [{"cookie": "beta", "value": "yes"}]}}
+        ]);
+        s["sessionAffinity"] = json!({"cookie": "coalmine-track"});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("not for nginx");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["spec.sessionAffinity", "spec.steps[1].setHeaderRoute.match"]
+        );
+    }
+
+    #[test]
+    fn commands_parse_with_their_id() {
+        let c = parse_command("promote/42").expect("a command");
+        assert_eq!(c.kind, CommandKind::Promote);
+        assert_eq!(c.id, "promote/42");
+        assert_eq!(
+            parse_command("promote-full/a").map(|c| c.kind),
+            Some(CommandKind::PromoteFull)
+        );
+        assert!(parse_command("explode/1").is_none());
+        assert!(parse_command("abort/").is_none());
+        assert!(parse_command("abort").is_none());
+    }
+}

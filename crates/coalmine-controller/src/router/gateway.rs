@@ -1,0 +1,336 @@
+//! The `gatewayAPI` router: weights on the backendRefs of the user's
+//! HTTPRoute (`gateway.networking.k8s.io/v1`).
+//!
+//! Only the rules that send to the stable Service `NAME` are touched: the
+//! stable backendRef gets weight `100 - w`, a backendRef to `NAME-canary`
+//! (same port) is added with weight `w`, and a `RequestMirror` filter to the
+//! canary carries `setMirror`'s percent. Header routes become one extra
+//! rule, named `coalmine-canary-headers` and placed first, matching the
+//! first stable rule's matches combined with each header (cookies as a
+//! regular expression on the `Cookie` header) and sending to the canary
+//! only. All stable removes every trace: the canary backendRefs, the
+//! mirror filters and the header rule. The rest of the route (other rules,
+//! parents, hostnames, other filters) is left alone.
+
+use coalmine_core::routes::{HeaderMatch, Routes};
+use futures_util::future::BoxFuture;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::{Value, json};
+
+use super::{RouteTarget, TrafficRouter};
+use crate::Error;
+
+/// The name of the rule coalmine adds for header routes.
+pub const HEADER_RULE: &str = "coalmine-canary-headers";
+
+/// The Gateway API router.
+#[derive(Debug, Clone)]
+pub struct GatewayApi {
+    /// The HTTPRoute's name.
+    pub http_route: String,
+}
+
+/// The HTTPRoute resource.
+pub fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+fn refers_to(backend: &Value, service: &str) -> bool {
+    backend.get("name").and_then(Value::as_str) == Some(service)
+        && backend
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_none_or(|k| k == "Service")
+        && backend
+            .get("group")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+}
+
+fn is_canary_mirror(filter: &Value, canary: &str) -> bool {
+    filter.get("type").and_then(Value::as_str) == Some("RequestMirror")
+        && filter
+            .pointer("/requestMirror/backendRef")
+            .is_some_and(|b| refers_to(b, canary))
+}
+
+/// An HTTPRoute header match for one of coalmine's header routes.
+fn header_match(m: &HeaderMatch) -> Value {
+    match (&m.header, &m.cookie, &m.value, &m.regex) {
+        (Some(h), _, Some(v), _) => json!({"type": "Exact", "name": h, "value": v}),
+        (Some(h), _, None, Some(r)) => json!({"type": "RegularExpression", "name": h, "value": r}),
+        (None, Some(c), value, regex) => {
+            let v = match (value, regex) {
+                (Some(v), _) => regex_escape(v),
+                (None, Some(r)) => format!("(?:{r})"),
+                (None, None) => String::new(),
+            };
+            json!({"type": "RegularExpression", "name": "Cookie",
+                   "value": format!("(^|;\\s*){}={v}(;|$)", regex_escape(c))})
+        }
+        _ => json!({"type": "Exact", "name": "x-coalmine-never", "value": "never"}),
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether any rule of the route's spec sends to Service `service`.
+pub fn sends_to(spec: &Value, service: &str) -> bool {
+    spec.get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("backendRefs").and_then(Value::as_array))
+        .flatten()
+        .any(|b| refers_to(b, service))
+}
+
+/// The route's spec with `routes` in effect (pure).
+pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Value {
+    let mut spec = spec.clone();
+    let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) else {
+        return spec;
+    };
+    rules.retain(|r| r.get("name").and_then(Value::as_str) != Some(HEADER_RULE));
+    let live = routes.reaches_canary();
+    let w = i64::from(routes.canary_weight.min(100));
+    let mut first_matches: Option<Value> = None;
+    let mut port: Option<Value> = None;
+    for rule in rules.iter_mut() {
+        let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let Some(stable_ref) = refs.iter_mut().find(|b| refers_to(b, stable)) else {
+            continue;
+        };
+        let p = stable_ref.get("port").cloned();
+        if live {
+            stable_ref["weight"] = json!(100 - w);
+        } else if let Some(o) = stable_ref.as_object_mut() {
+            // All stable: the weight coalmine set goes too (default 1).
+            o.remove("weight");
+        }
+        refs.retain(|b| !refers_to(b, canary));
+        if live {
+            let mut c = json!({"name": canary, "weight": w});
+            if let Some(p) = &p {
+                c["port"] = p.clone();
+            }
+            refs.push(c);
+        }
+        if let Some(filters) = rule.get_mut("filters").and_then(Value::as_array_mut) {
+            filters.retain(|f| !is_canary_mirror(f, canary));
+        }
+        if live && routes.mirror_percent > 0 {
+            let mut backend = json!({"name": canary});
+            if let Some(p) = &p {
+                backend["port"] = p.clone();
+            }
+            let filter = json!({"type": "RequestMirror",
+                "requestMirror": {"backendRef": backend, "percent": routes.mirror_percent}});
+            match rule.get_mut("filters").and_then(Value::as_array_mut) {
+                Some(f) => f.push(filter),
+                None => rule["filters"] = json!([filter]),
+            }
+        }
+        if rule
+            .get("filters")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+            && let Some(o) = rule.as_object_mut()
+        {
+            o.remove("filters");
+        }
+        if first_matches.is_none() {
+            first_matches = Some(rule.get("matches").cloned().unwrap_or(json!([{}])));
+            port = p;
+        }
+    }
+    if live && !routes.header_routes.is_empty() {
+        let base: Vec<Value> = first_matches
+            .and_then(|m| m.as_array().cloned())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| vec![json!({})]);
+        let mut matches = Vec::new();
+        for b in &base {
+            for h in &routes.header_routes {
+                let mut m = b.clone();
+                let mut headers = m
+                    .get("headers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                headers.push(header_match(h));
+                m["headers"] = Value::Array(headers);
+                matches.push(m);
+            }
+        }
+        let mut backend = json!({"name": canary, "weight": 1});
+        if let Some(p) = port {
+            backend["port"] = p;
+        }
+        rules.insert(
+            0,
+            json!({"name": HEADER_RULE, "matches": matches, "backendRefs": [backend]}),
+        );
+    }
+    spec
+}
+
+impl TrafficRouter for GatewayApi {
+    fn kind(&self) -> &'static str {
+        "gatewayAPI"
+    }
+
+    fn canary_service(&self) -> bool {
+        true
+    }
+
+    fn apply<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        routes: &'a Routes,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                target.client.clone(),
+                &target.namespace,
+                &http_route_resource(),
+            );
+            for _ in 0..crate::CONFLICT_RETRIES {
+                let Some(mut route) = api.get_opt(&self.http_route).await? else {
+                    return Err(Error::Missing {
+                        field: "spec.trafficRouting.gatewayAPI.httpRoute",
+                        what: format!(
+                            "HTTPRoute {}/{} does not exist",
+                            target.namespace, self.http_route
+                        ),
+                    });
+                };
+                let spec = route.data.get("spec").cloned().unwrap_or(json!({}));
+                if routes.reaches_canary() && !sends_to(&spec, &target.name) {
+                    return Err(Error::Missing {
+                        field: "spec.trafficRouting.gatewayAPI.httpRoute",
+                        what: format!(
+                            "no rule of HTTPRoute {} sends to Service {}",
+                            self.http_route, target.name
+                        ),
+                    });
+                }
+                let wanted = rewrite(&spec, &target.name, &target.canary_service, routes);
+                if wanted == spec {
+                    return Ok(());
+                }
+                route.data["spec"] = wanted;
+                match api
+                    .replace(&self.http_route, &PostParams::default(), &route)
+                    .await
+                {
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    r => {
+                        r?;
+                        return Ok(());
+                    }
+                }
+            }
+            Err(Error::Conflict(format!("HTTPRoute {}", self.http_route)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> Value {
+        json!({
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["shop.example"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                 "backendRefs": [{"name": "web", "port": 80}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 80}]}
+            ]
+        })
+    }
+
+    #[test]
+    fn weights_go_on_the_stable_rules_only() {
+        let routes = Routes {
+            canary_weight: 25,
+            ..Routes::default()
+        };
+        let out = rewrite(&route(), "web", "web-canary", &routes);
+        assert_eq!(
+            out["rules"][0]["backendRefs"],
+            json!([{"name": "web", "port": 80, "weight": 75}, {"name": "web-canary", "port": 80, "weight": 25}])
+        );
+        assert_eq!(out["rules"][1], route()["rules"][1]);
+        assert!(sends_to(&route(), "web"));
+        assert!(!sends_to(&route(), "shop"));
+        assert_eq!(out["parentRefs"], route()["parentRefs"]);
+        // Idempotent, and all stable restores the route as it was.
+        assert_eq!(rewrite(&out, "web", "web-canary", &routes), out);
+        assert_eq!(
+            rewrite(&out, "web", "web-canary", &Routes::all_stable()),
+            route()
+        );
+    }
+
+    #[test]
+    fn header_routes_are_a_first_rule_to_the_canary() {
+        let routes = Routes {
+            canary_weight: 0,
+            header_routes: vec![
+                HeaderMatch {
+                    header: Some("x-canary".into()),
+                    value: Some("always".into()),
+                    ..HeaderMatch::default()
+                },
+                HeaderMatch {
+                    cookie: Some("beta".into()),
+                    value: Some("yes".into()),
+                    ..HeaderMatch::default()
+                },
+            ],
+            mirror_percent: 10,
+            ..Routes::default()
+        };
+        let out = rewrite(&route(), "web", "web-canary", &routes);
+        let rule = &out["rules"][0];
+        assert_eq!(rule["name"], HEADER_RULE);
+        assert_eq!(
+            rule["backendRefs"],
+            json!([{"name": "web-canary", "port": 80, "weight": 1}])
+        );
+        assert_eq!(rule["matches"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            rule["matches"][0]["headers"][0],
+            json!({"type": "Exact", "name": "x-canary", "value": "always"})
+        );
+        assert_eq!(rule["matches"][0]["path"]["value"], "/");
+        assert_eq!(rule["matches"][1]["headers"][0]["name"], "Cookie");
+        assert_eq!(
+            out["rules"][1]["filters"][0]["requestMirror"]["percent"],
+            json!(10)
+        );
+        assert_eq!(out["rules"].as_array().map(Vec::len), Some(3));
+        assert_eq!(
+            rewrite(&out, "web", "web-canary", &Routes::all_stable()),
+            route()
+        );
+    }
+}

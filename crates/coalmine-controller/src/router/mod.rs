@@ -1,0 +1,95 @@
+//! Traffic routers: how a route table ([`Routes`]) is put in effect in a
+//! cluster. One small trait, [`TrafficRouter`], so Istio and coalmine's own
+//! proxy can be added beside the three here:
+//!
+//! - [`replicas`]: no router object; the canary's share of the pods behind
+//!   one Service is the split, so the replica counts follow the weight;
+//! - [`gateway`]: weights on the backendRefs of the user's HTTPRoute, and
+//!   header routes as an extra rule placed first;
+//! - [`nginx`]: a managed `NAME-canary` Ingress with ingress-nginx's canary
+//!   annotations, copying the user's Ingress rules.
+//!
+//! Every `apply` is level-triggered and idempotent: it reads the object,
+//! computes the wanted one with a pure function (unit-tested), and writes
+//! only when they differ; a 409 is retried from a fresh read.
+
+pub mod gateway;
+pub mod nginx;
+pub mod replicas;
+
+use coalmine_core::plan::Router;
+use coalmine_core::routes::Routes;
+use futures_util::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Client;
+
+use crate::Error;
+
+/// Where a router acts: the Canary's objects.
+#[derive(Clone)]
+pub struct RouteTarget {
+    /// The API client.
+    pub client: Client,
+    /// The Canary's namespace.
+    pub namespace: String,
+    /// The Canary's name, also the stable Service's.
+    pub name: String,
+    /// The canary Service's name.
+    pub canary_service: String,
+    /// The Services' port.
+    pub port: i32,
+    /// An owner reference to the Canary, for objects the router creates.
+    pub owner: OwnerReference,
+}
+
+/// One way of splitting traffic between the stable and canary pods.
+pub trait TrafficRouter: Send + Sync {
+    /// The `spec.trafficRouting` key.
+    fn kind(&self) -> &'static str;
+
+    /// Whether the canary needs its own Service `NAME-canary` (and the
+    /// stable Service selects only stable pods).
+    fn canary_service(&self) -> bool;
+
+    /// Replicas of (stable, canary) at this weight, for `total` wanted.
+    fn replicas(&self, total: i32, weight: u8) -> (i32, i32) {
+        let _ = weight;
+        (total, total)
+    }
+
+    /// The canary's share of real requests at this weight.
+    fn share(&self, total: i32, weight: u8) -> f64 {
+        let _ = total;
+        f64::from(weight) / 100.0
+    }
+
+    /// Puts `routes` in effect.
+    fn apply<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+        routes: &'a Routes,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Removes what the router added to objects the Canary does not own
+    /// (the Canary is being deleted): all traffic to stable.
+    fn cleanup<'a>(&'a self, target: &'a RouteTarget) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let all = Routes::all_stable();
+            self.apply(target, &all).await
+        })
+    }
+}
+
+/// The router a plan names. Istio and the proxy are refused earlier, by
+/// [`crate::resource::CanaryResource::check`].
+pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
+    match router {
+        Router::GatewayApi { http_route } => Box::new(gateway::GatewayApi {
+            http_route: http_route.clone(),
+        }),
+        Router::Nginx { ingress } => Box::new(nginx::Nginx {
+            ingress: ingress.clone(),
+        }),
+        Router::Replicas | Router::Istio { .. } | Router::Proxy => Box::new(replicas::Replicas),
+    }
+}
