@@ -9,8 +9,8 @@
 //! id. A command the rollout ignores (e.g. `resume` when nothing is
 //! paused) exits 1 with the reason, so scripts can tell.
 //!
-//! Without `--admin` the commands address a Canary in Kubernetes through
-//! the current kubeconfig; that side comes with the controller.
+//! Without `--admin` they address a Canary in Kubernetes by NAME through
+//! the current kubeconfig ([`super::kube_control`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -102,7 +102,8 @@ pub enum Verb {
 }
 
 impl Verb {
-    fn word(self) -> &'static str {
+    /// The word people type.
+    pub fn word(self) -> &'static str {
         match self {
             Verb::Promote { full: false } => "promote",
             Verb::Promote { full: true } => "promote --full",
@@ -111,6 +112,11 @@ impl Verb {
             Verb::Resume => "resume",
             Verb::Retry => "retry",
         }
+    }
+
+    /// The command's kind in the `coalmine.dev/command` annotation.
+    pub fn annotation_kind(self) -> &'static str {
+        self.path().trim_start_matches('/')
     }
 
     fn path(self) -> &'static str {
@@ -153,31 +159,44 @@ fn finish(word: &str, result: Result<(), String>) -> ExitCode {
     }
 }
 
-/// The admin URL, or why there is none.
-fn admin_of(target: &Target, word: &str) -> Result<String, String> {
-    match &target.admin {
-        Some(url) => Ok(url.clone()),
-        None => {
-            let what = match (&target.name, &target.namespace) {
-                (Some(n), Some(ns)) => format!("Canary {ns}/{n}"),
-                (Some(n), None) => format!("Canary {n}"),
-                _ => "a Canary".to_string(),
-            };
-            Err(format!(
-                "{what} in Kubernetes: talking to a cluster needs the controller, which this build does not have yet. \
-                 To control a running `coalmine run` or `coalmine demo`, pass --admin http://127.0.0.1:9901 (its --admin address): \
-                 coalmine {word} --admin http://127.0.0.1:9901"
-            ))
-        }
+/// Where a command goes: a running `coalmine run`, or a Canary in Kubernetes.
+enum Destination {
+    Admin(String),
+    Kubernetes {
+        name: String,
+        namespace: Option<String>,
+    },
+}
+
+fn destination(target: &Target, word: &str) -> Result<Destination, String> {
+    match (&target.admin, &target.name) {
+        (Some(url), _) => Ok(Destination::Admin(url.clone())),
+        (None, Some(name)) => Ok(Destination::Kubernetes {
+            name: name.clone(),
+            namespace: target.namespace.clone(),
+        }),
+        (None, None) => Err(format!(
+            "name the Canary (coalmine {word} NAME [-n NAMESPACE]) or, for a running `coalmine run` or `coalmine demo`, pass its admin address: coalmine {word} --admin http://127.0.0.1:9901"
+        )),
     }
 }
 
 fn command(target: &Target, verb: Verb) -> ExitCode {
     let word = verb.word();
-    let result = admin_of(target, word).and_then(|url| {
+    let result = destination(target, word).and_then(|dest| {
         runtime()?.block_on(async {
-            let base = Base::parse(&url, "--admin").await?;
-            send(&base, verb).await
+            match dest {
+                Destination::Admin(url) => {
+                    let base = Base::parse(&url, "--admin").await?;
+                    send(&base, verb).await
+                }
+                Destination::Kubernetes { name, namespace } => {
+                    super::kube_control::Addressed::connect(&name, namespace.as_deref())
+                        .await?
+                        .send(verb)
+                        .await
+                }
+            }
         })
     });
     finish(word, result)
@@ -262,8 +281,17 @@ async fn fetch_status(base: &Base) -> Result<CanaryStatus, String> {
 
 /// `coalmine get`.
 pub fn get(args: &GetArgs) -> ExitCode {
-    let result = admin_of(&args.target, "get").and_then(|url| {
+    let result = destination(&args.target, "get").and_then(|dest| {
         runtime()?.block_on(async {
+            let url = match dest {
+                Destination::Admin(url) => url,
+                Destination::Kubernetes { name, namespace } => {
+                    return super::kube_control::Addressed::connect(&name, namespace.as_deref())
+                        .await?
+                        .get(args.watch, args.output)
+                        .await;
+                }
+            };
             let base = Base::parse(&url, "--admin").await?;
             let mut last = String::new();
             let mut seen = false;
@@ -300,7 +328,7 @@ pub fn get(args: &GetArgs) -> ExitCode {
 }
 
 /// One line: phase, step, weight, routes.
-fn headline(s: &CanaryStatus) -> String {
+pub(crate) fn headline(s: &CanaryStatus) -> String {
     let mut line = format!("{} · step {} · weight {}%", s.phase, s.step, s.weight);
     if !s.header_routes.is_empty() {
         line.push_str(&format!(" · header routes {}", s.header_routes.len()));
@@ -312,7 +340,7 @@ fn headline(s: &CanaryStatus) -> String {
 }
 
 /// The status for people.
-fn render(s: &CanaryStatus) -> String {
+pub(crate) fn render(s: &CanaryStatus) -> String {
     let mut out = headline(s) + "\n";
     let short = |r: &Option<String>| {
         r.as_deref()

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod crd;
 pub mod demo;
 pub mod http;
+pub mod kube_control;
 pub mod load;
 pub mod proxy;
 pub mod run;
