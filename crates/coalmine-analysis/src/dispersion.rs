@@ -57,6 +57,9 @@ pub const LOWER_Z: f64 = 1.0;
 /// Assumed per-minute variance of one version's rate multiplier
 /// (`e^(sigma^2) - 1` for a mean-one lognormal: 0.6 is sigma 0.69).
 pub const WOBBLE: f64 = 0.6;
+/// Bad events per minute (both versions) from which [`WOBBLE`] is assumed
+/// in full; below, in proportion (see [`Dispersion::assumed`]).
+pub const FULL_WOBBLE_EVENTS: f64 = 4.0;
 /// Minutes before the assumed wobble starts to count...
 pub const RAMP_START_BLOCKS: f64 = 5.0;
 /// ...and minutes over which it grows to full strength.
@@ -185,7 +188,16 @@ impl Dispersion {
         (estimate * (1.0 - LOWER_Z * relative_se)).max(1.0)
     }
 
-    /// The assumed part: `1 + ramp m WOBBLE / 4`.
+    /// The assumed part: `1 + ramp m W / 4`, with `m` the bad events per
+    /// minute and `W = WOBBLE min(1, m / FULL_WOBBLE_EVENTS)`.
+    ///
+    /// `WOBBLE` is larger than the wobble it is meant to withstand
+    /// (0.28 for a lognormal sigma of 0.5): it also pays back the first
+    /// minutes, in which nothing is assumed. That debt grows with the bad
+    /// events seen in those minutes, and with fewer than a few a minute it
+    /// is small, so `W` is scaled down there; at 1 req/s a full `WOBBLE`
+    /// would cost a slowly detected regression 8 points of detection
+    /// (docs/analysis.md).
     pub fn assumed(&self) -> f64 {
         if self.completed == 0 {
             return 1.0;
@@ -194,7 +206,8 @@ impl Dispersion {
         let by_events = (self.events - RAMP_START_EVENTS) / RAMP_EVENTS;
         let ramp = by_time.max(by_events).clamp(0.0, 1.0);
         let per_block = self.events / self.completed as f64;
-        1.0 + ramp * per_block * WOBBLE / 4.0
+        let wobble = WOBBLE * (per_block / FULL_WOBBLE_EVENTS).min(1.0);
+        1.0 + ramp * per_block * wobble / 4.0
     }
 
     /// The log rate ratio at which the expected canary bad events equal
