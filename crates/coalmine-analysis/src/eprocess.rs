@@ -183,6 +183,14 @@ impl RatioEProcess {
     /// log-likelihood is linear in the counts, so this is the e-process of
     /// the counts divided by `phi`, the quasi-likelihood correction for bad
     /// events that arrive in clumps (see [`crate::dispersion`]).
+    ///
+    /// Whatever `phi >= 1` is, and however it was chosen from the data,
+    /// the guarantee under independent bad events is kept: by Jensen's
+    /// inequality (`x^(1/phi)` is concave),
+    /// `sum_j w_j exp(l_j / phi) <= (sum_j w_j exp(l_j))^(1/phi)`, so the
+    /// tempered e-value reaches `1/alpha` only when the untempered one
+    /// reaches `(1/alpha)^phi >= 1/alpha`, which by Ville's inequality
+    /// happens with probability at most `alpha`.
     pub fn set_dispersion(&mut self, phi: f64) {
         self.phi = if phi.is_finite() { phi.max(1.0) } else { 1.0 };
         self.max_log_e = self.max_log_e.min(self.log_e().max(0.0)).max(0.0);
