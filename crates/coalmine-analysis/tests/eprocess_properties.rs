@@ -1,5 +1,6 @@
 //! Property tests of the ratio e-process: never negative, the same evidence
-//! however an interval is split, and more evidence for worse canaries.
+//! however an interval is split, more evidence for worse canaries, and no
+//! evidence added by tempering.
 
 use coalmine_analysis::eprocess::{Interval, RatioEProcess};
 use proptest::prelude::*;
@@ -70,5 +71,22 @@ proptest! {
         let (w, b) = (run(max_ratio, &worse).log_e(), run(max_ratio, &better).log_e());
         prop_assert!(w >= base - 1e-12, "worse canary: {} < {}", w, base);
         prop_assert!(b <= base + 1e-12, "worse stable: {} > {}", b, base);
+    }
+
+    /// The validity argument for the dispersion guard: tempering by any
+    /// `phi >= 1` gives `ln E~ <= ln E / phi`, so the tempered e-value can
+    /// only reach `1/alpha` where the plain one does.
+    #[test]
+    fn tempering_never_adds_evidence(
+        max_ratio in 0.5f64..3.0,
+        intervals in prop::collection::vec(interval(), 1..30),
+        phi in 1.0f64..20.0,
+    ) {
+        let mut e = run(max_ratio, &intervals);
+        let plain = e.log_e();
+        e.set_dispersion(phi);
+        let tempered = e.log_e();
+        prop_assert!(tempered <= plain / phi + 1e-9, "{} > {} / {}", tempered, plain, phi);
+        prop_assert!(!e.rejects(0.05) || plain >= 20f64.ln(), "tempered rejects, plain does not");
     }
 }
