@@ -249,6 +249,13 @@ async fn an_invalid_edit_mid_rollout_changes_nothing_until_fixed() -> TestResult
     phase(&client, "web", "Idle", 20).await?;
     set_image(&client, "web", "web:2").await?;
     let paused = phase(&client, "web", "Paused", 20).await?;
+    // The status is stored before the actions: wait for them too.
+    eventually(20, "the canary at 2 replicas", || async {
+        let c = deployment(&client, "web-canary").await?;
+        Ok(c.filter(|c| shape(c) == (2, "web:2".to_owned()))
+            .map(|_| ()))
+    })
+    .await?;
     let api: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
     let bad = json!({"spec": {"steps": [{"setWeight": 50}, {"pause": {"duration": "soon"}}]}});
     api.patch("web", &PatchParams::default(), &Patch::Merge(bad))
@@ -289,6 +296,27 @@ async fn an_invalid_edit_mid_rollout_changes_nothing_until_fixed() -> TestResult
                 .any(|c| c["type"] == "Valid" && c["status"] == "True")
         });
         Ok((ok && s["phase"] == "Paused").then_some(()))
+    })
+    .await?;
+    ctl.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_canary_watch() -> TestResult {
+    let (_server, client) = common::bare_cluster().await?;
+    let ctl = controller(&client, Config::default());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!ctl.metrics.is_ready(), "no CRD: the watch cannot list");
+    eprintln!("stopping");
+    tokio::time::timeout(Duration::from_secs(5), ctl.stop())
+        .await
+        .map_err(|_| "stop hung")?;
+    eprintln!("stopped");
+    let (_server, client) = cluster().await?;
+    let ctl = controller(&client, Config::default());
+    eventually(10, "ready", || async {
+        Ok(ctl.metrics.is_ready().then_some(()))
     })
     .await?;
     ctl.stop().await;
