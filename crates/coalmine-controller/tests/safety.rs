@@ -322,3 +322,38 @@ async fn readiness_waits_for_the_canary_watch() -> TestResult {
     ctl.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rollout_completes_while_another_writer_keeps_changing_the_canary() -> TestResult {
+    let (_server, client) = cluster().await?;
+    let ctl = controller(&client, Config::default());
+    let steps = json!([{"setWeight": 50}, {"pause": {"duration": "1s"}}]);
+    create(&client, "web", spec("web:1", 2, steps)).await?;
+    phase(&client, "web", "Idle", 20).await?;
+    // Every 10 ms someone else moves the resourceVersion: status writes
+    // made from an older read get 409 and are redone from a fresh one.
+    let noise = tokio::spawn({
+        let api: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
+        async move {
+            for i in 0u64.. {
+                let patch = json!({"metadata": {"labels": {"noise": i.to_string()}}});
+                let _ = api
+                    .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    set_image(&client, "web", "web:2").await?;
+    let done = phase(&client, "web", "Promoted", 40).await;
+    noise.abort();
+    done?;
+    let started = events(&client)
+        .await?
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("RolloutStarted"))
+        .count();
+    assert_eq!(started, 1, "no transition recorded twice");
+    ctl.stop().await;
+    Ok(())
+}
