@@ -154,6 +154,20 @@ async fn deleting_a_canary_sends_traffic_back_to_stable_first() -> TestResult {
     })
     .await?;
     let canaries: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
+    // Even a spec made invalid meanwhile names the router to clean up.
+    let bad = json!({"spec": {"steps": [{"setWeight": 30}, {"pause": {"duration": "soon"}}]}});
+    canaries
+        .patch("web", &PatchParams::default(), &Patch::Merge(bad))
+        .await?;
+    eventually(20, "Valid=False", || async {
+        let s = status(&client, "web").await?;
+        let invalid = s["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Valid" && c["status"] == "False")
+        });
+        Ok(invalid.then_some(()))
+    })
+    .await?;
     canaries.delete("web", &DeleteParams::default()).await?;
     eventually(20, "the Canary gone", || async {
         Ok(canaries.get_opt("web").await?.is_none().then_some(()))
