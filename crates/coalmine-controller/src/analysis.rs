@@ -4,10 +4,10 @@
 //! The judge's evidence lives in memory, one per Canary: a restarted (or
 //! newly elected) controller starts judging afresh from its first
 //! interval, which only delays a verdict (the e-process is valid from any
-//! start). A report counts for the rollout it was collected in only: a new
-//! revision or a retry gets a new judge (see `rollout::decide`'s report
-//! rules). Collection happens inside the reconcile of that Canary, so a
-//! slow provider delays only its own Canary.
+//! start). A report counts for the rollout it was collected in only: a
+//! new revision, a retry or an edit of `spec.analysis` gets a new judge
+//! (see `rollout::decide`'s report rules). Collection happens inside the
+//! reconcile of that Canary, so a slow provider delays only its own Canary.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,9 @@ struct Judging {
     judge: Judge,
     sources: Vec<MetricSource>,
     revision: String,
+    /// The analysis settings it was built from: an edit of the metrics
+    /// mid-rollout gets a new judge.
+    settings: String,
     since: Time,
     /// The canary's share of requests during the interval being collected.
     share: f64,
@@ -79,9 +82,11 @@ impl Analyses {
             return Ok(Findings::default());
         };
         let existing = self.judges.lock().ok().and_then(|m| m.get(key).cloned());
+        let settings = format!("{analysis:?}");
         let stale = |j: &Judging| {
             Some(&j.revision) != status.canary_revision.as_ref()
                 || status.rollout_started_at.is_some_and(|t| j.since < t)
+                || j.settings != settings
         };
         let entry = match existing {
             Some(e) if !stale(&*e.lock().await) => e,
@@ -93,6 +98,7 @@ impl Analyses {
                     judge: Judge::new(analysis),
                     sources,
                     revision: status.canary_revision.clone().unwrap_or_default(),
+                    settings: settings.clone(),
                     since: Time::now(),
                     share,
                     next: Instant::now() + interval,

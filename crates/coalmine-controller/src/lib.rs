@@ -176,23 +176,67 @@ pub async fn run(
         resource::MANAGED_BY_LABEL,
         resource::MANAGER
     ));
-    metrics.set_ready(true);
-    Controller::new(canaries, wc)
-        .owns(deployments, deploy_wc)
-        .graceful_shutdown_on(shutdown)
+    let controller = Controller::new(canaries.clone(), wc).owns(deployments, deploy_wc);
+    // Ready once Canaries can be listed: a missing CRD or a missing
+    // permission keeps the controller unready, which `/readyz` shows.
+    let ready = tokio::spawn({
+        let metrics = metrics.clone();
+        let api = canaries.clone();
+        async move {
+            let lp = kube::api::ListParams::default().limit(1);
+            while api.list(&lp).await.is_err() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            metrics.set_ready(true);
+        }
+    });
+    let (down_tx, down_rx) = tokio::sync::watch::channel(false);
+    let down = move || {
+        let mut rx = down_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = down_tx.send(true);
+    });
+    let running = controller
+        .graceful_shutdown_on(down())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "controller stream");
             }
-        })
-        .await;
+        });
+    // kube-runtime's graceful shutdown waits for the Canary watch to be
+    // ready before it lets the reconcilers go, so a controller whose watch
+    // never lists (no CRD, no permission) would never stop: it is dropped
+    // at once instead; a ready one gets `SHUTDOWN_GRACE` to finish.
+    let deadline = {
+        let metrics = metrics.clone();
+        let down = down();
+        async move {
+            down.await;
+            if metrics.is_ready() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            }
+        }
+    };
+    tokio::select! {
+        () = running => {}
+        () = deadline => tracing::warn!("stopping without waiting for the reconciles"),
+    }
+    ready.abort();
     metrics.set_ready(false);
     let _ = stop_tx.send(true);
     if let Some(task) = election {
         let _ = task.await;
     }
 }
+
+/// How long a stopping controller waits for running reconciles.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Default Lease settings: 15 s, Kubernetes' own controllers' default.
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);

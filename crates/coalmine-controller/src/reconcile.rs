@@ -117,19 +117,35 @@ async fn finalize(
     if !c.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Some(Action::await_change()));
     }
-    // An invalid spec names no router coalmine could have acted through.
-    if let Ok(checked) = c.check() {
-        let router = router::for_plan(&checked.router);
-        let target = route_target(ctx, c, &checked)?;
-        match router.cleanup(&target).await {
-            Err(Error::Missing { .. }) | Ok(()) => {}
-            Err(e) => return Err(e),
-        }
-        let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), c.namespace());
-        let total = replicas_wanted(&checked);
-        workload::scale(&deploys, &workload::canary_name(c.name()), 0).await?;
-        workload::scale(&deploys, c.name(), router.replicas(total, 0).0).await?;
+    // Read leniently: a Canary whose spec became invalid may still have
+    // traffic on its canary, through the router its spec last named.
+    let router = router::for_plan(&c.router_hint());
+    let target = RouteTarget {
+        client: ctx.client.clone(),
+        namespace: c.namespace().to_owned(),
+        name: c.name().to_owned(),
+        canary_service: workload::canary_name(c.name()),
+        port: c
+            .spec
+            .pointer("/service/port")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(80),
+        owner: owner_of(c)?,
+    };
+    match router.cleanup(&target).await {
+        Err(Error::Missing { .. }) | Ok(()) => {}
+        Err(e) => return Err(e),
     }
+    let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), c.namespace());
+    let total = c
+        .spec
+        .get("replicas")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|r| i32::try_from(r).ok())
+        .unwrap_or(1);
+    workload::scale(&deploys, &workload::canary_name(c.name()), 0).await?;
+    workload::scale(&deploys, c.name(), router.replicas(total, 0).0).await?;
     let rest: Vec<String> = c
         .finalizers()
         .iter()

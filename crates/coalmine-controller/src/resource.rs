@@ -220,6 +220,26 @@ impl CanaryResource {
         })
     }
 
+    /// The router `spec.trafficRouting` names, read without validating the
+    /// rest of the spec (for cleaning up after a Canary whose spec is
+    /// invalid); the replica ratio when none can be read.
+    pub fn router_hint(&self) -> Router {
+        let tr = self.spec.get("trafficRouting");
+        let name = |path: &str| {
+            tr.and_then(|t| t.pointer(path))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        if let Some(http_route) = name("/gatewayAPI/httpRoute") {
+            Router::GatewayApi { http_route }
+        } else if let Some(ingress) = name("/nginx/ingress") {
+            Router::Nginx { ingress }
+        } else {
+            Router::Replicas
+        }
+    }
+
     /// The stored status; a status that cannot be read starts afresh (with
     /// a warning in the logs), as an object created without one does.
     pub fn core_status(&self) -> CanaryStatus {
@@ -422,6 +442,25 @@ mod tests {
         assert_eq!(
             paths,
             ["spec.sessionAffinity", "spec.steps[1].setHeaderRoute.match"]
+        );
+    }
+
+    #[test]
+    fn the_router_is_read_even_from_an_invalid_spec() {
+        let mut s = spec();
+        s["steps"] = json!([{"setWeight": 140}]);
+        s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+        let c = CanaryResource::new("default", "web", s);
+        assert!(c.check().is_err());
+        assert_eq!(
+            c.router_hint(),
+            Router::GatewayApi {
+                http_route: "web".into()
+            }
+        );
+        assert_eq!(
+            CanaryResource::new("default", "web", json!({})).router_hint(),
+            Router::Replicas
         );
     }
 

@@ -154,6 +154,20 @@ async fn deleting_a_canary_sends_traffic_back_to_stable_first() -> TestResult {
     })
     .await?;
     let canaries: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
+    // Even a spec made invalid meanwhile names the router to clean up.
+    let bad = json!({"spec": {"steps": [{"setWeight": 30}, {"pause": {"duration": "soon"}}]}});
+    canaries
+        .patch("web", &PatchParams::default(), &Patch::Merge(bad))
+        .await?;
+    eventually(20, "Valid=False", || async {
+        let s = status(&client, "web").await?;
+        let invalid = s["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Valid" && c["status"] == "False")
+        });
+        Ok(invalid.then_some(()))
+    })
+    .await?;
     canaries.delete("web", &DeleteParams::default()).await?;
     eventually(20, "the Canary gone", || async {
         Ok(canaries.get_opt("web").await?.is_none().then_some(()))
@@ -249,6 +263,13 @@ async fn an_invalid_edit_mid_rollout_changes_nothing_until_fixed() -> TestResult
     phase(&client, "web", "Idle", 20).await?;
     set_image(&client, "web", "web:2").await?;
     let paused = phase(&client, "web", "Paused", 20).await?;
+    // The status is stored before the actions: wait for them too.
+    eventually(20, "the canary at 2 replicas", || async {
+        let c = deployment(&client, "web-canary").await?;
+        Ok(c.filter(|c| shape(c) == (2, "web:2".to_owned()))
+            .map(|_| ()))
+    })
+    .await?;
     let api: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
     let bad = json!({"spec": {"steps": [{"setWeight": 50}, {"pause": {"duration": "soon"}}]}});
     api.patch("web", &PatchParams::default(), &Patch::Merge(bad))
@@ -291,6 +312,62 @@ async fn an_invalid_edit_mid_rollout_changes_nothing_until_fixed() -> TestResult
         Ok((ok && s["phase"] == "Paused").then_some(()))
     })
     .await?;
+    ctl.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_canary_watch() -> TestResult {
+    let (_server, client) = common::bare_cluster().await?;
+    let ctl = controller(&client, Config::default());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!ctl.metrics.is_ready(), "no CRD: the watch cannot list");
+    eprintln!("stopping");
+    tokio::time::timeout(Duration::from_secs(5), ctl.stop())
+        .await
+        .map_err(|_| "stop hung")?;
+    eprintln!("stopped");
+    let (_server, client) = cluster().await?;
+    let ctl = controller(&client, Config::default());
+    eventually(10, "ready", || async {
+        Ok(ctl.metrics.is_ready().then_some(()))
+    })
+    .await?;
+    ctl.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rollout_completes_while_another_writer_keeps_changing_the_canary() -> TestResult {
+    let (_server, client) = cluster().await?;
+    let ctl = controller(&client, Config::default());
+    let steps = json!([{"setWeight": 50}, {"pause": {"duration": "1s"}}]);
+    create(&client, "web", spec("web:1", 2, steps)).await?;
+    phase(&client, "web", "Idle", 20).await?;
+    // Every 10 ms someone else moves the resourceVersion: status writes
+    // made from an older read get 409 and are redone from a fresh one.
+    let noise = tokio::spawn({
+        let api: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
+        async move {
+            for i in 0u64.. {
+                let patch = json!({"metadata": {"labels": {"noise": i.to_string()}}});
+                let _ = api
+                    .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    set_image(&client, "web", "web:2").await?;
+    let done = phase(&client, "web", "Promoted", 40).await;
+    noise.abort();
+    done?;
+    let started = events(&client)
+        .await?
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("RolloutStarted"))
+        .count();
+    assert_eq!(started, 1, "no transition recorded twice");
     ctl.stop().await;
     Ok(())
 }

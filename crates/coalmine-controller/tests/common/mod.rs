@@ -27,6 +27,14 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// Any error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A fake API server without the Canary CRD, and a client.
+pub async fn bare_cluster() -> Result<(FakeApiServer, Client), BoxError> {
+    let server = FakeApiServer::start(Options::default()).await?;
+    let kc = Kubeconfig::from_yaml(&server.kubeconfig())?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok((server, Client::try_from(config)?))
+}
+
 /// A fake API server with the Canary CRD registered, and a client.
 pub async fn cluster() -> Result<(FakeApiServer, Client), BoxError> {
     let mut opts = Options::default();

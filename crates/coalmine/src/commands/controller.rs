@@ -57,8 +57,8 @@ pub fn run(args: Args) -> ExitCode {
         match execute(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
+                // One line, in the log format chosen: stderr stays JSON lines.
                 tracing::error!("coalmine controller: {e}");
-                eprintln!("coalmine controller: {e}");
                 ExitCode::FAILURE
             }
         }
