@@ -19,12 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// The API group.
-pub const GROUP: &str = "coalmine.dev";
-/// The served version.
-pub const VERSION: &str = "v1alpha1";
-/// The plural resource name.
-pub const PLURAL: &str = "canaries";
+// The resource's names come from the CRD generator, so the two never drift.
+pub use coalmine_core::crd::{GROUP, PLURAL, VERSION};
 
 /// `app.kubernetes.io/managed-by`, on every object the controller creates.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
