@@ -29,24 +29,9 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::resource::{MANAGED_BY_LABEL, MANAGER, REVISION_ANNOTATION, TRACK_LABEL};
 
-/// Which of the two Deployments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Track {
-    /// `NAME`: serves everything outside a rollout.
-    Stable,
-    /// `NAME-canary`: the revision under test.
-    Canary,
-}
-
-impl Track {
-    /// The [`TRACK_LABEL`] value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Track::Stable => "stable",
-            Track::Canary => "canary",
-        }
-    }
-}
+/// Which of the two Deployments (`NAME` or `NAME-canary`); its `as_str` is
+/// the [`TRACK_LABEL`] value.
+pub use coalmine_core::routes::Track;
 
 /// The canary objects' name: `NAME-canary`.
 pub fn canary_name(name: &str) -> String {

@@ -7,6 +7,27 @@ use serde::{Deserialize, Serialize};
 use crate::Duration;
 use crate::problem::Problem;
 
+/// Which version serves a request, or which Deployment: the same two names
+/// in the proxy's metric labels and track header and in the controller's
+/// `coalmine.dev/track` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Track {
+    /// The current version.
+    Stable,
+    /// The version under test.
+    Canary,
+}
+
+impl Track {
+    /// `stable` or `canary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Stable => "stable",
+            Track::Canary => "canary",
+        }
+    }
+}
+
 /// Requests that go to the canary whatever the weight: a header or a cookie
 /// whose value equals `value` or matches `regex`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

@@ -245,7 +245,10 @@ impl Forwarder {
         }
         strip_hop_by_hop(resp.headers_mut(), switching);
         let headers = resp.headers_mut();
-        headers.insert(TRACK_HEADER.clone(), choice.track.header_value());
+        headers.insert(
+            TRACK_HEADER.clone(),
+            crate::route::header_value(choice.track),
+        );
         if let Some(cookie) = table.routes.set_cookie(choice) {
             headers.append(header::SET_COOKIE, cookie.clone());
         }
@@ -299,7 +302,7 @@ impl Forwarder {
         )))));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
-        headers.insert(TRACK_HEADER.clone(), track.header_value());
+        headers.insert(TRACK_HEADER.clone(), crate::route::header_value(track));
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),

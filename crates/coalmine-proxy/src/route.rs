@@ -14,27 +14,11 @@ use coalmine_core::routes::Routes;
 use http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 
-/// Which version serves a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Track {
-    /// The current version.
-    Stable,
-    /// The version under test.
-    Canary,
-}
+pub use coalmine_core::routes::Track;
 
-impl Track {
-    /// `stable` or `canary`, as in metric labels and the track header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Track::Stable => "stable",
-            Track::Canary => "canary",
-        }
-    }
-
-    pub(crate) fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(self.as_str())
-    }
+/// The track header's value for `track`.
+pub(crate) fn header_value(track: Track) -> HeaderValue {
+    HeaderValue::from_static(track.as_str())
 }
 
 /// Why a request went where it went.
