@@ -341,28 +341,6 @@ pub fn parse_command(text: &str) -> Option<coalmine_core::rollout::Command> {
     })
 }
 
-/// A minimal CRD for the resource (schema open, status subresource), for
-/// tests against the fake API server; the real CRD is `coalmine crd`'s.
-pub fn minimal_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{PLURAL}.{GROUP}")},
-        "spec": {
-            "group": GROUP,
-            "names": {"kind": KIND, "plural": PLURAL, "singular": "canary", "listKind": "CanaryList"},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION,
-                "served": true,
-                "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-                "subresources": {"status": {}}
-            }]
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

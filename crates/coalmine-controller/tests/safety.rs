@@ -262,14 +262,20 @@ async fn an_invalid_edit_mid_rollout_changes_nothing_until_fixed() -> TestResult
     .await?;
     phase(&client, "web", "Idle", 20).await?;
     set_image(&client, "web", "web:2").await?;
-    let paused = phase(&client, "web", "Paused", 20).await?;
-    // The status is stored before the actions: wait for them too.
-    eventually(20, "the canary at 2 replicas", || async {
+    phase(&client, "web", "Paused", 20).await?;
+    // The status is stored before the actions: wait for them too, and for
+    // the canary to be ready (while it is not, the rollout shows
+    // Progressing, "waiting for the canary"), so the phase is settled.
+    eventually(20, "the canary at 2 ready replicas", || async {
         let c = deployment(&client, "web-canary").await?;
-        Ok(c.filter(|c| shape(c) == (2, "web:2".to_owned()))
-            .map(|_| ()))
+        Ok(c.filter(|c| {
+            shape(c) == (2, "web:2".to_owned())
+                && c.status.as_ref().and_then(|s| s.available_replicas) == Some(2)
+        })
+        .map(|_| ()))
     })
     .await?;
+    let paused = phase(&client, "web", "Paused", 20).await?;
     let api: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
     let bad = json!({"spec": {"steps": [{"setWeight": 50}, {"pause": {"duration": "soon"}}]}});
     api.patch("web", &PatchParams::default(), &Patch::Merge(bad))

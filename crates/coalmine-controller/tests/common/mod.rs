@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use coalmine_controller::resource::{CanaryResource, minimal_crd};
+use coalmine_controller::resource::CanaryResource;
 use coalmine_controller::{Config, ops::Metrics};
 use coalmine_fakekube::{FakeApiServer, Options};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -45,7 +45,7 @@ pub async fn cluster() -> Result<(FakeApiServer, Client), BoxError> {
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     let client = Client::try_from(config)?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(minimal_crd())?;
+    let crd: CustomResourceDefinition = serde_json::from_value(coalmine_core::crd::definition())?;
     crds.create(&PostParams::default(), &crd).await?;
     Ok((server, client))
 }
