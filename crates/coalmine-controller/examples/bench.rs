@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coalmine_controller::resource::{CanaryResource, minimal_crd};
+use coalmine_controller::resource::CanaryResource;
 use coalmine_fakekube::{FakeApiServer, Options};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -363,7 +363,7 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
         kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
     )?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(minimal_crd())?;
+    let crd: CustomResourceDefinition = serde_json::from_value(coalmine_core::crd::definition())?;
     crds.create(&PostParams::default(), &crd).await?;
     let canaries: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
