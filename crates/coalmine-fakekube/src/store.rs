@@ -399,6 +399,33 @@ impl Store {
         Ok(())
     }
 
+    /// The checks of a write addressed by name (PUT, apply): the type, the
+    /// events.k8s.io form stored as core, the name matching the URL (or
+    /// taken from it), the namespace.
+    fn check_named_write(
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        obj: &mut Value,
+    ) -> ApiResult<()> {
+        Self::check_type(def, obj)?;
+        if def.is_events_v1() {
+            *obj = crate::events::to_core(std::mem::take(obj));
+        }
+        match meta_str(obj, "name") {
+            "" => {
+                meta_mut(obj).insert("name".into(), json!(name));
+            }
+            n if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {}
+        }
+        Self::check_namespace(def, obj, ns)
+    }
+
     fn check_namespace(def: &ResourceDef, obj: &mut Value, ns: &str) -> ApiResult<()> {
         let m = meta_mut(obj);
         if def.namespaced {
@@ -828,22 +855,7 @@ impl Store {
         sub: Sub,
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
-        Self::check_type(def, &mut new)?;
-        if def.is_events_v1() {
-            new = crate::events::to_core(new);
-        }
-        match meta_str(&new, "name") {
-            "" => {
-                meta_mut(&mut new).insert("name".into(), json!(name));
-            }
-            n if n != name => {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
-            _ => {}
-        }
-        Self::check_namespace(def, &mut new, ns)?;
+        Self::check_named_write(def, ns, name, &mut new)?;
         let key = def.storage_key();
         let Some(old) = self.lookup(&key, ns, name).cloned() else {
             if def.create_on_update && sub == Sub::Main {
@@ -1196,22 +1208,7 @@ impl Store {
         sub: Sub,
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
-        Self::check_type(def, &mut body)?;
-        if def.is_events_v1() {
-            body = crate::events::to_core(body);
-        }
-        match meta_str(&body, "name") {
-            "" => {
-                meta_mut(&mut body).insert("name".into(), json!(name));
-            }
-            n if n != name => {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
-            _ => {}
-        }
-        Self::check_namespace(def, &mut body, ns)?;
+        Self::check_named_write(def, ns, name, &mut body)?;
         let key = def.storage_key();
         let id: ObjId = (key.clone(), ns.to_owned(), name.to_owned());
         let slot = match sub {
