@@ -352,6 +352,29 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:04}")).collect()
 }
 
+/// After a phase: the memory 5 s later, then the reconciles and CPU over a
+/// quiet window of `secs`.
+async fn settle(
+    rows: &mut Vec<Row>,
+    ops: &str,
+    pid: u32,
+    memory_label: String,
+    window_label: String,
+    secs: u64,
+) -> Result<(), BoxError> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    row(rows, memory_label, mem_text(mem(pid)?));
+    let (c0, p0, t0) = (counters(ops).await?, cpus(pid)?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (c1, p1) = (counters(ops).await?, cpus(pid)?);
+    row(
+        rows,
+        window_label,
+        window_text(c0, c1, p0, p1, t0.elapsed().as_secs_f64()),
+    );
+    Ok(())
+}
+
 async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Result<(), BoxError> {
     let server = FakeApiServer::start(Options::default()).await?;
     let dir: PathBuf = std::env::temp_dir().join(format!("coalmine-bench-{}", std::process::id()));
@@ -463,20 +486,15 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
         "  reconciles while settling",
         window_text(c0, c1, p0, p1, settled.as_secs_f64()),
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    row(
+    settle(
         rows,
+        &ops,
+        pid,
         format!("memory, {n} Canaries Idle (+5 s)"),
-        mem_text(mem(pid)?),
-    );
-    let (c0, p0, t0) = (counters(&ops).await?, cpus(pid)?, Instant::now());
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let (c1, p1) = (counters(&ops).await?, cpus(pid)?);
-    row(
-        rows,
         format!("  steady state, {n} Idle, 10 s"),
-        window_text(c0, c1, p0, p1, t0.elapsed().as_secs_f64()),
-    );
+        10,
+    )
+    .await?;
 
     // Latency again with N Canaries present (the first SAMPLES of them).
     let sampled = &bulk[..samples.min(n)];
@@ -527,20 +545,15 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
         "  reconciles while rolling",
         window_text(c0, c1, p0, p1, paused.as_secs_f64()),
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    row(
+    settle(
         rows,
+        &ops,
+        pid,
         format!("memory, {n} rollouts live (+5 s)"),
-        mem_text(mem(pid)?),
-    );
-    let (c0, p0, t0) = (counters(&ops).await?, cpus(pid)?, Instant::now());
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let (c1, p1) = (counters(&ops).await?, cpus(pid)?);
-    row(
-        rows,
         format!("  steady state, {n} rollouts paused, 15 s"),
-        window_text(c0, c1, p0, p1, t0.elapsed().as_secs_f64()),
-    );
+        15,
+    )
+    .await?;
     row(
         rows,
         format!("memory, {n} rollouts live (+20 s)"),
