@@ -10,6 +10,12 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+# kubectl comes with the machine image; elsewhere try Debian's package.
+if ! command -v kubectl >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubernetes-client >/dev/null || true
+fi
 # A missing server is a failure here, not a skipped test. kubectl comes
 # with the machine image (the fake API server's tests drive it).
 export COALMINE_REQUIRE_PROMETHEUS=1
