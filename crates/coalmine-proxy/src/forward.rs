@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::metrics::{Class, Metrics};
-use crate::pool::{PooledBody, SendError};
+use crate::pool::{BoxError, PooledBody, SendError};
 use crate::route::{RouteTable, Track};
 use crate::server::Peer;
 use crate::upstream::{Pool, Upstream};
@@ -416,16 +416,16 @@ pub enum ResponseBody {
 
 impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         use std::pin::Pin;
         match self.get_mut() {
             ResponseBody::Pooled(b) => Pin::new(b).poll_frame(cx),
-            ResponseBody::Streamed(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseBody::Made(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         }
     }
@@ -530,8 +530,9 @@ fn is_hop_by_hop(name: &HeaderName, value: &HeaderValue, upgrade: bool) -> bool 
     if name == header::UPGRADE {
         return !upgrade;
     }
-    name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
+    // Not `Trailer`: it lists the trailer fields end to end (RFC 9110
+    // §6.6.2), and hyper sends HTTP/1.1 trailers only for fields it names.
+    name == header::TRANSFER_ENCODING
         || name == header::PROXY_AUTHENTICATE
         || name == header::PROXY_AUTHORIZATION
         || name == KEEP_ALIVE

@@ -10,13 +10,16 @@
 //! for the judge.
 //!
 //! Layout: [`route`] is the pure per-request decision; [`upstream`] the
-//! pools; [`forward`] the request path; [`server`] the accept loops and
-//! graceful shutdown; [`admin`] the control endpoints.
+//! pools; [`pool`] the keep-alive connections to each upstream, with
+//! [`h1`] the fast path for bodiless `GET`s and `HEAD`s; [`forward`] the
+//! request path; [`server`] the accept loops and graceful shutdown;
+//! [`admin`] the control endpoints.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod forward;
+pub mod h1;
 pub mod metrics;
 pub mod pool;
 pub mod route;

@@ -110,9 +110,11 @@ fn percent(part: usize, total: usize) -> f64 {
 }
 
 // 1. Weighted share.
+// The bound is generous: a debug build on a busy 2-core machine takes
+// 35-50 s for the 40,000 requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_share_is_within_one_point_over_20000_requests() {
-    bounded(Duration::from_secs(50), async {
+    bounded(Duration::from_secs(150), async {
         for weight in [10u8, 1] {
             let stable = Upstream::start("stable").await;
             let canary = Upstream::start("canary").await;
@@ -868,7 +870,7 @@ async fn admin_api_type_errors_name_the_field() {
 // 11. Route changes under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_changes_during_load_lose_no_request() {
-    bounded(Duration::from_secs(50), async {
+    bounded(Duration::from_secs(150), async {
         let (stable, canary, proxy) = setup(r#"{"canaryWeight": 0}"#).await;
         let total = 20_000;
         let done = Arc::new(AtomicUsize::new(0));

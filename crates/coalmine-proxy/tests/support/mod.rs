@@ -7,6 +7,9 @@
 //! whose options (`delay`, `status`, `echo_headers`, `grpc`, `http1_only`,
 //! extra response headers) are set through [`UpstreamBuilder`]. Everything
 //! binds port 0 on 127.0.0.1 and stops when its handle is dropped.
+//!
+//! Several test binaries include this module and each uses only part of it.
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

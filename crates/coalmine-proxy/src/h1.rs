@@ -1,0 +1,570 @@
+//! A small HTTP/1.1 client for the most common request a proxy forwards: a
+//! `GET` or `HEAD` without a body.
+//!
+//! Why: profiling the proxy (callgrind, `docs/performance.md`) put hyper's
+//! client connection at about 40% of the proxy's user-space instructions
+//! per request: a task per upstream connection, a channel to hand it each
+//! request and another to hand back the answer, and a dispatcher polled
+//! several times per exchange. Here the request's own task writes the head
+//! and reads the answer on the socket directly: one write, one read, one
+//! parse. Everything else (bodies, upgrades, HTTP/2) still goes through
+//! hyper ([`crate::pool`]).
+//!
+//! Framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304;
+//! `Transfer-Encoding: chunked` is decoded (trailers are passed on); a
+//! `Content-Length` is counted down; otherwise the body runs to the end of
+//! the connection. A connection goes back to the pool only when its answer
+//! was read to the end and neither side asked to close it.
+
+use std::io;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers in a response head.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line (with extensions) or trailer section accepted.
+const MAX_LINE: usize = 8 * 1024;
+/// Read buffer reserve.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Why an exchange failed, and whether it may be tried again elsewhere.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection failed before any byte of an answer came back, so
+    /// the (idempotent) request may be sent again on a new connection.
+    #[error("the upstream closed the connection: {0}")]
+    Closed(io::Error),
+    /// The answer broke off or was not HTTP.
+    #[error("bad answer from the upstream: {0}")]
+    Protocol(String),
+    /// Reading or writing failed after the answer had begun.
+    #[error("the upstream failed: {0}")]
+    Io(io::Error),
+}
+
+/// One keep-alive connection to an upstream, idle between exchanges.
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet used; empty between exchanges.
+    read: BytesMut,
+    /// The request head being written; kept to reuse its allocation.
+    write: Vec<u8>,
+}
+
+/// Whether `req` can take the fast path: `GET` or `HEAD`, HTTP/1.1, no
+/// body, no upgrade. Both methods are idempotent, so a request that meets a
+/// connection the upstream had closed may be sent again (RFC 9110 §9.2.2).
+pub fn eligible<B: hyper::body::Body>(req: &Request<B>) -> bool {
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req.version() == Version::HTTP_11
+        && req.body().is_end_stream()
+        && !req.headers().contains_key(header::UPGRADE)
+}
+
+impl Conn {
+    /// A connection over `stream` (already connected).
+    pub fn new(stream: TcpStream) -> Self {
+        Conn {
+            stream,
+            read: BytesMut::new(),
+            write: Vec::new(),
+        }
+    }
+
+    /// Sends the head of `req` and reads the answer's head. The body is
+    /// read by the returned [`Body`].
+    pub async fn exchange<B>(mut self, req: &Request<B>) -> Result<(Response<()>, Body), Error> {
+        self.write.clear();
+        encode_head(req, &mut self.write);
+        if let Err(e) = self.stream.write_all(&self.write).await {
+            return Err(Error::Closed(e));
+        }
+        let head_only = req.method() == Method::HEAD;
+        loop {
+            if let Some((resp, framing, keep_alive)) = self.parse_head(head_only)? {
+                if resp.status().is_informational() {
+                    // 1xx other than 101 (which a request without Upgrade
+                    // cannot get): another head follows.
+                    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        continue;
+                    }
+                    return Err(Error::Protocol("101 to a request without Upgrade".into()));
+                }
+                let body = Body {
+                    conn: Some(self),
+                    framing,
+                    keep_alive,
+                };
+                return Ok((resp, body));
+            }
+            if self.read.len() >= MAX_HEAD {
+                return Err(Error::Protocol(format!(
+                    "response head larger than {MAX_HEAD} bytes"
+                )));
+            }
+            let began = !self.read.is_empty();
+            self.read.reserve(READ_SIZE);
+            match self.stream.read_buf(&mut self.read).await {
+                Ok(0) if began => return Err(Error::Protocol("the answer broke off".into())),
+                Ok(0) => {
+                    return Err(Error::Closed(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before answering",
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if began => return Err(Error::Io(e)),
+                Err(e) => return Err(Error::Closed(e)),
+            }
+        }
+    }
+
+    /// Parses a complete response head from the read buffer, consuming it;
+    /// `None` if more bytes are needed.
+    fn parse_head(
+        &mut self,
+        head_only: bool,
+    ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let len = match parsed.parse(&self.read) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(Error::Protocol(format!("unparsable response head: {e}"))),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| Error::Protocol(format!("bad status code {code}")))?;
+        let version = if parsed.version == Some(1) {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        let mut keep_alive = version == Version::HTTP_11;
+        let mut chunked = false;
+        let mut coded = false;
+        let mut length: Option<u64> = None;
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| Error::Protocol(format!("bad header name {:?}", h.name)))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|_| Error::Protocol(format!("bad value for header {}", h.name)))?;
+            if name == header::CONNECTION {
+                for token in value.as_bytes().split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive")
+                        && version == Version::HTTP_10
+                    {
+                        keep_alive = true;
+                    }
+                }
+            } else if name == header::TRANSFER_ENCODING {
+                coded = true;
+                // Only the last coding says how the message ends.
+                chunked = value
+                    .as_bytes()
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name == header::CONTENT_LENGTH {
+                let n = std::str::from_utf8(value.as_bytes())
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| Error::Protocol("bad content-length".into()))?;
+                if length.is_some_and(|prior| prior != n) {
+                    return Err(Error::Protocol("conflicting content-lengths".into()));
+                }
+                length = Some(n);
+            }
+            headers.append(name, value);
+        }
+        self.read.advance(len);
+        let framing = if head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Done
+        } else if coded && chunked {
+            Framing::Chunked(Chunk::Size)
+        } else if coded {
+            // A coding that is not chunked last: the body ends with the
+            // connection (RFC 9112 §6.3, rule 4).
+            Framing::Close
+        } else {
+            match length {
+                Some(0) => Framing::Done,
+                Some(n) => Framing::Length(n),
+                None => Framing::Close,
+            }
+        };
+        if matches!(framing, Framing::Close) {
+            keep_alive = false;
+        }
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = headers;
+        Ok(Some((resp, framing, keep_alive)))
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            self.read.reserve(READ_SIZE);
+            match self.stream.try_read_buf(&mut self.read) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
+/// `METHOD target HTTP/1.1`, then the headers as they are (the caller has
+/// set `Host` and removed hop-by-hop headers).
+fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the answer's body ends.
+#[derive(Debug)]
+enum Framing {
+    /// This many bytes to go.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(Chunk),
+    /// At the end of the connection.
+    Close,
+    /// Read to the end.
+    Done,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields up to an empty line.
+    Trailers,
+}
+
+/// An answer's body, read from the connection as it is polled. The
+/// connection is handed back by the caller ([`Body::take_conn`]) once the
+/// body has ended and may be reused.
+pub struct Body {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Body {
+    /// Whether the body has been read to the end.
+    pub fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    /// The exact size when it is known.
+    pub fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.framing {
+            Framing::Length(n) => hyper::body::SizeHint::with_exact(n),
+            Framing::Done => hyper::body::SizeHint::with_exact(0),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
+
+    /// The connection, once the body is read to the end and the
+    /// connection may carry another request.
+    pub fn take_conn(&mut self) -> Option<Conn> {
+        if self.is_end_stream()
+            && self.keep_alive
+            && self.conn.as_ref().is_some_and(|c| c.read.is_empty())
+        {
+            self.conn.take()
+        } else {
+            None
+        }
+    }
+
+    /// The next frame of the body.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match step(&mut self.framing, &mut conn.read) {
+                Step::Frame(frame) => return Poll::Ready(Some(Ok(frame))),
+                Step::End => return Poll::Ready(None),
+                Step::Fail(why) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(Error::Protocol(why))));
+                }
+                Step::More => {}
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    if matches!(self.framing, Framing::Close) {
+                        self.framing = Framing::Done;
+                        self.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(Error::Protocol(
+                        "the body broke off before its end".into(),
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(Error::Io(e))));
+                }
+            }
+        }
+    }
+}
+
+/// What the decoder made of the bytes at hand.
+#[derive(Debug)]
+enum Step {
+    Frame(Frame<Bytes>),
+    End,
+    More,
+    Fail(String),
+}
+
+/// Decodes as much of the body as `buf` holds (pure: no I/O, so the
+/// framing rules are unit-tested on their own).
+fn step(framing: &mut Framing, buf: &mut BytesMut) -> Step {
+    loop {
+        match framing {
+            Framing::Done => return Step::End,
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Step::More;
+                }
+                let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let data = buf.split_to(take).freeze();
+                *left -= take as u64;
+                if *left == 0 {
+                    *framing = Framing::Done;
+                }
+                return Step::Frame(Frame::data(data));
+            }
+            Framing::Close => {
+                if buf.is_empty() {
+                    return Step::More;
+                }
+                return Step::Frame(Frame::data(buf.split().freeze()));
+            }
+            Framing::Chunked(chunk) => match chunk {
+                Chunk::Size => {
+                    let Some(end) = find_crlf(buf) else {
+                        return too_long_or_more(buf);
+                    };
+                    let line = buf.split_to(end + 2);
+                    let digits = line[..end]
+                        .split(|b| *b == b';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_ascii();
+                    let size = std::str::from_utf8(digits)
+                        .ok()
+                        .filter(|d| !d.is_empty() && d.len() <= 16)
+                        .and_then(|d| u64::from_str_radix(d, 16).ok());
+                    match size {
+                        Some(0) => *chunk = Chunk::Trailers,
+                        Some(n) => *chunk = Chunk::Data(n),
+                        None => return Step::Fail("bad chunk size".into()),
+                    }
+                }
+                Chunk::Data(left) => {
+                    if buf.is_empty() {
+                        return Step::More;
+                    }
+                    let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let data = buf.split_to(take).freeze();
+                    *left -= take as u64;
+                    if *left == 0 {
+                        *chunk = Chunk::DataEnd;
+                    }
+                    return Step::Frame(Frame::data(data));
+                }
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        return Step::More;
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Step::Fail("chunk data not followed by CRLF".into());
+                    }
+                    buf.advance(2);
+                    *chunk = Chunk::Size;
+                }
+                Chunk::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        *framing = Framing::Done;
+                        return Step::End;
+                    }
+                    let Some(end) = find(buf, b"\r\n\r\n") else {
+                        return too_long_or_more(buf);
+                    };
+                    let section = buf.split_to(end + 4);
+                    *framing = Framing::Done;
+                    return match trailers(&section) {
+                        Ok(map) => Step::Frame(Frame::trailers(map)),
+                        Err(why) => Step::Fail(why),
+                    };
+                }
+            },
+        }
+    }
+}
+
+fn too_long_or_more(buf: &BytesMut) -> Step {
+    if buf.len() > MAX_LINE {
+        Step::Fail(format!(
+            "chunk line or trailers longer than {MAX_LINE} bytes"
+        ))
+    } else {
+        Step::More
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    find(buf, b"\r\n")
+}
+
+fn find(buf: &[u8], needle: &[u8]) -> Option<usize> {
+    buf.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Trailer fields (`name: value` lines, the section ending in an empty line).
+fn trailers(section: &[u8]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for line in section.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let colon = line
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or_else(|| "trailer line without a colon".to_string())?;
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| "bad trailer name")?;
+        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
+            .map_err(|_| "bad trailer value")?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(framing: &mut Framing, input: &[&[u8]]) -> Result<(Vec<u8>, Option<HeaderMap>), String> {
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut trailers = None;
+        for piece in input {
+            buf.extend_from_slice(piece);
+            loop {
+                match step(framing, &mut buf) {
+                    Step::Frame(f) => match f.into_data() {
+                        Ok(d) => body.extend_from_slice(&d),
+                        Err(f) => trailers = f.into_trailers().ok(),
+                    },
+                    Step::End => return Ok((body, trailers)),
+                    Step::More => break,
+                    Step::Fail(why) => return Err(why),
+                }
+            }
+        }
+        Err(format!("not finished: {framing:?}"))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire: &[u8] =
+            b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nx-sum: 7\r\n\r\n";
+        for cut in 0..wire.len() {
+            let mut f = Framing::Chunked(Chunk::Size);
+            let (body, trailers) = run(&mut f, &[&wire[..cut], &wire[cut..]]).unwrap();
+            assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.", "cut at {cut}");
+            assert_eq!(trailers.unwrap()["x-sum"], "7");
+        }
+        let mut f = Framing::Chunked(Chunk::Size);
+        let (body, trailers) = run(&mut f, &[b"3\r\nabc\r\n0\r\n\r\n"]).unwrap();
+        assert_eq!((body.as_slice(), trailers), (&b"abc"[..], None));
+    }
+
+    #[test]
+    fn bad_chunks_fail() {
+        for wire in [
+            &b"zz\r\nab\r\n"[..],
+            b"2\r\nabXY",
+            b"\r\n",
+            b"12345678901234567\r\n",
+        ] {
+            let mut f = Framing::Chunked(Chunk::Size);
+            assert!(run(&mut f, &[wire]).is_err(), "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn lengths_count_down_and_leave_the_rest() {
+        let mut f = Framing::Length(5);
+        let mut buf = BytesMut::from(&b"hel"[..]);
+        assert!(matches!(step(&mut f, &mut buf), Step::Frame(_)));
+        buf.extend_from_slice(b"loEXTRA");
+        assert!(matches!(step(&mut f, &mut buf), Step::Frame(_)));
+        assert!(matches!(f, Framing::Done));
+        assert_eq!(&buf[..], b"EXTRA");
+    }
+
+    #[test]
+    fn heads_encode_as_sent() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("/a?b=1")
+            .header("host", "up:80")
+            .header("x-forwarded-for", "127.0.0.1")
+            .body(())
+            .unwrap();
+        let mut out = Vec::new();
+        encode_head(&req, &mut out);
+        assert_eq!(
+            out,
+            b"GET /a?b=1 HTTP/1.1\r\nhost: up:80\r\nx-forwarded-for: 127.0.0.1\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The fast path for bodiless `GET`s and `HEAD`s (`coalmine_proxy::h1`)
+//! against an upstream that writes raw HTTP/1.1 by script: chunked bodies
+//! with trailers, bodies that end with the connection, `HEAD`, 204, 1xx
+//! heads, garbage, bodies cut short, keep-alive reuse, and an upstream that
+//! closes idle connections (the request is sent again on a new one).
+//!
+//! Everything runs on 127.0.0.1 ports chosen by the kernel, bounded in time.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use coalmine_proxy::{Config, Limits};
+use http::{Method, StatusCode};
+use support::{Conn, TestProxy, bounded, dead_url, routes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// An upstream that answers each request head with the raw bytes its path
+/// names; counts connections and requests.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    async fn start() -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream, r.clone()));
+            }
+        });
+        Scripted {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// What to write for a path, and whether to close afterwards.
+fn script(path: &str) -> (&'static [u8], bool) {
+    match path {
+        "/ok" | "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+        "/chunked" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+              4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nx-sum: 9\r\n\r\n",
+            false,
+        ),
+        "/close" => (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+            true,
+        ),
+        "/no-content" => (
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+            false,
+        ),
+        "/hints" => (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints",
+            false,
+        ),
+        "/garbage" => (b"NOT HTTP AT ALL\r\n\r\n", true),
+        "/cut" => (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true),
+        "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
+        _ => (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            false,
+        ),
+    }
+}
+
+async fn serve(mut stream: TcpStream, requests: Arc<AtomicUsize>) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        buf.drain(..head_end);
+        requests.fetch_add(1, Ordering::SeqCst);
+        let mut words = head.split_whitespace();
+        let method = words.next().unwrap_or_default().to_owned();
+        let path = words.next().unwrap_or_default().to_owned();
+        let (answer, close) = script(&path);
+        let answer = if method == "HEAD" && path == "/head" {
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..]
+        } else {
+            answer
+        };
+        if stream.write_all(answer).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+async fn proxy_for(up: &Scripted) -> TestProxy {
+    TestProxy::start_with(
+        Config {
+            stable: vec![up.url()],
+            canary: vec![dead_url()],
+            routes: routes(r#"{"canaryWeight": 0}"#),
+            limits: Limits {
+                request_timeout: Duration::from_secs(5),
+                ..Limits::default()
+            },
+        },
+        Duration::from_secs(1),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn framings_come_through_and_connections_are_reused() {
+    bounded(LIMIT, async {
+        let up = Scripted::start().await;
+        let proxy = proxy_for(&up).await;
+        let mut client = Conn::open(proxy.addr).await;
+
+        for _ in 0..10 {
+            let r = client.get("/ok", &[]).await;
+            assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "ok"));
+        }
+        assert_eq!(up.connections(), 1, "ten GETs, one upstream connection");
+
+        let r = client.get("/chunked", &[("te", "trailers")]).await;
+        assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "Wikipedia"));
+        let trailers = r.trailers.expect("the upstream's trailers");
+        assert_eq!(trailers["x-sum"], "9");
+
+        let r = client.send(Method::HEAD, "/head", &[], Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("content-length"), "5");
+        assert!(r.body.is_empty());
+
+        let r = client.get("/no-content", &[]).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+        let r = client.get("/hints", &[]).await;
+        assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "hints"));
+        assert_eq!(
+            up.connections(),
+            1,
+            "chunked, HEAD, 204 and 1xx answers all leave the connection reusable"
+        );
+
+        let r = client.get("/close", &[]).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (StatusCode::OK, "until the end")
+        );
+        let r = client.get("/ok", &[]).await;
+        assert_eq!(r.text(), "ok");
+        assert_eq!(up.connections(), 2, "a body ended by closing is not reused");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_replaced_transparently() {
+    bounded(LIMIT, async {
+        let up = Scripted::start().await;
+        let proxy = proxy_for(&up).await;
+        let mut client = Conn::open(proxy.addr).await;
+        for round in 0..5 {
+            // The upstream answers, then closes; the proxy only finds out
+            // when it next uses the connection.
+            let r = client.get("/then-close", &[]).await;
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (StatusCode::OK, "ok"),
+                "round {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            up.requests.load(Ordering::SeqCst),
+            5,
+            "each GET reached the upstream once"
+        );
+        let text = proxy.metrics_text().await;
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("coalmine_requests_total")
+                    && l.contains("class=\"error\"")
+                    && !l.ends_with(" 0")),
+            "no request counted as an error:\n{text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_and_cut_bodies_fail_cleanly() {
+    bounded(LIMIT, async {
+        let up = Scripted::start().await;
+        let proxy = proxy_for(&up).await;
+
+        let r = Conn::open(proxy.addr).await.get("/garbage", &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+
+        // A body cut short: the client's connection is closed, never left
+        // waiting for the 7 bytes that will not come (hyper drops the
+        // connection, with whatever it had not yet flushed).
+        let mut raw = TcpStream::connect(proxy.addr).await.unwrap();
+        raw.write_all(b"GET /cut HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut got)).await;
+        assert!(ended.is_ok(), "the connection was left open");
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.len() < 200, "{got}");
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
+
+        // The proxy still serves.
+        let r = Conn::open(proxy.addr).await.get("/ok", &[]).await;
+        assert_eq!(r.text(), "ok");
+    })
+    .await;
+}
