@@ -58,8 +58,14 @@ pub const LOWER_Z: f64 = 1.0;
 /// (`e^(sigma^2) - 1` for a mean-one lognormal: 0.6 is sigma 0.69).
 pub const WOBBLE: f64 = 0.6;
 /// Bad events per minute (both versions) from which [`WOBBLE`] is assumed
-/// in full; below, in proportion (see [`Dispersion::assumed`]).
+/// in full...
 pub const FULL_WOBBLE_EVENTS: f64 = 4.0;
+/// ...and up to which none is: between the two it grows linearly (see
+/// [`Dispersion::assumed`]).
+pub const NO_WOBBLE_EVENTS: f64 = 1.0;
+/// Bad events a block needs to count in the measured part: a block with a
+/// single bad event says nothing about clumps (see [`Dispersion::measured`]).
+pub const MIN_BLOCK_EVENTS: f64 = 2.0;
 /// Minutes before the assumed wobble starts to count...
 pub const RAMP_START_BLOCKS: f64 = 5.0;
 /// ...and minutes over which it grows to full strength.
@@ -155,7 +161,9 @@ impl Dispersion {
     }
 
     /// The measured part: the lower confidence bound of the estimated
-    /// dispersion, at least 1.
+    /// dispersion, at least 1, from the blocks with at least
+    /// [`MIN_BLOCK_EVENTS`] bad events (the ratio behind the residuals is
+    /// estimated from all of them).
     pub fn measured(&self) -> f64 {
         if self.blocks.is_empty() {
             return 1.0;
@@ -163,14 +171,19 @@ impl Dispersion {
         let d = self.log_ratio_mle();
         let (mut squares, mut variances, mut n) = (0.0f64, 0.0f64, 0.0f64);
         for block in &self.blocks {
-            let (mut observed, mut expected, mut variance) = (0.0, 0.0, 0.0);
+            let (mut observed, mut expected, mut variance, mut events) = (0.0, 0.0, 0.0, 0.0);
             for c in block {
                 let th = theta(c.rho, d);
                 observed += c.canary;
                 expected += th * c.total;
                 variance += th * (1.0 - th) * c.total;
+                events += c.total;
             }
-            if variance > 1e-9 {
+            // A lone bad event falls in one version or the other, with or
+            // without clumps: its squared residual has the binomial
+            // expectation under any dispersion. Such blocks (most of them
+            // at 1 req/s) only add noise and tighten the bound.
+            if events >= MIN_BLOCK_EVENTS && variance > 1e-9 {
                 squares += (observed - expected).powi(2);
                 variances += variance;
                 n += 1.0;
@@ -189,15 +202,19 @@ impl Dispersion {
     }
 
     /// The assumed part: `1 + ramp m W / 4`, with `m` the bad events per
-    /// minute and `W = WOBBLE min(1, m / FULL_WOBBLE_EVENTS)`.
+    /// minute and `W = WOBBLE` from [`FULL_WOBBLE_EVENTS`] a minute, 0 up
+    /// to [`NO_WOBBLE_EVENTS`], linear in between.
     ///
     /// `WOBBLE` is larger than the wobble it is meant to withstand
     /// (0.28 for a lognormal sigma of 0.5): it also pays back the first
     /// minutes, in which nothing is assumed. That debt grows with the bad
     /// events seen in those minutes, and with fewer than a few a minute it
-    /// is small, so `W` is scaled down there; at 1 req/s a full `WOBBLE`
-    /// would cost a slowly detected regression 8 points of detection
-    /// (docs/analysis.md).
+    /// is small, so `W` is scaled down there. With at most one bad event a
+    /// minute a wobble has nothing to clump: it adds `m^2 Var Z / 4` to a
+    /// variance of `m`, and the plain e-process stays within `alpha` at
+    /// 1 req/s even with a lognormal wobble of sigma 1, so nothing is
+    /// assumed there; any `W` would only delay regressions that are
+    /// barely detectable within the hour (docs/analysis.md, section 4).
     pub fn assumed(&self) -> f64 {
         if self.completed == 0 {
             return 1.0;
@@ -206,7 +223,8 @@ impl Dispersion {
         let by_events = (self.events - RAMP_START_EVENTS) / RAMP_EVENTS;
         let ramp = by_time.max(by_events).clamp(0.0, 1.0);
         let per_block = self.events / self.completed as f64;
-        let wobble = WOBBLE * (per_block / FULL_WOBBLE_EVENTS).min(1.0);
+        let scale = (per_block - NO_WOBBLE_EVENTS) / (FULL_WOBBLE_EVENTS - NO_WOBBLE_EVENTS);
+        let wobble = WOBBLE * scale.clamp(0.0, 1.0);
         1.0 + ramp * per_block * wobble / 4.0
     }
 
@@ -315,6 +333,43 @@ mod tests {
         g.update(Some(0.5), 30, 30);
         g.update(Some(0.5), 30, 30);
         assert!((g.assumed() - (1.0 + 60.0 * WOBBLE / 4.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn little_or_no_wobble_is_assumed_at_low_counts() {
+        // Under one bad event a minute: nothing, however long the run.
+        let mut g = Dispersion::new(1);
+        for minute in 0..60 {
+            g.update(
+                Some(0.5),
+                u64::from(minute % 3 == 0),
+                u64::from(minute % 3 == 1),
+            );
+        }
+        assert_eq!(g.assumed(), 1.0);
+        // 2.5 a minute: half of the full wobble, once phased in.
+        let mut g = Dispersion::new(1);
+        for minute in 0..20 {
+            g.update(Some(0.5), 1 + minute % 2, 1);
+        }
+        let expected = 1.0 + 2.5 * (WOBBLE / 2.0) / 4.0;
+        assert!((g.assumed() - expected).abs() < 1e-12, "{}", g.assumed());
+    }
+
+    #[test]
+    fn blocks_with_a_single_bad_event_are_not_measured() {
+        // Lone events, always the canary's: no clump can show in them.
+        let mut g = Dispersion::new(1);
+        for _ in 0..30 {
+            g.update(Some(0.5), 1, 0);
+        }
+        assert_eq!(g.measured(), 1.0);
+        assert_eq!(g.blocks(), 30);
+        // Lopsided pairs do count.
+        for (c, s) in [(2, 0), (0, 2), (2, 0), (0, 2), (2, 0), (0, 2)].repeat(3) {
+            g.update(Some(0.5), c, s);
+        }
+        assert!(g.measured() > 1.0, "{}", g.measured());
     }
 
     #[test]
