@@ -174,7 +174,9 @@ impl Forwarder {
             }
         }
         let body = if mirror {
-            match self.copy_for_mirror(body, &parts.headers).await {
+            // Boxed (like the other rare paths) to keep the request's
+            // future small: it is moved a few times per request.
+            match Box::pin(self.copy_for_mirror(body, &parts.headers)).await {
                 Copy::Copied(bytes, forwarded) => {
                     self.send_mirror(&table, &parts, &original_uri, h2, bytes);
                     forwarded
@@ -263,7 +265,7 @@ impl Forwarder {
         h2: bool,
     ) -> Result<Response<ResponseBody>, Failure> {
         if h2 {
-            match self.http2.request(req).await {
+            match Box::pin(self.http2.request(req)).await {
                 Ok(resp) => Ok(resp.map(ResponseBody::Streamed)),
                 Err(e) => Err(Failure {
                     connect: e.is_connect(),

@@ -31,6 +31,8 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a response head (hyper's default is 100).
 const MAX_HEADERS: usize = 100;
+/// Headers in the table tried first.
+const FEW_HEADERS: usize = 24;
 /// Longest chunk-size line (with extensions) or trailer section accepted.
 const MAX_LINE: usize = 8 * 1024;
 /// Read buffer reserve.
@@ -133,12 +135,43 @@ impl Conn {
     ///
     /// Header values are slices of the head's bytes, not copies (five
     /// allocations a request fewer), and the header slots are left
-    /// uninitialised for httparse to fill.
+    /// uninitialised for httparse to fill. Most answers have a handful of
+    /// headers, so a small table is tried first.
     fn parse_head(
         &mut self,
         head_only: bool,
     ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
-        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        match self.parse_head_in::<FEW_HEADERS>(head_only) {
+            Some(parsed) => parsed,
+            None => self
+                .parse_head_in::<MAX_HEADERS>(head_only)
+                .unwrap_or_else(|| {
+                    Err(Error::Protocol(format!(
+                        "more than {MAX_HEADERS} response headers"
+                    )))
+                }),
+        }
+    }
+
+    /// [`Conn::parse_head`] with room for `N` headers; `None` if there are more.
+    #[allow(clippy::type_complexity)]
+    fn parse_head_in<const N: usize>(
+        &mut self,
+        head_only: bool,
+    ) -> Option<Result<Option<(Response<()>, Framing, bool)>, Error>> {
+        match self.parse_head_with::<N>(head_only) {
+            Err(e) => Some(Err(e)),
+            Ok(None) => None,
+            Ok(Some(parsed)) => Some(Ok(parsed)),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn parse_head_with<const N: usize>(
+        &mut self,
+        head_only: bool,
+    ) -> Result<Option<Option<(Response<()>, Framing, bool)>>, Error> {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; N];
         let mut parsed = httparse::Response::new(&mut []);
         let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut parsed,
@@ -146,7 +179,8 @@ impl Conn {
             &mut slots,
         ) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
+            Ok(httparse::Status::Partial) => return Ok(Some(None)),
+            Err(httparse::Error::TooManyHeaders) => return Ok(None),
             Err(e) => return Err(Error::Protocol(format!("unparsable response head: {e}"))),
         };
         // Where each name and value lies in the head, so the head can be
@@ -158,7 +192,7 @@ impl Conn {
                 .filter(|start| start + part.len() <= len)
                 .map(|start| start..start + part.len())
         };
-        let mut spans = [const { (0..0, 0..0) }; MAX_HEADERS];
+        let mut spans = [const { (0..0, 0..0) }; N];
         let count = parsed.headers.len();
         for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
             let value = if h.value.is_empty() {
@@ -251,7 +285,7 @@ impl Conn {
         *resp.status_mut() = status;
         *resp.version_mut() = version;
         *resp.headers_mut() = headers;
-        Ok(Some((resp, framing, keep_alive)))
+        Ok(Some(Some((resp, framing, keep_alive))))
     }
 
     /// Reads what the socket has into the buffer; `Ok(0)` at its end.

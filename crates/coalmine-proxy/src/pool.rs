@@ -76,11 +76,21 @@ impl ConnPool {
     /// not be idempotent.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, SendError> {
         if h1::eligible(&req) {
             return self.send_fast(&req).await;
         }
+        // Boxed: the rarer path's future is large, and the request's
+        // future (moved a few times per request) would be as large.
+        Box::pin(self.send_hyper(req)).await
+    }
+
+    /// Over hyper's client connection: requests with bodies, upgrades.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
         let mut connects = 0;
         loop {
             let mut tx = match self.take_idle() {
@@ -137,7 +147,8 @@ impl ConnPool {
                 Some(conn) => conn,
                 None if connects < MAX_CONNECTS => {
                     connects += 1;
-                    h1::Conn::new(self.connect_stream().await?)
+                    // Boxed for the same reason: new connections are rare.
+                    h1::Conn::new(Box::pin(self.connect_stream()).await?)
                 }
                 None => {
                     return Err(SendError::Connect(io::Error::new(

@@ -83,6 +83,7 @@ fn script(path: &str) -> (&'static [u8], bool) {
             false,
         ),
         "/garbage" => (b"NOT HTTP AT ALL\r\n\r\n", true),
+        "/many" => (many_headers(), false),
         "/cut" => (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true),
         "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
         _ => (
@@ -90,6 +91,19 @@ fn script(path: &str) -> (&'static [u8], bool) {
             false,
         ),
     }
+}
+
+/// An answer with 60 headers: more than the parser's first, small table.
+fn many_headers() -> &'static [u8] {
+    static ANSWER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    ANSWER.get_or_init(|| {
+        let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n".to_vec();
+        for i in 0..59 {
+            a.extend_from_slice(format!("x-h{i}: {i}\r\n").as_bytes());
+        }
+        a.extend_from_slice(b"\r\nmany");
+        a
+    })
 }
 
 async fn serve(mut stream: TcpStream, requests: Arc<AtomicUsize>) {
@@ -165,12 +179,16 @@ async fn framings_come_through_and_connections_are_reused() {
         let r = client.get("/no-content", &[]).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
 
+        let r = client.get("/many", &[]).await;
+        assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "many"));
+        assert_eq!(r.header("x-h58"), "58");
+
         let r = client.get("/hints", &[]).await;
         assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "hints"));
         assert_eq!(
             up.connections(),
             1,
-            "chunked, HEAD, 204 and 1xx answers all leave the connection reusable"
+            "chunked, HEAD, 204, many-header and 1xx answers all leave the connection reusable"
         );
 
         let r = client.get("/close", &[]).await;
