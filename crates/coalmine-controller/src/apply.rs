@@ -5,7 +5,9 @@
 //! The translation is where the Kubernetes meaning of each action lives:
 //! which template each Deployment gets, how many replicas the router wants
 //! per track, which Services exist. Execution only creates, patches and
-//! scales.
+//! scales, and checks before each operation that this replica still holds
+//! its Lease ([`Leadership::check`]): a leader that lost its Lease midway
+//! stops there, leaving the rest to whoever leads now.
 
 use coalmine_core::rollout::{Action, Decision, Event};
 use coalmine_core::routes::Routes;
@@ -17,6 +19,7 @@ use kube::api::Api;
 use serde_json::Value;
 
 use crate::Error;
+use crate::leader::Leadership;
 use crate::router::{RouteTarget, TrafficRouter};
 use crate::workload::{self, Track};
 
@@ -197,9 +200,14 @@ pub struct Cluster<'a> {
     pub router: &'a dyn TrafficRouter,
     /// The router's target.
     pub target: RouteTarget,
+    /// Whether this replica may still write.
+    pub leadership: &'a Leadership,
 }
 
-/// Carries out `ops` in order; events go to `publish`.
+/// Carries out `ops` in order; events go to `publish`. Stops with
+/// [`Error::NotLeader`] before the first cluster operation this replica's
+/// Lease no longer covers (events are only recorded after the operations
+/// before them succeeded, so they need no check of their own).
 pub async fn execute<F, Fut>(
     cluster: &Cluster<'_>,
     ops: Vec<Op>,
@@ -210,6 +218,9 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     for op in ops {
+        if !matches!(op, Op::Event(_)) {
+            cluster.leadership.check()?;
+        }
         match op {
             Op::Deployment { object, template } => {
                 workload::ensure_deployment(&cluster.deployments, &object, template).await?;
