@@ -376,6 +376,7 @@ async fn step(
         "",
         now,
     );
+    remember_stable_template(&mut decision.status, stable_d.as_ref());
     if decision.status != status {
         write_status(api, c, ctx, &decision.status).await?;
     }
@@ -393,6 +394,34 @@ async fn step(
         .observe_canary(c.namespace(), c.name(), &decision.status);
 
     Ok(Action::requeue(next_look(&decision, findings.next_in)))
+}
+
+/// Keeps `status.stableTemplate` on the pod template the stable Deployment
+/// runs at `stableRevision`, taken from the Deployment itself (after a
+/// promotion the spec may already hold a newer template, and the canary's
+/// template was moved to the stable track): what recreates stable if it is
+/// deleted mid-rollout. Updated only when the revision it holds is not
+/// stable's, so the API server's defaulting causes no status writes.
+fn remember_stable_template(status: &mut CanaryStatus, stable: Option<&Deployment>) {
+    let Some(rev) = status.stable_revision.as_deref() else {
+        return;
+    };
+    let remembered = status
+        .stable_template
+        .as_ref()
+        .map(|t| serde_json::Value::Object(t.clone()));
+    if remembered.as_ref().and_then(workload::template_revision) == Some(rev) {
+        return;
+    }
+    let Some(t) = stable.and_then(workload::template_of) else {
+        return;
+    };
+    if workload::template_revision(&t) != Some(rev) {
+        return;
+    }
+    if let serde_json::Value::Object(t) = t {
+        status.stable_template = Some(t);
+    }
 }
 
 /// When to reconcile again without a watch event: the earliest of the
@@ -445,11 +474,19 @@ async fn carry_out(
     if decision.status.stable_revision.as_deref() != Some(desired)
         && cluster.deployments.get_opt(c.name()).await?.is_none()
     {
-        tracing::warn!(
-            canary = c.name(),
-            namespace = c.namespace(),
-            "stable Deployment missing and its template no longer in the spec; a promotion will recreate it"
-        );
+        if apply::remembered_stable_template(&decision.status).is_some() {
+            tracing::warn!(
+                canary = c.name(),
+                namespace = c.namespace(),
+                "stable Deployment missing; recreating it from status.stableTemplate"
+            );
+        } else {
+            tracing::warn!(
+                canary = c.name(),
+                namespace = c.namespace(),
+                "stable Deployment missing and its template neither in the spec nor in the status; a promotion will recreate it"
+            );
+        }
     }
     apply::execute(&cluster, ops, |e| async move {
         tracing::info!(
@@ -581,6 +618,27 @@ mod tests {
         let d = decide(&plan, &promoting, &obs(true), now);
         assert_eq!(d.status.phase, coalmine_core::status::Phase::Promoting);
         assert_eq!(next_look(&d, None), ACTIVE_RESYNC);
+    }
+
+    #[test]
+    fn the_status_remembers_the_template_stable_runs_at_its_revision() {
+        let mut status = CanaryStatus {
+            stable_revision: Some("old".into()),
+            ..CanaryStatus::default()
+        };
+        remember_stable_template(&mut status, None);
+        assert_eq!(status.stable_template, None);
+        // A stable Deployment at another revision (mid-promotion) is not it.
+        remember_stable_template(&mut status, Some(&deployment("new", 1, 1, 2)));
+        assert_eq!(status.stable_template, None);
+        remember_stable_template(&mut status, Some(&deployment("old", 1, 1, 2)));
+        let t = serde_json::Value::Object(status.stable_template.clone().expect("remembered"));
+        assert_eq!(workload::template_revision(&t), Some("old"));
+        // Promoted: the next revision's template replaces it.
+        status.stable_revision = Some("new".into());
+        remember_stable_template(&mut status, Some(&deployment("new", 2, 2, 2)));
+        let t = serde_json::Value::Object(status.stable_template.clone().expect("remembered"));
+        assert_eq!(workload::template_revision(&t), Some("new"));
     }
 
     #[test]
