@@ -423,6 +423,22 @@ async fn a_stable_deployment_deleted_mid_rollout_comes_back_at_the_stable_revisi
         .await?
         .ok_or("no canary")?;
     assert_eq!(shape(&canary), (1, "web:2".to_owned()));
+    // Waiting for a person, the rollout is not polled: once the watch
+    // events of the recreation have passed, no reconcile for 6 s (the
+    // resync of a rollout waiting on the cluster is 5 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("coalmine_controller_reconciles_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+    };
+    let before = reconciles(running.metrics.render()).ok_or("no reconciles counter")?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = reconciles(running.metrics.render()).ok_or("no reconciles counter")?;
+    assert!(
+        after <= before,
+        "a paused rollout was polled: {before} → {after} reconciles"
+    );
     running.stop().await;
     Ok(())
 }
