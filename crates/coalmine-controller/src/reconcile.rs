@@ -376,7 +376,17 @@ async fn step(
         "",
         now,
     );
-    remember_stable_template(&mut decision.status, stable_d.as_ref());
+    // The template stable is (re)created with while the spec is stable's
+    // revision: remembered in the same status write, rather than in one
+    // more write once the Deployment is seen.
+    let from_spec = (decision.status.stable_revision.as_deref() == Some(desired.as_str()))
+        .then(|| {
+            spec.template
+                .as_ref()
+                .map(|t| workload::pod_template(t, workload::Track::Stable, &desired))
+        })
+        .flatten();
+    remember_stable_template(&mut decision.status, stable_d.as_ref(), from_spec);
     if decision.status != status {
         write_status(api, c, ctx, &decision.status).await?;
     }
@@ -396,13 +406,19 @@ async fn step(
     Ok(Action::requeue(next_look(&decision, findings.next_in)))
 }
 
-/// Keeps `status.stableTemplate` on the pod template the stable Deployment
-/// runs at `stableRevision`, taken from the Deployment itself (after a
+/// Keeps `status.stableTemplate` on the pod template of `stableRevision`:
+/// the stable Deployment's own once it carries that revision (after a
 /// promotion the spec may already hold a newer template, and the canary's
-/// template was moved to the stable track): what recreates stable if it is
-/// deleted mid-rollout. Updated only when the revision it holds is not
-/// stable's, so the API server's defaulting causes no status writes.
-fn remember_stable_template(status: &mut CanaryStatus, stable: Option<&Deployment>) {
+/// template was moved to the stable track), else `from_spec`, the spec's
+/// template while the spec is stable's revision. It is what recreates
+/// stable if it is deleted mid-rollout. Updated only when the revision it
+/// holds is not stable's, so the API server's defaulting causes no status
+/// writes.
+fn remember_stable_template(
+    status: &mut CanaryStatus,
+    stable: Option<&Deployment>,
+    from_spec: Option<serde_json::Value>,
+) {
     let Some(rev) = status.stable_revision.as_deref() else {
         return;
     };
@@ -413,13 +429,12 @@ fn remember_stable_template(status: &mut CanaryStatus, stable: Option<&Deploymen
     if remembered.as_ref().and_then(workload::template_revision) == Some(rev) {
         return;
     }
-    let Some(t) = stable.and_then(workload::template_of) else {
-        return;
-    };
-    if workload::template_revision(&t) != Some(rev) {
-        return;
-    }
-    if let serde_json::Value::Object(t) = t {
+    let found = stable
+        .and_then(workload::template_of)
+        .into_iter()
+        .chain(from_spec)
+        .find(|t| workload::template_revision(t) == Some(rev));
+    if let Some(serde_json::Value::Object(t)) = found {
         status.stable_template = Some(t);
     }
 }
@@ -626,19 +641,30 @@ mod tests {
             stable_revision: Some("old".into()),
             ..CanaryStatus::default()
         };
-        remember_stable_template(&mut status, None);
+        let rev_of = |s: &CanaryStatus| {
+            let t = serde_json::Value::Object(s.stable_template.clone()?);
+            workload::template_revision(&t).map(str::to_owned)
+        };
+        remember_stable_template(&mut status, None, None);
         assert_eq!(status.stable_template, None);
         // A stable Deployment at another revision (mid-promotion) is not it.
-        remember_stable_template(&mut status, Some(&deployment("new", 1, 1, 2)));
+        remember_stable_template(&mut status, Some(&deployment("new", 1, 1, 2)), None);
         assert_eq!(status.stable_template, None);
-        remember_stable_template(&mut status, Some(&deployment("old", 1, 1, 2)));
-        let t = serde_json::Value::Object(status.stable_template.clone().expect("remembered"));
-        assert_eq!(workload::template_revision(&t), Some("old"));
+        remember_stable_template(&mut status, Some(&deployment("old", 1, 1, 2)), None);
+        assert_eq!(rev_of(&status).as_deref(), Some("old"));
         // Promoted: the next revision's template replaces it.
         status.stable_revision = Some("new".into());
-        remember_stable_template(&mut status, Some(&deployment("new", 2, 2, 2)));
-        let t = serde_json::Value::Object(status.stable_template.clone().expect("remembered"));
-        assert_eq!(workload::template_revision(&t), Some("new"));
+        remember_stable_template(&mut status, Some(&deployment("new", 2, 2, 2)), None);
+        assert_eq!(rev_of(&status).as_deref(), Some("new"));
+        // The first deploy: no Deployment yet, the spec's template.
+        let mut first = CanaryStatus {
+            stable_revision: Some("one".into()),
+            ..CanaryStatus::default()
+        };
+        let spec_t =
+            json!({"metadata": {"annotations": {crate::resource::REVISION_ANNOTATION: "one"}}});
+        remember_stable_template(&mut first, None, Some(spec_t));
+        assert_eq!(rev_of(&first).as_deref(), Some("one"));
     }
 
     #[test]
