@@ -16,7 +16,8 @@
 //! - [`router`]: the [`router::TrafficRouter`] trait and the `replicas`,
 //!   `gatewayAPI` and `nginx` routers;
 //! - [`analysis`]: each rollout's judge, fed by the providers;
-//! - [`leader`]: leader election over a Lease;
+//! - [`leader`]: leader election over a Lease, and the deadline
+//!   ([`leader::Leadership`]) every write checks;
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`; [`logs`]: JSON logs;
 //! - [`run`] ties them together. `docs/controller.md` is the design.
 
