@@ -5,11 +5,14 @@
 //! The translation is where the Kubernetes meaning of each action lives:
 //! which template each Deployment gets, how many replicas the router wants
 //! per track, which Services exist. Execution only creates, patches and
-//! scales.
+//! scales, and checks before each operation that this replica still holds
+//! its Lease ([`Leadership::check`]): a leader that lost its Lease midway
+//! stops there, leaving the rest to whoever leads now.
 
 use coalmine_core::rollout::{Action, Decision, Event};
 use coalmine_core::routes::Routes;
 use coalmine_core::spec::CanarySpec;
+use coalmine_core::status::CanaryStatus;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -17,6 +20,7 @@ use kube::api::Api;
 use serde_json::Value;
 
 use crate::Error;
+use crate::leader::Leadership;
 use crate::router::{RouteTarget, TrafficRouter};
 use crate::workload::{self, Track};
 
@@ -84,17 +88,18 @@ pub fn operations(
     let mut ops = Vec::new();
 
     // Stable exists before any rollout. Its template comes from the spec
-    // only while the spec *is* stable's revision (the first deploy, or a
-    // Deployment someone deleted); otherwise only a promotion writes it.
-    if decision.status.stable_revision.as_deref() == Some(desired) {
-        let d = workload::deployment(
-            name,
-            owner,
-            &selector,
-            workload::pod_template(&template, Track::Stable, desired),
-            Track::Stable,
-            stable_replicas,
-        )?;
+    // while the spec *is* stable's revision (the first deploy, or a
+    // Deployment someone deleted), else from the template the status
+    // remembers for stable's revision (a Deployment deleted mid-rollout);
+    // either only creates a missing stable. Otherwise only a promotion
+    // writes stable's template.
+    let stable_template = if decision.status.stable_revision.as_deref() == Some(desired) {
+        Some(workload::pod_template(&template, Track::Stable, desired))
+    } else {
+        remembered_stable_template(&decision.status).map(|t| workload::retrack(&t, Track::Stable))
+    };
+    if let Some(t) = stable_template {
+        let d = workload::deployment(name, owner, &selector, t, Track::Stable, stable_replicas)?;
         ops.push(Op::Deployment {
             object: Box::new(d),
             template: false,
@@ -187,6 +192,12 @@ pub fn operations(
     Ok(ops)
 }
 
+/// `status.stableTemplate`, if it is the template of `status.stableRevision`.
+pub fn remembered_stable_template(status: &CanaryStatus) -> Option<Value> {
+    let t = Value::Object(status.stable_template.clone()?);
+    (workload::template_revision(&t) == status.stable_revision.as_deref()).then_some(t)
+}
+
 /// Where [`execute`] acts.
 pub struct Cluster<'a> {
     /// Deployments of the Canary's namespace.
@@ -197,9 +208,14 @@ pub struct Cluster<'a> {
     pub router: &'a dyn TrafficRouter,
     /// The router's target.
     pub target: RouteTarget,
+    /// Whether this replica may still write.
+    pub leadership: &'a Leadership,
 }
 
-/// Carries out `ops` in order; events go to `publish`.
+/// Carries out `ops` in order; events go to `publish`. Stops with
+/// [`Error::NotLeader`] before the first cluster operation this replica's
+/// Lease no longer covers (events are only recorded after the operations
+/// before them succeeded, so they need no check of their own).
 pub async fn execute<F, Fut>(
     cluster: &Cluster<'_>,
     ops: Vec<Op>,
@@ -210,6 +226,9 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     for op in ops {
+        if !matches!(op, Op::Event(_)) {
+            cluster.leadership.check()?;
+        }
         match op {
             Op::Deployment { object, template } => {
                 workload::ensure_deployment(&cluster.deployments, &object, template).await?;
@@ -231,7 +250,7 @@ mod tests {
     use crate::router::gateway::GatewayApi;
     use crate::router::replicas::Replicas;
     use coalmine_core::rollout::{Observation, decide};
-    use coalmine_core::status::{CanaryStatus, Phase};
+    use coalmine_core::status::Phase;
     use coalmine_core::{Time, validate};
     use serde_json::json;
 
@@ -373,6 +392,72 @@ mod tests {
             ops.iter()
                 .any(|o| matches!(o, Op::Routes(r) if r.canary_weight == 25))
         );
+    }
+
+    #[test]
+    fn mid_rollout_stable_comes_back_from_the_remembered_template() {
+        let (old, plan) = canary("web:1");
+        let stable_rev = old.spec.desired_revision();
+        let (c, _) = canary("web:2");
+        let desired = c.spec.desired_revision();
+        let remembered = workload::pod_template(
+            old.spec.template.as_ref().expect("template"),
+            Track::Stable,
+            &stable_rev,
+        );
+        let status = CanaryStatus {
+            phase: Phase::Paused,
+            step: 1,
+            weight: 25,
+            stable_revision: Some(stable_rev.clone()),
+            canary_revision: Some(desired.clone()),
+            ..CanaryStatus::default()
+        };
+        let owner = owner();
+        let inputs = Inputs {
+            name: "web",
+            spec: &c.spec,
+            desired: &desired,
+            owner: &owner,
+            canary_template: None,
+        };
+        let stable_op = |d: &Decision| {
+            operations(&inputs, &Replicas, d)
+                .expect("ops")
+                .into_iter()
+                .find_map(|o| match o {
+                    Op::Deployment { object, template }
+                        if object.metadata.name.as_deref() == Some("web") =>
+                    {
+                        Some((object, template))
+                    }
+                    _ => None,
+                })
+        };
+        let t0 = Time::from_unix_millis(0);
+        let without = decide(&plan, &status, &obs(&desired, true, Some(&stable_rev)), t0);
+        assert!(stable_op(&without).is_none(), "nothing to recreate it from");
+        let with = CanaryStatus {
+            stable_template: remembered.as_object().cloned(),
+            ..status.clone()
+        };
+        let d = decide(&plan, &with, &obs(&desired, true, Some(&stable_rev)), t0);
+        let (object, template) = stable_op(&d).expect("stable ensured");
+        assert!(!template, "only created when missing, never rewritten");
+        let spec = object.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(3), "at the rollout's split");
+        let image = spec.template.spec.expect("pod spec").containers[0]
+            .image
+            .clone();
+        assert_eq!(image.as_deref(), Some("web:1"), "stable's, not the spec's");
+        // A remembered template of another revision is not stable's.
+        let stale = CanaryStatus {
+            stable_template: remembered.as_object().cloned(),
+            stable_revision: Some("other".into()),
+            ..status
+        };
+        let d = decide(&plan, &stale, &obs(&desired, true, Some("other")), t0);
+        assert!(stable_op(&d).is_none());
     }
 
     #[test]

@@ -9,10 +9,20 @@
 //! once, before its Lease can expire and another replica take over; a
 //! follower waits a whole `duration` after the last renewal. That gap is
 //! what keeps two replicas from acting at the same time.
+//!
+//! Stepping down "at once" is only as quick as the loop notices, and a
+//! reconcile that started as leader may still be running. So the loop also
+//! keeps a [`Leadership`]: the local instant until which this replica's
+//! Lease is valid — the start of the last successful renewal plus
+//! `duration − duration/3` (the renew deadline). Every write a reconcile
+//! makes checks it first ([`Leadership::check`], an atomic load, no API
+//! call): a replica whose renewals stall stops writing a third of a Lease
+//! before any other replica may take the Lease, a margin for clock skew
+//! between the replicas and for a write already on the wire.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -33,6 +43,74 @@ pub struct Election {
     pub identity: String,
     /// How long a Lease holds without renewal.
     pub duration: Duration,
+}
+
+/// Until when this replica may write, as the Lease loop last established
+/// it (shared by the loop and every reconcile).
+#[derive(Debug)]
+pub struct Leadership {
+    /// The instant the millisecond counts start from.
+    origin: Instant,
+    /// Milliseconds after `origin` before which writes are allowed: 0 never
+    /// (a follower), `u64::MAX` always (no leader election).
+    until_ms: AtomicU64,
+}
+
+impl Leadership {
+    /// No leader election: this replica always acts.
+    pub fn always() -> Leadership {
+        Leadership {
+            origin: Instant::now(),
+            until_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// A follower until [`Leadership::hold_until`] says otherwise.
+    pub fn follower() -> Leadership {
+        Leadership {
+            origin: Instant::now(),
+            until_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// This replica holds a valid Lease until `until` (local clock).
+    pub fn hold_until(&self, until: Instant) {
+        if self.until_ms.load(Ordering::SeqCst) != u64::MAX {
+            self.until_ms.store(self.ms(until), Ordering::SeqCst);
+        }
+    }
+
+    /// This replica does not hold the Lease (any more).
+    pub fn revoke(&self) {
+        if self.until_ms.load(Ordering::SeqCst) != u64::MAX {
+            self.until_ms.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether this replica may write at `t`.
+    pub fn valid_at(&self, t: Instant) -> bool {
+        let until = self.until_ms.load(Ordering::SeqCst);
+        until == u64::MAX || self.ms(t) < until
+    }
+
+    /// Whether this replica may write now.
+    pub fn is_valid(&self) -> bool {
+        self.valid_at(Instant::now())
+    }
+
+    /// `Ok` while this replica may write; [`crate::Error::NotLeader`] once
+    /// its Lease is lost or past its renew deadline.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        if self.is_valid() {
+            Ok(())
+        } else {
+            Err(crate::Error::NotLeader)
+        }
+    }
 }
 
 /// What one attempt decided.
@@ -66,6 +144,13 @@ pub fn free_for(lease: &Lease, identity: &str, now: Timestamp, duration: Duratio
 }
 
 impl Election {
+    /// How long after the start of a successful renewal this replica may
+    /// write: the Lease's duration less a third, the margin that covers
+    /// clock skew and writes in flight before a follower may take over.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration - self.duration / 3
+    }
+
     /// One attempt to take or renew the Lease.
     pub async fn attempt(&self, client: &Client) -> Result<Outcome, kube::Error> {
         let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
@@ -113,22 +198,33 @@ impl Election {
         }
     }
 
-    /// Keeps `leader` true exactly while this replica holds the Lease, until
-    /// `stop`; then releases the Lease if it holds it.
+    /// Keeps `leadership` valid exactly while this replica holds the Lease
+    /// (and at most [`Election::renew_deadline`] past each successful
+    /// renewal), until `stop`; then releases the Lease if it holds it.
     pub async fn run(
         self,
         client: Client,
-        leader: Arc<AtomicBool>,
+        leadership: Arc<Leadership>,
         metrics: Arc<Metrics>,
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
         let period = (self.duration / 3).max(Duration::from_millis(100));
+        let mut was = false;
         loop {
+            // Measured before the request: the Lease's renewTime is written
+            // no earlier than this, so the deadline counts from no later
+            // than the instant other replicas count from.
+            let started = Instant::now();
             // An attempt that hangs must not keep a leader acting past its
             // Lease: it counts as a failure after one period.
             let outcome = tokio::time::timeout(period, self.attempt(&client)).await;
             let is = matches!(outcome, Ok(Ok(Outcome::Leader)));
+            if is {
+                leadership.hold_until(started + self.renew_deadline());
+            } else {
+                leadership.revoke();
+            }
             match &outcome {
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, lease = %self.name, "leader election: cannot reach the Lease; not acting");
@@ -138,16 +234,18 @@ impl Election {
                 }
                 Ok(Ok(_)) => {}
             }
-            if leader.swap(is, Ordering::SeqCst) != is {
+            if was != is {
                 tracing::info!(identity = %self.identity, leader = is, "leadership changed");
             }
+            was = is;
             metrics.set_leader(is);
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
                 _ = &mut stop => break,
             }
         }
-        if leader.swap(false, Ordering::SeqCst) {
+        leadership.revoke();
+        if was {
             metrics.set_leader(false);
             self.release(&client).await;
         }
@@ -171,6 +269,36 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leadership_is_valid_until_its_deadline_or_until_revoked() {
+        let l = Leadership::follower();
+        let now = Instant::now();
+        assert!(!l.valid_at(now), "a follower never writes");
+        assert!(l.check().is_err());
+        l.hold_until(now + Duration::from_secs(10));
+        assert!(l.valid_at(now + Duration::from_secs(9)));
+        assert!(
+            !l.valid_at(now + Duration::from_secs(10)),
+            "not at the deadline"
+        );
+        assert!(l.check().is_ok());
+        l.revoke();
+        assert!(!l.valid_at(now));
+        assert!(matches!(l.check(), Err(crate::Error::NotLeader)));
+        // Without an election nothing takes the right to write away.
+        let always = Leadership::always();
+        always.revoke();
+        always.hold_until(now);
+        assert!(always.valid_at(now + Duration::from_secs(3600)));
+        let e = Election {
+            namespace: "ns".into(),
+            name: "lease".into(),
+            identity: "a".into(),
+            duration: Duration::from_secs(15),
+        };
+        assert_eq!(e.renew_deadline(), Duration::from_secs(10));
+    }
 
     #[test]
     fn a_lease_is_free_when_unheld_ours_or_expired() {

@@ -16,7 +16,8 @@
 //! - [`router`]: the [`router::TrafficRouter`] trait and the `replicas`,
 //!   `gatewayAPI` and `nginx` routers;
 //! - [`analysis`]: each rollout's judge, fed by the providers;
-//! - [`leader`]: leader election over a Lease;
+//! - [`leader`]: leader election over a Lease, and the deadline
+//!   ([`leader::Leadership`]) every write checks;
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`; [`logs`]: JSON logs;
 //! - [`run`] ties them together. `docs/controller.md` is the design.
 
@@ -33,7 +34,6 @@ pub mod router;
 pub mod workload;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -71,6 +71,10 @@ pub enum Error {
     /// The analysis could not be set up.
     #[error("{0}")]
     Analysis(String),
+    /// This replica's Lease is lost or past its renew deadline: it must
+    /// not write (another replica may be acting).
+    #[error("not the leader any more (Lease lost or past its renew deadline); not writing")]
+    NotLeader,
 }
 
 impl Error {
@@ -82,6 +86,7 @@ impl Error {
             Error::Missing { .. } => "missing",
             Error::Conflict(_) => "conflict",
             Error::Analysis(_) => "analysis",
+            Error::NotLeader => "leadership",
         }
     }
 }
@@ -96,14 +101,15 @@ pub struct Context {
     pub analyses: analysis::Analyses,
     /// The metrics.
     pub metrics: Arc<ops::Metrics>,
-    /// True while this replica may act (the leader, or no election).
-    pub leader: Arc<AtomicBool>,
+    /// Until when this replica may act (the leader, or no election); every
+    /// write checks it.
+    pub leadership: Arc<leader::Leadership>,
 }
 
 impl Context {
     /// Whether this replica may act now.
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+        self.leadership.is_valid()
     }
 }
 
@@ -135,7 +141,11 @@ pub async fn run(
     metrics: Arc<ops::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let leader = Arc::new(AtomicBool::new(config.election.is_none()));
+    let leadership = Arc::new(if config.election.is_none() {
+        leader::Leadership::always()
+    } else {
+        leader::Leadership::follower()
+    });
     metrics.set_leader(config.election.is_none());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -146,7 +156,12 @@ pub async fn run(
     };
     let election = config.election.clone().map(|e| {
         tracing::info!(identity = %e.identity, lease = %e.name, "leader election started");
-        tokio::spawn(e.run(client.clone(), leader.clone(), metrics.clone(), stopped()))
+        tokio::spawn(e.run(
+            client.clone(),
+            leadership.clone(),
+            metrics.clone(),
+            stopped(),
+        ))
     });
     let instance = config.election.as_ref().map(|e| e.identity.clone());
     let recorder = Recorder::new(
@@ -161,7 +176,7 @@ pub async fn run(
         recorder,
         analyses: analysis::Analyses::default(),
         metrics: metrics.clone(),
-        leader,
+        leadership,
     });
     let (canaries, deployments): (Api<CanaryResource>, Api<Deployment>) = match &config.namespace {
         Some(ns) => (

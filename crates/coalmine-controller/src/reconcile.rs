@@ -8,6 +8,12 @@
 //! and every action is level-triggered, so the next reconcile repeats
 //! whatever a dead controller left undone. Nothing about a rollout lives in
 //! memory except the judge's evidence (see [`crate::analysis`]).
+//!
+//! Every write (status, finalizer, each cluster operation) first checks
+//! that this replica's Lease is still valid ([`crate::leader::Leadership`]):
+//! a reconcile that outlives its replica's leadership stops before its next
+//! write and fails with [`Error::NotLeader`], so two replicas never both
+//! act, even for the length of one reconcile.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -33,6 +39,12 @@ use crate::{CONFLICT_RETRIES, Context, Error, apply};
 const ACTIVE_RESYNC: StdDuration = StdDuration::from_secs(5);
 /// How often a settled Canary is looked at anyway.
 const IDLE_RESYNC: StdDuration = StdDuration::from_secs(300);
+/// How often a rollout waiting for a person (`pause: {}`, a person's pause)
+/// is looked at anyway: the command that ends the wait is an annotation on
+/// the Canary, so its watch event reconciles at once; this is only a
+/// safety net (a missed watch event), and keeps a thousand paused rollouts
+/// from costing hundreds of reconciles a second.
+const PAUSED_RESYNC: StdDuration = StdDuration::from_secs(300);
 
 /// Reconciles one Canary (the `kube::runtime::Controller` callback).
 pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -46,7 +58,9 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
     let result = reconcile_fresh(&namespace, &name, &ctx).await;
     ctx.metrics
         .reconciled(started.elapsed(), result.as_ref().err());
-    if let Err(e) = &result {
+    if let Err(Error::NotLeader) = &result {
+        tracing::info!(canary = %name, namespace = %namespace, "leadership lost mid-reconcile; abandoned before its next write");
+    } else if let Err(e) = &result {
         tracing::warn!(canary = %name, namespace = %namespace, error = %e, "reconcile failed");
         // Something the spec names is missing (an HTTPRoute, an Ingress):
         // the user can fix that, so it is told where they look.
@@ -81,7 +95,7 @@ async fn reconcile_fresh(namespace: &str, name: &str, ctx: &Context) -> Result<A
         let r = if canary.metadata.deletion_timestamp.is_some() {
             finalize(&api, &canary, ctx).await
         } else if !canary.finalizers().iter().any(|f| f == FINALIZER) {
-            add_finalizer(&api, &canary).await.map(|()| None)
+            add_finalizer(&api, &canary, ctx).await.map(|()| None)
         } else {
             step(&api, &canary, ctx, &key).await.map(Some)
         };
@@ -96,7 +110,12 @@ async fn reconcile_fresh(namespace: &str, name: &str, ctx: &Context) -> Result<A
     Err(Error::Conflict(format!("Canary {key}")))
 }
 
-async fn add_finalizer(api: &Api<CanaryResource>, c: &CanaryResource) -> Result<(), Error> {
+async fn add_finalizer(
+    api: &Api<CanaryResource>,
+    c: &CanaryResource,
+    ctx: &Context,
+) -> Result<(), Error> {
+    ctx.leadership.check()?;
     let mut finalizers = c.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
     let patch =
@@ -133,6 +152,7 @@ async fn finalize(
             .unwrap_or(80),
         owner: owner_of(c)?,
     };
+    ctx.leadership.check()?;
     match router.cleanup(&target).await {
         Err(Error::Missing { .. }) | Ok(()) => {}
         Err(e) => return Err(e),
@@ -144,7 +164,9 @@ async fn finalize(
         .and_then(serde_json::Value::as_i64)
         .and_then(|r| i32::try_from(r).ok())
         .unwrap_or(1);
+    ctx.leadership.check()?;
     workload::scale(&deploys, &workload::canary_name(c.name()), 0).await?;
+    ctx.leadership.check()?;
     workload::scale(&deploys, c.name(), router.replicas(total, 0).0).await?;
     let rest: Vec<String> = c
         .finalizers()
@@ -153,6 +175,7 @@ async fn finalize(
         .cloned()
         .collect();
     let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": c.resource_version()}});
+    ctx.leadership.check()?;
     api.patch(c.name(), &PatchParams::default(), &Patch::Merge(patch))
         .await?;
     let key = format!("{}/{}", c.namespace(), c.name());
@@ -227,12 +250,15 @@ pub fn set_condition(
     }
 }
 
-/// Writes `status` with the object's resourceVersion (409 if it moved).
+/// Writes `status` with the object's resourceVersion (409 if it moved),
+/// if this replica still leads.
 async fn write_status(
     api: &Api<CanaryResource>,
     c: &CanaryResource,
+    ctx: &Context,
     status: &CanaryStatus,
 ) -> Result<(), Error> {
+    ctx.leadership.check()?;
     let mut obj = c.clone();
     obj.status = Some(serde_json::to_value(status)?);
     api.replace_status(c.name(), &PostParams::default(), &obj)
@@ -261,7 +287,7 @@ async fn invalid(
         Time::now(),
     );
     if status.conditions != before {
-        write_status(api, c, &status).await?;
+        write_status(api, c, ctx, &status).await?;
         ctx.publish(
             c,
             &Event {
@@ -350,8 +376,19 @@ async fn step(
         "",
         now,
     );
+    // The template stable is (re)created with while the spec is stable's
+    // revision: remembered in the same status write, rather than in one
+    // more write once the Deployment is seen.
+    let from_spec = (decision.status.stable_revision.as_deref() == Some(desired.as_str()))
+        .then(|| {
+            spec.template
+                .as_ref()
+                .map(|t| workload::pod_template(t, workload::Track::Stable, &desired))
+        })
+        .flatten();
+    remember_stable_template(&mut decision.status, stable_d.as_ref(), from_spec);
     if decision.status != status {
-        write_status(api, c, &decision.status).await?;
+        write_status(api, c, ctx, &decision.status).await?;
     }
     carry_out(
         c,
@@ -366,19 +403,61 @@ async fn step(
     ctx.metrics
         .observe_canary(c.namespace(), c.name(), &decision.status);
 
-    let resync = if decision.status.phase.is_terminal() {
+    Ok(Action::requeue(next_look(&decision, findings.next_in)))
+}
+
+/// Keeps `status.stableTemplate` on the pod template of `stableRevision`:
+/// the stable Deployment's own once it carries that revision (after a
+/// promotion the spec may already hold a newer template, and the canary's
+/// template was moved to the stable track), else `from_spec`, the spec's
+/// template while the spec is stable's revision. It is what recreates
+/// stable if it is deleted mid-rollout. Updated only when the revision it
+/// holds is not stable's, so the API server's defaulting causes no status
+/// writes.
+fn remember_stable_template(
+    status: &mut CanaryStatus,
+    stable: Option<&Deployment>,
+    from_spec: Option<serde_json::Value>,
+) {
+    let Some(rev) = status.stable_revision.as_deref() else {
+        return;
+    };
+    let remembered = status
+        .stable_template
+        .as_ref()
+        .map(|t| serde_json::Value::Object(t.clone()));
+    if remembered.as_ref().and_then(workload::template_revision) == Some(rev) {
+        return;
+    }
+    let found = stable
+        .and_then(workload::template_of)
+        .into_iter()
+        .chain(from_spec)
+        .find(|t| workload::template_revision(t) == Some(rev));
+    if let Some(serde_json::Value::Object(t)) = found {
+        status.stable_template = Some(t);
+    }
+}
+
+/// When to reconcile again without a watch event: the earliest of the
+/// decision's timer, the judge's next collection, and a resync that
+/// depends on what the rollout waits for (short while Deployments
+/// converge, long when only a person or a spec edit can move it).
+fn next_look(decision: &Decision, next_collection: Option<StdDuration>) -> StdDuration {
+    let mut next = if decision.status.phase.is_terminal() {
         IDLE_RESYNC
+    } else if decision.waits_for_a_person() {
+        PAUSED_RESYNC
     } else {
         ACTIVE_RESYNC
     };
-    let mut next = resync;
     if let Some(after) = decision.requeue_after {
         next = next.min(after.to_std() + StdDuration::from_millis(50));
     }
-    if let Some(after) = findings.next_in {
+    if let Some(after) = next_collection {
         next = next.min(after + StdDuration::from_millis(10));
     }
-    Ok(Action::requeue(next))
+    next
 }
 
 /// Carries out a decision's actions, in order, after the status is stored.
@@ -405,15 +484,24 @@ async fn carry_out(
         services: Api::namespaced(ctx.client.clone(), c.namespace()),
         router,
         target: route_target(ctx, c, checked)?,
+        leadership: &ctx.leadership,
     };
     if decision.status.stable_revision.as_deref() != Some(desired)
         && cluster.deployments.get_opt(c.name()).await?.is_none()
     {
-        tracing::warn!(
-            canary = c.name(),
-            namespace = c.namespace(),
-            "stable Deployment missing and its template no longer in the spec; a promotion will recreate it"
-        );
+        if apply::remembered_stable_template(&decision.status).is_some() {
+            tracing::warn!(
+                canary = c.name(),
+                namespace = c.namespace(),
+                "stable Deployment missing; recreating it from status.stableTemplate"
+            );
+        } else {
+            tracing::warn!(
+                canary = c.name(),
+                namespace = c.namespace(),
+                "stable Deployment missing and its template neither in the spec nor in the status; a promotion will recreate it"
+            );
+        }
     }
     apply::execute(&cluster, ops, |e| async move {
         tracing::info!(
@@ -493,6 +581,90 @@ mod tests {
         let o = observe(&status, "new", None, None);
         assert!(!o.canary_ready && o.canary_gone);
         assert_eq!(o.stable_ready_revision, None);
+    }
+
+    #[test]
+    fn a_rollout_waiting_for_a_person_is_not_polled() {
+        let doc = json!({
+            "apiVersion": "coalmine.dev/v1alpha1", "kind": "Canary",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "web", "image": "web:2"}]}},
+                "steps": [{"setWeight": 25}, {"pause": {}}]
+            }
+        });
+        let (_, plan, _) = coalmine_core::validate::load(&doc.to_string()).expect("valid");
+        let status = CanaryStatus {
+            phase: coalmine_core::status::Phase::Progressing,
+            stable_revision: Some("old".into()),
+            canary_revision: Some("new".into()),
+            rollout_started_at: Some(Time::from_unix_millis(0)),
+            step_started_at: Some(Time::from_unix_millis(0)),
+            ..CanaryStatus::default()
+        };
+        let obs = |ready: bool| Observation {
+            desired_revision: "new".into(),
+            canary_ready: ready,
+            canary_gone: false,
+            stable_ready_revision: Some("old".into()),
+            analysis: None,
+            command: None,
+        };
+        let now = Time::from_unix_millis(1000);
+        let paused = decide(&plan, &status, &obs(true), now);
+        assert_eq!(paused.status.phase, coalmine_core::status::Phase::Paused);
+        assert_eq!(next_look(&paused, None), PAUSED_RESYNC);
+        // The judge keeps its own schedule while paused.
+        let soon = StdDuration::from_secs(10);
+        assert_eq!(
+            next_look(&paused, Some(soon)),
+            soon + StdDuration::from_millis(10)
+        );
+        // Waiting for the canary's pods is a wait on the cluster.
+        let unready = decide(&plan, &status, &obs(false), now);
+        assert_eq!(next_look(&unready, None), ACTIVE_RESYNC);
+        let promoting = CanaryStatus {
+            phase: coalmine_core::status::Phase::Promoting,
+            step: 2,
+            ..status.clone()
+        };
+        let d = decide(&plan, &promoting, &obs(true), now);
+        assert_eq!(d.status.phase, coalmine_core::status::Phase::Promoting);
+        assert_eq!(next_look(&d, None), ACTIVE_RESYNC);
+    }
+
+    #[test]
+    fn the_status_remembers_the_template_stable_runs_at_its_revision() {
+        let mut status = CanaryStatus {
+            stable_revision: Some("old".into()),
+            ..CanaryStatus::default()
+        };
+        let rev_of = |s: &CanaryStatus| {
+            let t = serde_json::Value::Object(s.stable_template.clone()?);
+            workload::template_revision(&t).map(str::to_owned)
+        };
+        remember_stable_template(&mut status, None, None);
+        assert_eq!(status.stable_template, None);
+        // A stable Deployment at another revision (mid-promotion) is not it.
+        remember_stable_template(&mut status, Some(&deployment("new", 1, 1, 2)), None);
+        assert_eq!(status.stable_template, None);
+        remember_stable_template(&mut status, Some(&deployment("old", 1, 1, 2)), None);
+        assert_eq!(rev_of(&status).as_deref(), Some("old"));
+        // Promoted: the next revision's template replaces it.
+        status.stable_revision = Some("new".into());
+        remember_stable_template(&mut status, Some(&deployment("new", 2, 2, 2)), None);
+        assert_eq!(rev_of(&status).as_deref(), Some("new"));
+        // The first deploy: no Deployment yet, the spec's template.
+        let mut first = CanaryStatus {
+            stable_revision: Some("one".into()),
+            ..CanaryStatus::default()
+        };
+        let spec_t =
+            json!({"metadata": {"annotations": {crate::resource::REVISION_ANNOTATION: "one"}}});
+        remember_stable_template(&mut first, None, Some(spec_t));
+        assert_eq!(rev_of(&first).as_deref(), Some("one"));
     }
 
     #[test]

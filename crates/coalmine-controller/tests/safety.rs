@@ -377,3 +377,68 @@ async fn a_rollout_completes_while_another_writer_keeps_changing_the_canary() ->
     ctl.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stable_deployment_deleted_mid_rollout_comes_back_at_the_stable_revision() -> TestResult {
+    let (_server, client) = cluster().await?;
+    let running = controller(&client, Config::default());
+    let steps = json!([{"setWeight": 25}, {"pause": {}}]);
+    create(&client, "web", spec("web:1", 4, steps)).await?;
+    eventually(20, "stable's template in the status", || async {
+        let s = status(&client, "web").await?;
+        Ok((s["phase"] == "Idle" && s["stableTemplate"].is_object()).then_some(()))
+    })
+    .await?;
+    set_image(&client, "web", "web:2").await?;
+    eventually(20, "paused at 25%", || async {
+        let s = status(&client, "web").await?;
+        Ok((s["phase"] == "Paused" && s["weight"] == 25).then_some(()))
+    })
+    .await?;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "default");
+    let old = deployment(&client, "web").await?.ok_or("no stable")?;
+    deployments.delete("web", &DeleteParams::default()).await?;
+    // Only the watch event of the deletion can bring it back this soon:
+    // a rollout waiting at `pause: {}` is not polled.
+    let back = eventually(10, "stable recreated", || async {
+        Ok(deployment(&client, "web")
+            .await?
+            .filter(|d| d.metadata.uid != old.metadata.uid))
+    })
+    .await?;
+    assert_eq!(
+        shape(&back),
+        (3, "web:1".to_owned()),
+        "stable's revision at the rollout's split, not the spec's image"
+    );
+    // The rollout stays where it was (it may pass through Progressing
+    // while the canary's scale-up to its 25% rolls out).
+    eventually(10, "still paused at 25%", || async {
+        let s = status(&client, "web").await?;
+        Ok((s["phase"] == "Paused" && s["weight"] == 25 && s["step"] == 1).then_some(()))
+    })
+    .await?;
+    let canary = deployment(&client, "web-canary")
+        .await?
+        .ok_or("no canary")?;
+    assert_eq!(shape(&canary), (1, "web:2".to_owned()));
+    // Waiting for a person, the rollout is not polled: once the watch
+    // events of the recreation have passed, no reconcile for 6 s (the
+    // resync of a rollout waiting on the cluster is 5 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("coalmine_controller_reconciles_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+    };
+    let before = reconciles(running.metrics.render()).ok_or("no reconciles counter")?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = reconciles(running.metrics.render()).ok_or("no reconciles counter")?;
+    assert!(
+        after <= before,
+        "a paused rollout was polled: {before} → {after} reconciles"
+    );
+    running.stop().await;
+    Ok(())
+}

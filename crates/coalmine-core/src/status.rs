@@ -275,4 +275,11 @@ pub struct CanaryStatus {
     /// scale subresource (`kubectl scale`, HorizontalPodAutoscalers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Kubernetes: the pod template of `stableRevision` as the stable
+    /// Deployment runs it, so that a stable Deployment deleted mid-rollout
+    /// (when the spec already holds the canary's template) is recreated as
+    /// it was. Written by the controller, never read by the state machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::spec::open_object_schema")]
+    pub stable_template: Option<serde_json::Map<String, serde_json::Value>>,
 }

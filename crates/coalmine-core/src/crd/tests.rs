@@ -339,6 +339,12 @@ fn a_status_written_by_coalmine_validates() {
         observed_generation: Some(2),
         replicas: Some(11),
         selector: Some("app=myapp".into()),
+        stable_template: serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "myapp", "coalmine.dev/track": "stable"},
+                         "annotations": {"coalmine.dev/revision": "5d8f"}},
+            "spec": {"containers": [{"name": "myapp", "image": "myapp:1.0"}]}
+        }))
+        .expect("a template"),
         ..CanaryStatus::default()
     };
     let mut doc = replicas_example();

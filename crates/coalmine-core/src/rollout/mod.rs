@@ -162,6 +162,20 @@ impl Decision {
         })
     }
 
+    /// Whether only a person can move the rollout on: it is paused (a
+    /// `pause: {}` step, a person's `pause`, an inconclusive gate under
+    /// `onInconclusive: pause`) with its canary ready and no timer running.
+    /// The next decision can then only differ after a command or a spec
+    /// edit (or a new analysis report, which the judge schedules itself),
+    /// so a driver need not poll: `requeue_after` is `None` and, unlike a
+    /// wait for Deployments to roll out (`Promoting`, `RollingBack`, an
+    /// unready canary), nothing in the cluster is converging either.
+    pub fn waits_for_a_person(&self) -> bool {
+        self.status.phase == Phase::Paused
+            && self.requeue_after.is_none()
+            && self.status.canary_unready_since.is_none()
+    }
+
     /// The events this decision records.
     pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.actions.iter().filter_map(|a| match a {

@@ -541,6 +541,52 @@ fn a_person_pause_holds_timers_and_resume_restarts_them() {
 }
 
 #[test]
+fn only_an_untimed_pause_with_a_ready_canary_waits_for_a_person() {
+    let waits = |run: &Run| run.last.as_ref().is_some_and(Decision::waits_for_a_person);
+    let steps = "  steps:\n    - setWeight: 10\n    - pause: {duration: 1m}\n    - pause: {}\n    - analysis: {timeout: 1m}\n    - setWeight: 20\n  analysis:\n    metrics: [{name: errors, builtin: errors}]\n";
+    let mut run = Run::started(steps);
+    assert_eq!(run.status.phase, Phase::Paused, "the timed pause");
+    assert!(!waits(&run), "a timed pause has a timer");
+    run.wait(Duration::from_mins(1));
+    assert_eq!((run.status.phase, run.status.step), (Phase::Paused, 2));
+    assert_eq!(run.last.as_ref().unwrap().requeue_after, None);
+    assert!(waits(&run), "pause: {{}} moves only on a command");
+    // A canary that stops being ready is a wait on the cluster, with the
+    // progress deadline's timer.
+    run.obs.canary_ready = false;
+    run.wait(Duration::from_secs(1));
+    assert!(!waits(&run));
+    assert!(run.last.as_ref().unwrap().requeue_after.is_some());
+    run.obs.canary_ready = true;
+    run.wait(Duration::from_secs(1));
+    assert!(waits(&run));
+    // The gate after it has its timeout; then an inconclusive pause, which
+    // a person ends, waits for that person.
+    run.command("p", CommandKind::Promote);
+    assert_eq!((run.status.phase, run.status.step), (Phase::Progressing, 3));
+    assert!(!waits(&run));
+    run.wait(Duration::from_mins(1));
+    assert_eq!(run.status.phase, Phase::Paused, "inconclusive, paused");
+    assert!(waits(&run));
+    // A person's pause in the middle of a gate stops its timer too.
+    let mut run = Run::started(steps);
+    run.command("go", CommandKind::Promote);
+    run.command("go2", CommandKind::Promote);
+    assert_eq!(run.status.step, 3, "at the gate");
+    assert!(!waits(&run));
+    run.command("hold", CommandKind::Pause);
+    assert!(waits(&run));
+    // Promotion and rollback wait on Deployments, never on a person.
+    run.command("abort", CommandKind::Abort);
+    assert_eq!(run.status.phase, Phase::RollingBack);
+    assert!(!waits(&run));
+    let mut run = Run::started(steps);
+    run.command("full", CommandKind::PromoteFull);
+    assert_eq!(run.status.phase, Phase::Promoting);
+    assert!(!waits(&run));
+}
+
+#[test]
 fn commands_that_do_not_apply_are_reported() {
     let mut run = Run::new(BRIEF_STEPS);
     run.tick();
