@@ -24,7 +24,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Largest response head accepted.
@@ -114,8 +114,7 @@ impl Conn {
                 )));
             }
             let began = !self.read.is_empty();
-            self.read.reserve(READ_SIZE);
-            match self.stream.read_buf(&mut self.read).await {
+            match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
                 Ok(0) if began => return Err(Error::Protocol("the answer broke off".into())),
                 Ok(0) => {
                     return Err(Error::Closed(io::Error::new(
@@ -437,12 +436,9 @@ fn step(framing: &mut Framing, buf: &mut BytesMut) -> Step {
         match framing {
             Framing::Done => return Step::End,
             Framing::Length(left) => {
-                if buf.is_empty() {
+                let Some(data) = take_counted(buf, left) else {
                     return Step::More;
-                }
-                let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                let data = buf.split_to(take).freeze();
-                *left -= take as u64;
+                };
                 if *left == 0 {
                     *framing = Framing::Done;
                 }
@@ -456,7 +452,7 @@ fn step(framing: &mut Framing, buf: &mut BytesMut) -> Step {
             }
             Framing::Chunked(chunk) => match chunk {
                 Chunk::Size => {
-                    let Some(end) = find_crlf(buf) else {
+                    let Some(end) = find(buf, b"\r\n") else {
                         return too_long_or_more(buf);
                     };
                     let line = buf.split_to(end + 2);
@@ -476,12 +472,9 @@ fn step(framing: &mut Framing, buf: &mut BytesMut) -> Step {
                     }
                 }
                 Chunk::Data(left) => {
-                    if buf.is_empty() {
+                    let Some(data) = take_counted(buf, left) else {
                         return Step::More;
-                    }
-                    let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    let data = buf.split_to(take).freeze();
-                    *left -= take as u64;
+                    };
                     if *left == 0 {
                         *chunk = Chunk::DataEnd;
                     }
@@ -518,6 +511,17 @@ fn step(framing: &mut Framing, buf: &mut BytesMut) -> Step {
     }
 }
 
+/// Up to `left` bytes off the front of `buf`, counted down; `None` when
+/// `buf` is empty.
+fn take_counted(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+    *left -= take as u64;
+    Some(buf.split_to(take).freeze())
+}
+
 fn too_long_or_more(buf: &BytesMut) -> Step {
     if buf.len() > MAX_LINE {
         Step::Fail(format!(
@@ -526,10 +530,6 @@ fn too_long_or_more(buf: &BytesMut) -> Step {
     } else {
         Step::More
     }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    find(buf, b"\r\n")
 }
 
 fn find(buf: &[u8], needle: &[u8]) -> Option<usize> {

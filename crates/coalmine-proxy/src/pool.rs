@@ -59,6 +59,16 @@ pub enum SendError {
     Exchange(BoxError),
 }
 
+impl SendError {
+    /// Every new connection tried for one request was closed at once.
+    fn exhausted() -> SendError {
+        SendError::Connect(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the upstream closed every new connection",
+        ))
+    }
+}
+
 impl ConnPool {
     /// A pool for `target` (`host:port`).
     pub fn new(target: String, connect_timeout: Duration) -> Self {
@@ -99,12 +109,7 @@ impl ConnPool {
                     connects += 1;
                     self.connect().await?
                 }
-                None => {
-                    return Err(SendError::Connect(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "the upstream closed every new connection",
-                    )));
-                }
+                None => return Err(SendError::exhausted()),
             };
             if tx.ready().await.is_err() {
                 continue;
@@ -150,12 +155,7 @@ impl ConnPool {
                     // Boxed for the same reason: new connections are rare.
                     h1::Conn::new(Box::pin(self.connect_stream()).await?)
                 }
-                None => {
-                    return Err(SendError::Connect(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "the upstream closed every new connection",
-                    )));
-                }
+                None => return Err(SendError::exhausted()),
             };
             match conn.exchange(req).await {
                 Ok((head, body)) => {
@@ -300,8 +300,10 @@ impl Body for PooledBody {
                 std::task::ready!(body.poll_frame(cx)).map(|f| f.map_err(Into::into))
             }
         };
-        if matches!(frame, None | Some(Ok(_))) && (frame.is_none() || this.is_end_stream()) {
-            this.release();
+        match &frame {
+            None => this.release(),
+            Some(Ok(_)) if this.is_end_stream() => this.release(),
+            _ => {}
         }
         Poll::Ready(frame)
     }
