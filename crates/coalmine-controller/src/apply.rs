@@ -279,6 +279,21 @@ mod tests {
         (c, p)
     }
 
+    /// The inputs for the Canary `web` with no canary Deployment yet.
+    fn web<'a>(
+        c: &'a coalmine_core::Canary,
+        desired: &'a str,
+        owner: &'a OwnerReference,
+    ) -> Inputs<'a> {
+        Inputs {
+            name: "web",
+            spec: &c.spec,
+            desired,
+            owner,
+            canary_template: None,
+        }
+    }
+
     fn obs(desired: &str, canary_ready: bool, stable: Option<&str>) -> Observation {
         Observation {
             desired_revision: desired.to_owned(),
@@ -326,13 +341,7 @@ mod tests {
             Time::from_unix_millis(0),
         );
         let owner = owner();
-        let inputs = Inputs {
-            name: "web",
-            spec: &c.spec,
-            desired: &desired,
-            owner: &owner,
-            canary_template: None,
-        };
+        let inputs = web(&c, &desired, &owner);
         let ops = operations(&inputs, &Replicas, &d).expect("ops");
         assert_eq!(replicas_of(&ops, "web"), vec![4, 4]);
         assert!(replicas_of(&ops, "web-canary").iter().all(|r| *r == 0));
@@ -367,13 +376,7 @@ mod tests {
         );
         assert_eq!(stepped.status.weight, 25);
         let owner = owner();
-        let inputs = Inputs {
-            name: "web",
-            spec: &c.spec,
-            desired: &desired,
-            owner: &owner,
-            canary_template: None,
-        };
+        let inputs = web(&c, &desired, &owner);
         let ops = operations(&inputs, &Replicas, &stepped).expect("ops");
         assert_eq!(image_of(&ops, "web-canary").as_deref(), Some("web:2"));
         assert_eq!(replicas_of(&ops, "web-canary"), vec![1], "25% of 4");
@@ -414,13 +417,7 @@ mod tests {
             ..CanaryStatus::default()
         };
         let owner = owner();
-        let inputs = Inputs {
-            name: "web",
-            spec: &c.spec,
-            desired: &desired,
-            owner: &owner,
-            canary_template: None,
-        };
+        let inputs = web(&c, &desired, &owner);
         let stable_op = |d: &Decision| {
             operations(&inputs, &Replicas, d)
                 .expect("ops")
@@ -491,11 +488,8 @@ mod tests {
         );
         let owner = owner();
         let inputs = Inputs {
-            name: "web",
-            spec: &three.spec,
-            desired: &rev3,
-            owner: &owner,
             canary_template: Some(canary_t),
+            ..web(&three, &rev3, &owner)
         };
         let ops = operations(&inputs, &Replicas, &d).expect("ops");
         assert_eq!(image_of(&ops, "web").as_deref(), Some("web:2"));
@@ -521,13 +515,7 @@ mod tests {
             Time::from_unix_millis(0),
         );
         let owner = owner();
-        let inputs = Inputs {
-            name: "web",
-            spec: &c.spec,
-            desired: &desired,
-            owner: &owner,
-            canary_template: None,
-        };
+        let inputs = web(&c, &desired, &owner);
         let ops = operations(&inputs, &Replicas, &d).expect("ops");
         let routes = ops
             .iter()
