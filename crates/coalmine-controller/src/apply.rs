@@ -299,6 +299,7 @@ mod tests {
             desired_revision: desired.to_owned(),
             canary_ready,
             canary_gone: !canary_ready,
+            canary_down: None,
             stable_ready_revision: stable.map(str::to_owned),
             analysis: None,
             command: None,

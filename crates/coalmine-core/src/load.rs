@@ -1,58 +1,120 @@
 //! Reading a Canary from YAML or JSON text, reporting every structural
 //! problem (unknown fields, wrong types) with its path, not just the first.
 //!
-//! serde stops at the first error, so the lists where most mistakes sit,
-//! `spec.steps` and `spec.analysis.metrics`, are decoded element by element
-//! and the rest of the document separately: a file with a typo in three
-//! steps gets three errors.
+//! serde stops at the first error, so decoding is repeated: the lists where
+//! most mistakes sit, `spec.steps` and `spec.analysis.metrics`, are decoded
+//! element by element, and after each error the offending field is left out
+//! and the rest decoded again. What remains is a Canary that the semantic
+//! checks can still read, so one run of `coalmine validate` names structural
+//! and semantic problems together.
+
+use std::collections::BTreeSet;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::problem::{Problem, did_you_mean};
-use crate::spec::{Canary, MetricSpec, Step};
+use crate::spec::{BuiltinMetric, Canary, MetricSpec, PauseStep, Step};
 
 /// The metric providers coalmine reads; the keys of a metric that name one.
 pub const METRIC_PROVIDERS: [&str; 3] = ["builtin", "prometheus", "webhook"];
 
+/// How many fields one element may lose before decoding gives up on it.
+const MAX_REPAIRS: usize = 64;
+
+/// A Canary decoded as far as its problems allow.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The document with every undecodable part left out; `None` when not
+    /// even that could be decoded.
+    pub canary: Option<Canary>,
+    /// Every structural problem, in document order of discovery.
+    pub problems: Vec<Problem>,
+    /// Indexes of `spec.steps` elements that could not be decoded at all. A
+    /// placeholder holds each such place so later indexes stay right.
+    pub broken_steps: BTreeSet<usize>,
+    /// Paths of objects left out because a required field was missing or
+    /// undecodable: checks of the objects around them would only report
+    /// the consequence.
+    pub left_out: Vec<String>,
+}
+
 /// Parses a Canary document. On failure, every structural problem found.
 pub fn parse_canary(text: &str) -> Result<Canary, Vec<Problem>> {
-    if text.trim().is_empty() {
-        return Err(vec![Problem::error("", "the file is empty").hint(
-            "write a Canary: apiVersion: coalmine.dev/v1alpha1, kind: Canary, metadata, spec",
-        )]);
+    let parsed = parse(text);
+    match parsed.canary {
+        Some(canary) if parsed.problems.is_empty() => Ok(canary),
+        _ => Err(parsed.problems),
     }
-    let mut root: Value = serde_saphyr::from_str(text)
-        .map_err(|e| vec![Problem::error("", format!("not valid YAML or JSON: {e}"))])?;
+}
+
+/// Parses a Canary document as far as it can be decoded: the problems, and
+/// the Canary without the parts they concern.
+pub fn parse(text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    if text.trim().is_empty() {
+        out.problems
+            .push(Problem::error("", "the file is empty").hint(
+                "write a Canary: apiVersion: coalmine.dev/v1alpha1, kind: Canary, metadata, spec",
+            ));
+        return out;
+    }
+    let mut root: Value = match serde_saphyr::from_str(text) {
+        Ok(root) => root,
+        Err(e) => {
+            let msg = shorten(&format!("not valid YAML or JSON: {e}"));
+            out.problems.push(Problem::error("", msg));
+            return out;
+        }
+    };
     if !root.is_object() {
-        return Err(vec![
+        out.problems.push(
             Problem::error("", "expected a Canary object at the top")
                 .hint("write a map with apiVersion, kind, metadata and spec"),
-        ]);
+        );
+        return out;
     }
-    let mut problems = Vec::new();
-    let steps = take_list(&mut root, &["spec", "steps"])
-        .map(|list| decode_each::<Step>(list, "spec.steps", Context::Step, &mut problems));
+    let steps = take_list(&mut root, &["spec", "steps"]).map(|list| {
+        let (steps, broken) = decode_each(list, "spec.steps", Context::Step, &mut out, || {
+            Step::Pause(PauseStep::default())
+        });
+        out.broken_steps = broken;
+        steps
+    });
     let metrics = take_list(&mut root, &["spec", "analysis", "metrics"]).map(|list| {
-        decode_each::<MetricSpec>(
+        decode_each(
             list,
             "spec.analysis.metrics",
             Context::Metric,
-            &mut problems,
+            &mut out,
+            placeholder_metric,
         )
+        .0
     });
-    let canary = decode::<Canary>(root, "", Context::Other, &mut problems);
-    match canary {
-        Some(mut canary) if problems.is_empty() => {
-            if let Some(steps) = steps {
-                canary.spec.steps = steps;
-            }
-            if let (Some(metrics), Some(analysis)) = (metrics, canary.spec.analysis.as_mut()) {
-                analysis.metrics = metrics;
-            }
-            Ok(canary)
+    out.canary = decode::<Canary>(root, "", Context::Other, &mut out).map(|mut canary| {
+        if let Some(steps) = steps {
+            canary.spec.steps = steps;
         }
-        _ => Err(problems),
+        if let (Some(metrics), Some(analysis)) = (metrics, canary.spec.analysis.as_mut()) {
+            analysis.metrics = metrics;
+        }
+        canary
+    });
+    out
+}
+
+/// Stands in for a metric that could not be decoded; its problems are
+/// already reported, so the checks' findings about it are not shown.
+fn placeholder_metric() -> MetricSpec {
+    MetricSpec {
+        name: String::new(),
+        builtin: Some(BuiltinMetric::Errors),
+        prometheus: None,
+        webhook: None,
+        max_ratio: None,
+        slower_than: None,
+        threshold: None,
+        failure_limit: None,
     }
 }
 
@@ -76,34 +138,132 @@ fn take_list(root: &mut Value, path: &[&str]) -> Option<Vec<Value>> {
     }
 }
 
+/// Decodes each element; an element that cannot be decoded at all is
+/// replaced by `placeholder()` and its index returned.
 fn decode_each<T: DeserializeOwned>(
     items: Vec<Value>,
     base: &str,
     ctx: Context,
-    problems: &mut Vec<Problem>,
-) -> Vec<T> {
-    items
+    out: &mut Parsed,
+    placeholder: impl Fn() -> T,
+) -> (Vec<T>, BTreeSet<usize>) {
+    let mut broken = BTreeSet::new();
+    let list = items
         .into_iter()
         .enumerate()
-        .filter_map(|(i, v)| decode(v, &format!("{base}[{i}]"), ctx, problems))
-        .collect()
+        .map(|(i, v)| {
+            decode(v, &format!("{base}[{i}]"), ctx, out).unwrap_or_else(|| {
+                broken.insert(i);
+                placeholder()
+            })
+        })
+        .collect();
+    (list, broken)
 }
 
+/// One step of a path inside a JSON value.
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Index(usize),
+    Name(String),
+}
+
+/// Decodes `value`, leaving out each field serde stops at (and reporting
+/// it) until the rest decodes. `None` when the value itself is unusable.
 fn decode<T: DeserializeOwned>(
-    value: Value,
+    mut value: Value,
     base: &str,
     ctx: Context,
-    problems: &mut Vec<Problem>,
+    out: &mut Parsed,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = join(base, if inner == "." { "" } else { &inner });
-            problems.push(explain(base, path, &e.into_inner().to_string(), ctx));
-            None
+    let mut removed: Vec<Vec<Key>> = Vec::new();
+    for _ in 0..MAX_REPAIRS {
+        let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let keys: Option<Vec<Key>> = error
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Key::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Key::Name(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => Some(Key::Name(variant.clone())),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let inner = error.path().to_string();
+        let path = join(base, if inner == "." { "" } else { &inner });
+        let msg = error.into_inner().to_string();
+        let missing = msg
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let keys = keys.unwrap_or_default();
+        // An error that an earlier removal caused is not the user's: a
+        // required field left out, or the object around it now empty.
+        let caused = match &missing {
+            Some(field) => {
+                let mut at = keys.clone();
+                at.push(Key::Name(field.clone()));
+                removed.contains(&at)
+            }
+            None => removed
+                .iter()
+                .any(|r| r.len() > keys.len() && r.starts_with(&keys)),
+        };
+        if !caused {
+            out.problems.push(explain(base, path.clone(), &msg, ctx));
+        }
+        if keys.is_empty() || !remove(&mut value, &keys) {
+            return None;
+        }
+        if missing.is_some() || caused {
+            out.left_out.push(path);
+        }
+        removed.push(keys);
+    }
+    None
+}
+
+/// Removes the value at `keys`; false when there is none.
+fn remove(value: &mut Value, keys: &[Key]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for key in parents {
+        let next = match (key, node) {
+            (Key::Name(k), Value::Object(map)) => map.get_mut(k),
+            (Key::Index(i), Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
         }
     }
+    match (last, node) {
+        (Key::Name(k), Value::Object(map)) => map.remove(k).is_some(),
+        (Key::Index(i), Value::Array(items)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Cuts a message that quotes a huge value down to a readable length.
+fn shorten(msg: &str) -> String {
+    const MAX: usize = 300;
+    if msg.len() <= MAX {
+        return msg.to_owned();
+    }
+    let mut end = MAX;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &msg[..end], msg.len())
 }
 
 fn join(base: &str, rest: &str) -> String {
@@ -146,7 +306,7 @@ fn explain(base: &str, path: String, msg: &str, ctx: Context) -> Problem {
             "write each of setWeight, pause, analysis, setHeaderRoute, setMirror as its own `- ` item",
         );
     }
-    let problem = Problem::error(path, msg.to_owned());
+    let problem = Problem::error(path, shorten(msg));
     if msg.starts_with("invalid type: boolean") || msg.contains("expected a string") {
         problem.hint("put the value in quotes")
     } else if msg.contains("expected i64") || msg.contains("expected u8") {
@@ -157,7 +317,7 @@ fn explain(base: &str, path: String, msg: &str, ctx: Context) -> Problem {
 }
 
 fn unknown(path: String, what: &str, name: &str, expected: &[String]) -> Problem {
-    let problem = Problem::error(path, format!("unknown {what} `{name}`"));
+    let problem = Problem::error(path, format!("unknown {what} `{}`", shorten(name)));
     match did_you_mean(name, expected.iter().map(String::as_str)) {
         Some(close) => problem.hint(format!("did you mean `{close}`?")),
         None if expected.is_empty() => problem.hint("this object takes no fields"),
@@ -289,6 +449,64 @@ mod tests {
                 .message
                 .contains("Canary object")
         );
+    }
+
+    #[test]
+    fn decoding_goes_on_past_each_bad_field() {
+        let parsed = parse(&format!(
+            "{HEAD}spec:\n  stepz: []\n  progressDeadline: soon\n  steps:\n    - setWeight: 5\n    - bogus: 1\n    - pause: {{duration: 1m, extra: 2}}\n"
+        ));
+        let paths: Vec<&str> = parsed.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.steps[1].bogus",
+                "spec.steps[2].pause.extra",
+                "spec.progressDeadline",
+                "spec.stepz"
+            ]
+        );
+        let canary = parsed.canary.expect("the rest decodes");
+        // The broken step keeps its place, so later indexes stay right.
+        assert_eq!(canary.spec.steps.len(), 3);
+        assert_eq!(parsed.broken_steps, BTreeSet::from([1]));
+        assert_eq!(
+            canary.spec.steps[2],
+            Step::Pause(PauseStep {
+                duration: Some(crate::Duration::from_secs(60))
+            })
+        );
+        assert_eq!(canary.spec.progress_deadline, None);
+    }
+
+    #[test]
+    fn an_object_missing_a_required_field_is_left_out_once() {
+        let parsed = parse(&format!(
+            "{HEAD}spec:\n  upstreams: {{stable: [http://a], canray: [http://b]}}\n  service: {{targetPort: 80}}\n"
+        ));
+        let shown: Vec<String> = parsed.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|p| p.starts_with("spec.upstreams.canray: unknown field")),
+            "{shown:?}"
+        );
+        assert!(parsed.canary.is_some(), "{shown:?}");
+        assert!(
+            parsed.left_out.iter().all(|p| p.starts_with("spec.")),
+            "{:?}",
+            parsed.left_out
+        );
+    }
+
+    #[test]
+    fn huge_values_are_not_echoed_whole() {
+        let big = "x".repeat(1_000_000);
+        let ps = problems(&format!("  steps:\n    - setWeight: {big}\n"));
+        assert_eq!(ps.len(), 1);
+        assert!(ps[0].len() < 1_000, "{} bytes", ps[0].len());
+        let ps = problems(&format!("  {big}: 1\n"));
+        assert!(ps[0].len() < 1_000, "{} bytes", ps[0].len());
     }
 
     #[test]

@@ -96,6 +96,7 @@ mod tests {
                 stable: vec!["http://127.0.0.1:1".into()],
                 canary: vec!["http://127.0.0.1:2".into()],
                 listen: None,
+                health_path: None,
             }),
             ..CanarySpec::default()
         };

@@ -113,6 +113,11 @@ pub struct Upstreams {
     /// Where the proxy listens, e.g. `127.0.0.1:8080` (flags override it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// A path every upstream answers with 2xx or 3xx when healthy, e.g.
+    /// `/healthz`, checked every second during a rollout; without it a
+    /// server counts as healthy when it accepts connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
 }
 
 /// A Kubernetes label selector.

@@ -99,6 +99,9 @@ pub enum RollbackReason {
     ProgressDeadlineExceeded,
     /// An analysis gate timed out and `onInconclusive` is `rollback`.
     Inconclusive,
+    /// The canary's servers stopped answering mid-rollout (local mode: a
+    /// refused connection or a failed health check, several times running).
+    CanaryUnreachable,
 }
 
 /// Why and when the current rollout was rolled back.

@@ -24,19 +24,72 @@ pub struct Checked {
     pub problems: Vec<Problem>,
 }
 
-/// Parses and checks Canary text: the plan and its warnings, or every problem.
+/// Parses and checks Canary text: the plan and its warnings, or every
+/// problem. Structural problems (unknown fields, values that do not decode)
+/// and semantic ones come together: the checks run on what could be
+/// decoded, and only their findings about the broken parts are left out.
 pub fn load(text: &str) -> Result<(Canary, Plan, Vec<Problem>), Vec<Problem>> {
-    let canary = crate::load::parse_canary(text)?;
-    let checked = check(&canary);
-    match checked.plan {
-        Some(plan) => Ok((canary, plan, checked.problems)),
-        None => Err(checked.problems),
+    let crate::load::Parsed {
+        canary,
+        problems,
+        broken_steps,
+        left_out,
+    } = crate::load::parse(text);
+    let Some(canary) = canary else {
+        return Err(problems);
+    };
+    let checked = check_with(&canary, &broken_steps);
+    if problems.is_empty() {
+        return match checked.plan {
+            Some(plan) => Ok((canary, plan, checked.problems)),
+            None => Err(checked.problems),
+        };
     }
+    let shown: Vec<Problem> = checked
+        .problems
+        .into_iter()
+        .filter(|p| !about_broken_part(&p.path, &problems, &left_out))
+        .collect();
+    let mut problems = problems;
+    problems.extend(shown);
+    Err(problems)
+}
+
+/// Whether a finding at `path` is about a part that did not decode: inside
+/// the field (or list element) a structural problem names, or around an
+/// object left out for a missing field.
+fn about_broken_part(path: &str, structural: &[Problem], left_out: &[String]) -> bool {
+    let under = |path: &str, scope: &str| {
+        path == scope
+            || path
+                .strip_prefix(scope)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    };
+    structural.iter().any(|s| {
+        // A problem inside a list element concerns the whole element.
+        let scope = match s.path.rfind(']') {
+            Some(end) => &s.path[..=end],
+            None => s.path.as_str(),
+        };
+        !scope.is_empty() && under(path, scope)
+    }) || left_out
+        .iter()
+        .any(|gone| under(gone, path) || (path.is_empty() && !gone.is_empty()))
 }
 
 /// Checks a Canary. The plan is present exactly when no problem is an error.
 pub fn check(canary: &Canary) -> Checked {
-    let mut v = Validator::default();
+    check_with(canary, &BTreeSet::new())
+}
+
+/// Checks a Canary whose steps at `broken_steps` did not decode (their
+/// places hold placeholders): those steps make the plan invalid and are
+/// assumed to have sent traffic, so no gate after them is called starved.
+fn check_with(canary: &Canary, broken_steps: &BTreeSet<usize>) -> Checked {
+    let mut v = Validator {
+        broken_steps: broken_steps.clone(),
+        ..Validator::default()
+    };
     v.document(canary);
     let plan = v.spec(&canary.spec, canary.metadata.name.as_deref());
     let plan = plan.filter(|_| !v.problems.iter().any(Problem::is_error));
@@ -49,6 +102,7 @@ pub fn check(canary: &Canary) -> Checked {
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
+    broken_steps: BTreeSet<usize>,
 }
 
 const PLACEHOLDERS: [&str; 4] = ["track", "interval", "name", "namespace"];
@@ -191,6 +245,15 @@ impl Validator {
                         )
                         .hint = Some("the canary must be a different server from stable".into());
                     }
+                }
+                if let Some(path) = &up.health_path
+                    && (!path.starts_with('/') || path.contains(char::is_whitespace))
+                {
+                    self.error(
+                        "spec.upstreams.healthPath",
+                        format!("`{path}` is not a path"),
+                    )
+                    .hint = Some("write a path starting with `/`, e.g. /healthz".into());
                 }
                 if let Some(listen) = &up.listen
                     && listen.parse::<std::net::SocketAddr>().is_err()
@@ -365,6 +428,11 @@ impl Validator {
         let mut ok = true;
         for (i, step) in steps.iter().enumerate() {
             let path = format!("spec.steps[{i}]");
+            if self.broken_steps.contains(&i) {
+                ok = false;
+                live = true;
+                continue;
+            }
             let next = match step {
                 Step::SetWeight(w) => self.percent(&format!("{path}.setWeight"), *w, "a weight").map(|w| {
                     if w < weight {

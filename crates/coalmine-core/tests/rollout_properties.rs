@@ -125,6 +125,8 @@ struct Event {
     desired: Option<usize>,
     canary_ready: bool,
     canary_gone: bool,
+    /// Local mode's health checks report the canary unreachable.
+    canary_down: bool,
     /// `Some(i)`: stable is ready at `REVISIONS[i]`.
     stable_ready: Option<usize>,
     report: Option<ReportEvent>,
@@ -289,6 +291,7 @@ fn event(numbers: Numbers) -> impl Strategy<Value = Event> {
         prop::option::weighted(0.12, 0usize..REVISIONS.len()),
         prop::bool::weighted(0.8),
         prop::bool::weighted(0.5),
+        prop::bool::weighted(0.03),
         prop_oneof![
             1 => Just(None),
             3 => (0usize..REVISIONS.len()).prop_map(Some),
@@ -297,12 +300,22 @@ fn event(numbers: Numbers) -> impl Strategy<Value = Event> {
         prop::option::weighted(0.2, command_event()),
     )
         .prop_map(
-            |(advance_ms, desired, canary_ready, canary_gone, stable_ready, report, command)| {
+            |(
+                advance_ms,
+                desired,
+                canary_ready,
+                canary_gone,
+                canary_down,
+                stable_ready,
+                report,
+                command,
+            )| {
                 Event {
                     advance_ms,
                     desired,
                     canary_ready,
                     canary_gone,
+                    canary_down,
                     stable_ready,
                     report,
                     command,
@@ -371,6 +384,9 @@ fn simulate(
             desired_revision: desired.clone(),
             canary_ready: ev.canary_ready,
             canary_gone: ev.canary_gone,
+            canary_down: ev
+                .canary_down
+                .then(|| "every canary server refuses connections".to_owned()),
             stable_ready_revision: ev.stable_ready.map(|i| REVISIONS[i].to_owned()),
             analysis,
             command,
@@ -734,6 +750,26 @@ proptest! {
                         && r.since >= s.now
                 });
                 prop_assert!(restarted_for_it, "a foreign report rolled back the canary{}", context(s));
+            }
+            Ok(())
+        })?;
+    }
+
+    /// 8. A canary is rolled back as unreachable only when the platform
+    ///    said so in that very observation, and the rollback takes the
+    ///    canary's traffic away at once.
+    #[test]
+    fn unreachable_rollbacks_come_only_from_the_health_checks(plan in plan(), events in events(Numbers::Any)) {
+        simulate(&plan, &events, Reports::Mixed, |s| {
+            let new = s.d.status.rollback.as_ref().filter(|r| {
+                r.reason == RollbackReason::CanaryUnreachable && s.d.status.rollback != s.prev.rollback
+            });
+            if new.is_some() {
+                prop_assert!(s.obs.canary_down.is_some(), "rolled back as unreachable without a report{}", context(s));
+                prop_assert!(
+                    matches!(s.d.status.phase, Phase::RollingBack | Phase::RolledBack),
+                    "rolled back as unreachable but {:?}{}", s.d.status.phase, context(s)
+                );
             }
             Ok(())
         })?;

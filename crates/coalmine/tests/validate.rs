@@ -161,3 +161,35 @@ fn missing_files_and_usage_errors_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("examples/local.yaml: valid"));
 }
+
+#[test]
+fn structural_and_semantic_problems_come_in_one_run() {
+    let f = "crates/coalmine/tests/fixtures/structural-and-semantic.yaml";
+    let out = validate(&[f]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let expected = [
+        // Found while decoding.
+        "spec.steps[1].setWeigth: unknown step `setWeigth` (did you mean `setWeight`?)",
+        "spec.steps[2].pause.duration: `soon` is not a duration",
+        "spec.analysis.metrics[1].slowerThan: `fast` is not a duration",
+        "spec.analysis.intervall: unknown field `intervall` (did you mean `interval`?)",
+        "spec.progressDeadline: `10 minutes` is not a duration",
+        // Found by checking what was decoded.
+        "spec: both `upstreams` and `template` are set",
+        "spec.steps[0].setWeight: 140 is above 100",
+        "spec.analysis.alpha: 2 is outside (0, 0.5]",
+    ];
+    for e in expected {
+        assert!(
+            err.contains(&format!("{f}: {e}")),
+            "missing {e:?} in\n{err}"
+        );
+    }
+    // Nothing else: no finding about the parts that did not decode (the
+    // latency metric without its slowerThan, the gate after a broken step).
+    assert!(
+        err.contains(&format!("{f}: invalid: {} errors", expected.len())),
+        "{err}"
+    );
+}

@@ -46,6 +46,12 @@ pub struct Observation {
     pub canary_ready: bool,
     /// Whether nothing of the canary is left running or routed to.
     pub canary_gone: bool,
+    /// Why the canary cannot serve and waiting will not help, when that is
+    /// so: local mode's health checks found every canary server refusing
+    /// connections or failing its health path. A rollout under way rolls
+    /// back at once with this message; `None` leaves readiness to
+    /// `canary_ready` and `progressDeadline`.
+    pub canary_down: Option<String>,
     /// The revision stable runs, once fully rolled out and ready.
     pub stable_ready_revision: Option<String>,
     /// The judge's latest report, if there is one.
@@ -492,6 +498,7 @@ impl<'a> Machine<'a> {
             RollbackReason::Aborted => "Aborted",
             RollbackReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
             RollbackReason::Inconclusive => "AnalysisInconclusive",
+            RollbackReason::CanaryUnreachable => "CanaryUnreachable",
         };
         self.warning(event, format!("rolling back: {message}"));
     }
@@ -527,6 +534,11 @@ impl<'a> Machine<'a> {
                 self.rollback(RollbackReason::AnalysisFailed, why);
                 return;
             }
+        }
+        if let Some(why) = &self.obs.canary_down {
+            let why = why.clone();
+            self.rollback(RollbackReason::CanaryUnreachable, why);
+            return;
         }
         if self.obs.canary_ready {
             self.s.canary_unready_since = None;

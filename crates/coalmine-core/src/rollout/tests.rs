@@ -49,6 +49,7 @@ impl Run {
                 desired_revision: "r1".into(),
                 canary_ready: false,
                 canary_gone: true,
+                canary_down: None,
                 stable_ready_revision: Some("r1".into()),
                 analysis: None,
                 command: None,
@@ -492,6 +493,31 @@ fn a_canary_that_never_gets_ready_fails_at_the_deadline() {
     run.obs.canary_ready = false;
     run.wait(Duration::from_secs(100));
     assert!(run.status.phase.canary_live());
+}
+
+#[test]
+fn an_unreachable_canary_is_rolled_back_at_once_with_the_reason() {
+    let mut run = Run::started(BRIEF_STEPS);
+    run.wait(Duration::from_secs(5));
+    assert!(run.status.weight > 0);
+    run.obs.canary_ready = false;
+    run.obs.canary_down = Some("http://127.0.0.1:9002 refuses connections".into());
+    run.wait(Duration::from_secs(1));
+    assert_eq!(run.status.phase, Phase::RollingBack);
+    assert_eq!(run.status.weight, 0);
+    assert_eq!(run.reasons(), vec!["CanaryUnreachable"]);
+    let rollback = run.status.rollback.clone().expect("a rollback");
+    assert_eq!(rollback.reason, RollbackReason::CanaryUnreachable);
+    assert_eq!(
+        rollback.message,
+        "http://127.0.0.1:9002 refuses connections"
+    );
+    run.obs.canary_gone = true;
+    run.tick();
+    assert_eq!(run.status.phase, Phase::RolledBack);
+    // Once rolled back, a canary still down changes nothing more.
+    run.wait(Duration::from_secs(5));
+    assert_eq!(run.status.phase, Phase::RolledBack);
 }
 
 #[test]

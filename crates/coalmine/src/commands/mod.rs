@@ -4,6 +4,7 @@ pub mod control;
 pub mod controller;
 pub mod crd;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod kube_control;
 pub mod load;

@@ -252,6 +252,7 @@ pub struct Prepared {
     proxy: Proxy,
     status: CanaryStatus,
     desired: String,
+    stable_urls: Vec<String>,
     canary_urls: Vec<String>,
     data: TcpListener,
     control: TcpListener,
@@ -283,12 +284,13 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
     };
     // After a promotion, stable serves the canary's servers.
     let promoted_already = status.stable_revision.as_deref() == Some(desired.as_str());
+    let stable_urls = if promoted_already {
+        canary_urls.clone()
+    } else {
+        stable_urls
+    };
     let proxy = Proxy::new(Config {
-        stable: if promoted_already {
-            canary_urls.clone()
-        } else {
-            stable_urls.clone()
-        },
+        stable: stable_urls.clone(),
         canary: canary_urls.clone(),
         routes: Routes::all_stable(),
         limits: Limits::default(),
@@ -321,6 +323,7 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
         proxy,
         status,
         desired,
+        stable_urls,
         canary_urls,
         data,
         control,
@@ -353,6 +356,7 @@ impl Prepared {
             proxy,
             mut status,
             desired,
+            stable_urls,
             canary_urls,
             data,
             control,
@@ -387,6 +391,14 @@ impl Prepared {
             }
         });
         tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}", options.label);
+        let health_path = canary
+            .spec
+            .upstreams
+            .as_ref()
+            .and_then(|u| u.health_path.clone());
+        let health = super::health::watch(&stable_urls, &canary_urls, health_path, stop_rx.clone());
+        // The stable outage the rollout was paused for, so it pauses once.
+        let mut paused_for: Option<String> = None;
 
         let mut stable_ready = status.stable_revision.clone();
         let mut judging: Option<Judging> = None;
@@ -469,9 +481,24 @@ impl Prepared {
                 }
             }
             let routes = proxy.routes();
+            let checked = health.borrow().clone();
+            if pending.is_none()
+                && let Some(why) = stable_outage(&status, &checked, &mut paused_for)
+            {
+                let message = format!(
+                    "{why}; the rollout is paused with its routes unchanged: run `coalmine resume` once stable answers"
+                );
+                tracing::warn!("{message}");
+                record_event(&shared, &options, true, "StableUnreachable", message, None);
+                pending = Some(Command {
+                    id: format!("health-{}", Time::now().unix_millis()),
+                    kind: CommandKind::Pause,
+                });
+            }
             let observation = Observation {
                 desired_revision: desired.clone(),
-                canary_ready: true,
+                canary_ready: checked.canary_ready,
+                canary_down: checked.canary_down.clone(),
                 canary_gone: !routes.reaches_canary(),
                 stable_ready_revision: stable_ready.clone(),
                 analysis: judging.as_ref().and_then(|j| j.report.clone()),
@@ -511,27 +538,14 @@ impl Prepared {
                     }
                     // The servers already run; nothing to create or scale.
                     Action::EnsureCanary { .. } | Action::ScaleDownCanary => {}
-                    Action::Event(e) => {
-                        if let Ok(mut events) = shared.events.lock() {
-                            if events.len() == EVENTS_KEPT {
-                                events.pop_front();
-                            }
-                            events.push_back(EventRecord {
-                                at: Time::now(),
-                                type_: if e.warning { "Warning" } else { "Normal" },
-                                reason: e.reason,
-                                message: e.message.clone(),
-                                command: pending.as_ref().map(|c| c.id.clone()),
-                            });
-                        }
-                        if options.view != View::Quiet {
-                            if options.view == View::Live {
-                                eprint!("\r\x1b[2K");
-                            }
-                            let kind = if e.warning { "warning" } else { "event" };
-                            eprintln!("{kind}: {}: {}", e.reason, e.message);
-                        }
-                    }
+                    Action::Event(e) => record_event(
+                        &shared,
+                        &options,
+                        e.warning,
+                        e.reason,
+                        e.message.clone(),
+                        pending.as_ref().map(|c| c.id.clone()),
+                    ),
                 }
             }
             // A command is observed by one decision; its id keeps it from acting twice.
@@ -586,17 +600,59 @@ impl Prepared {
     }
 }
 
+/// Keeps an event for `GET /events` and shows it (unless quiet).
+fn record_event(
+    shared: &Shared,
+    options: &Options,
+    warning: bool,
+    reason: &'static str,
+    message: String,
+    command: Option<String>,
+) {
+    if options.view != View::Quiet {
+        if options.view == View::Live {
+            eprint!("\r\x1b[2K");
+        }
+        let kind = if warning { "warning" } else { "event" };
+        eprintln!("{kind}: {reason}: {message}");
+    }
+    if let Ok(mut events) = shared.events.lock() {
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(EventRecord {
+            at: Time::now(),
+            type_: if warning { "Warning" } else { "Normal" },
+            reason,
+            message,
+            command,
+        });
+    }
+}
+
+/// Why to pause a rollout under way for a stable outage: `Some` once per
+/// outage (`paused_for` remembers it until stable answers again), so a
+/// person who resumes during the outage is not overruled.
+fn stable_outage(
+    status: &CanaryStatus,
+    health: &super::health::Health,
+    paused_for: &mut Option<String>,
+) -> Option<String> {
+    let Some(why) = &health.stable_down else {
+        *paused_for = None;
+        return None;
+    };
+    let running = status.phase == Phase::Progressing && status.pause.is_none();
+    if !running || paused_for.is_some() {
+        return None;
+    }
+    *paused_for = Some(why.clone());
+    Some(why.clone())
+}
+
 /// Fails with a clear message when an upstream does not accept connections.
 async fn reachable(url: &str) -> Result<(), String> {
-    let authority = url
-        .strip_prefix("http://")
-        .map(|rest| rest.split('/').next().unwrap_or(rest))
-        .ok_or_else(|| format!("spec.upstreams: `{url}` is not an http:// URL"))?;
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let addr = super::health::authority(url).map_err(|e| format!("spec.upstreams: {e}"))?;
     match tokio::time::timeout(
         StdDuration::from_secs(3),
         tokio::net::TcpStream::connect(&addr),
