@@ -479,3 +479,76 @@ fn the_control_commands_drive_a_running_rollout() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+#[test]
+fn a_canary_that_dies_mid_rollout_is_rolled_back_as_unreachable() {
+    let mut r = rollout(
+        "canary-dies",
+        "0",
+        "    - setWeight: 20\n    - pause: {}\n    - setWeight: 50",
+    );
+    let mut run = r.start(&[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || r.status()["weight"] == 20),
+        "{}",
+        r.status()
+    );
+    let killed = Instant::now();
+    let _ = r._apps.1.0.kill();
+    let _ = r._apps.1.0.wait();
+    assert!(
+        wait_until(Duration::from_secs(20), || r.status()["phase"]
+            == "RolledBack"),
+        "{}",
+        r.status()
+    );
+    let after = killed.elapsed();
+    let status = r.status();
+    assert_eq!(
+        status["rollback"]["reason"], "CanaryUnreachable",
+        "{status}"
+    );
+    let message = status["rollback"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("canary unreachable: http://127.0.0.1:")
+            && message.contains("connection refused"),
+        "{message}"
+    );
+    // Three failed checks a second apart, and the next decision.
+    assert!(after < Duration::from_secs(10), "took {after:?}");
+    let (v1, v2) = versions(r.listen, 20);
+    assert_eq!((v1, v2), (20, 0));
+    let _ = Command::new("kill").arg(run.0.id().to_string()).status();
+    assert_eq!(exit_code(&mut run, Duration::from_secs(10)), Some(2));
+}
+
+#[test]
+fn a_stable_that_dies_pauses_the_rollout_with_the_reason() {
+    let mut r = rollout(
+        "stable-dies",
+        "0",
+        "    - setWeight: 20\n    - pause: {duration: 1h}\n    - setWeight: 50",
+    );
+    let _run = r.start(&[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || r.status()["weight"] == 20),
+        "{}",
+        r.status()
+    );
+    let _ = r._apps.0.0.kill();
+    let _ = r._apps.0.0.wait();
+    assert!(
+        wait_until(Duration::from_secs(20), || !r.status()["pause"].is_null()),
+        "{}",
+        r.status()
+    );
+    let status = r.status();
+    // Neither rolled back (the canary is not at fault) nor moved on.
+    assert_eq!(status["weight"], 20, "{status}");
+    assert!(status["rollback"].is_null(), "{status}");
+    let (_, events) = get(r.admin, "/events").expect("events");
+    assert!(
+        events.contains("StableUnreachable") && events.contains("coalmine resume"),
+        "{events}"
+    );
+}

@@ -642,7 +642,8 @@ fn stable_outage(
         *paused_for = None;
         return None;
     };
-    let running = status.phase == Phase::Progressing && status.pause.is_none();
+    let running =
+        matches!(status.phase, Phase::Progressing | Phase::Paused) && status.pause.is_none();
     if !running || paused_for.is_some() {
         return None;
     }
