@@ -14,7 +14,8 @@
 //! - [`routes`]: the route table the data plane applies;
 //! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
 //!   [`status`] (`coalmine crd`), with its names for the controller;
-//! - [`duration`], [`time`], [`revision`]: small value types.
+//! - [`duration`], [`time`], [`revision`]: small value types;
+//! - [`human`]: figures rounded for messages people read.
 //!
 //! Time is always passed in (see [`Time`]), so every decision can be
 //! replayed and tested without sleeping.
@@ -23,6 +24,7 @@
 
 pub mod crd;
 pub mod duration;
+pub mod human;
 pub mod load;
 pub mod plan;
 pub mod problem;

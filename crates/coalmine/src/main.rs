@@ -33,40 +33,62 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check Canary files and name every bad field.
-    #[command(after_help = "Example:\n  coalmine validate examples/local.yaml examples/kubernetes/*.yaml")]
+    #[command(
+        after_help = "Example:\n  coalmine validate examples/local.yaml examples/kubernetes/*.yaml"
+    )]
     Validate(commands::validate::Args),
     /// Run the traffic-splitting proxy alone, with its admin API.
-    #[command(after_help = "Example:\n  coalmine proxy --listen 127.0.0.1:8080 --stable http://127.0.0.1:9001 --canary http://127.0.0.1:9002 --weight 10")]
+    #[command(
+        after_help = "Example:\n  coalmine proxy --listen 127.0.0.1:8080 --stable http://127.0.0.1:9001 --canary http://127.0.0.1:9002 --weight 10"
+    )]
     Proxy(commands::proxy::Args),
     /// Run a canary rollout in front of two HTTP servers (local mode).
-    #[command(after_help = "Example:\n  coalmine run examples/local.yaml --state shop-rollout.json")]
+    #[command(
+        after_help = "Example:\n  coalmine run examples/local.yaml --state shop-rollout.json"
+    )]
     Run(commands::run::Args),
     /// The whole story on one machine: two sample apps, traffic, a rollout.
     #[command(after_help = "Example:\n  coalmine demo --scenario faulty --speed 2")]
     Demo(commands::demo::Args),
     /// Show a rollout's status (`--admin URL`: a running `coalmine run`).
-    #[command(after_help = "Examples:\n  coalmine get --admin http://127.0.0.1:9901 --watch\n  coalmine get shop -n prod              (Kubernetes: the current kubeconfig)")]
+    #[command(
+        after_help = "Examples:\n  coalmine get --admin http://127.0.0.1:9901 --watch\n  coalmine get shop -n prod              (Kubernetes: the current kubeconfig)"
+    )]
     Get(commands::control::GetArgs),
     /// End the current step now (`--full`: skip all remaining steps).
-    #[command(after_help = "Examples:\n  coalmine promote --admin http://127.0.0.1:9901\n  coalmine promote shop -n prod --full")]
+    #[command(
+        after_help = "Examples:\n  coalmine promote --admin http://127.0.0.1:9901\n  coalmine promote shop -n prod --full"
+    )]
     Promote(commands::control::PromoteArgs),
     /// Roll back now.
-    #[command(after_help = "Examples:\n  coalmine abort --admin http://127.0.0.1:9901\n  coalmine abort shop -n prod")]
+    #[command(
+        after_help = "Examples:\n  coalmine abort --admin http://127.0.0.1:9901\n  coalmine abort shop -n prod"
+    )]
     Abort(commands::control::CommandArgs),
     /// Hold the rollout where it is (the judge keeps watching).
-    #[command(after_help = "Examples:\n  coalmine pause --admin http://127.0.0.1:9901\n  coalmine pause shop -n prod")]
+    #[command(
+        after_help = "Examples:\n  coalmine pause --admin http://127.0.0.1:9901\n  coalmine pause shop -n prod"
+    )]
     Pause(commands::control::CommandArgs),
     /// Continue a paused rollout.
-    #[command(after_help = "Examples:\n  coalmine resume --admin http://127.0.0.1:9901\n  coalmine resume shop -n prod")]
+    #[command(
+        after_help = "Examples:\n  coalmine resume --admin http://127.0.0.1:9901\n  coalmine resume shop -n prod"
+    )]
     Resume(commands::control::CommandArgs),
     /// Start a rolled-back rollout again from its first step.
-    #[command(after_help = "Examples:\n  coalmine retry --admin http://127.0.0.1:9901\n  coalmine retry shop -n prod")]
+    #[command(
+        after_help = "Examples:\n  coalmine retry --admin http://127.0.0.1:9901\n  coalmine retry shop -n prod"
+    )]
     Retry(commands::control::CommandArgs),
     /// The Kubernetes controller: reconciles Canary resources.
-    #[command(after_help = "Example:\n  coalmine controller --kubeconfig ~/.kube/config --no-leader-election --text-logs")]
+    #[command(
+        after_help = "Example:\n  coalmine controller --kubeconfig ~/.kube/config --no-leader-election --text-logs"
+    )]
     Controller(commands::controller::Args),
     /// A small HTTP app for demos and tests.
-    #[command(after_help = "Example:\n  coalmine sample-app --listen 127.0.0.1:9002 --version v2 --error-rate 5%")]
+    #[command(
+        after_help = "Example:\n  coalmine sample-app --listen 127.0.0.1:9002 --version v2 --error-rate 5%"
+    )]
     SampleApp(commands::sample_app::Args),
     /// Compare the judge with the peers' rules on simulated traffic.
     #[command(after_help = "Example:\n  coalmine simulate --rps 10 --canary-errors 1% --runs 200")]

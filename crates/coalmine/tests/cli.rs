@@ -72,7 +72,10 @@ fn a_mistyped_command_or_flag_gets_the_nearest_one() {
             &["demo", "--scenaro", "faulty"],
             "a similar argument exists: '--scenario'",
         ),
-        (&["run", "--stat", "x"], "a similar argument exists: '--state'"),
+        (
+            &["run", "--stat", "x"],
+            "a similar argument exists: '--state'",
+        ),
     ] {
         let out = coalmine(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -23,6 +23,7 @@
 //! - Timers (pause steps, gate timeouts, the progress deadline) count from
 //!   instants stored in the status, never from process memory.
 
+use crate::human::{evidence, percent, ratio};
 use crate::plan::{Plan, PlanStep};
 use crate::routes::Routes;
 use crate::spec::OnInconclusive;
@@ -813,49 +814,56 @@ impl<'a> Machine<'a> {
     }
 }
 
-/// `errors e=7.9 of 20, slow e=1.2 of 20` for the metrics with evidence.
+/// `errors evidence 7.9 of 20, slow evidence 1.2 of 20` for the metrics
+/// with evidence.
 fn analysis_summary(metrics: &[MetricStatus]) -> String {
     metrics
         .iter()
         .filter_map(|m| {
-            let e = m.e_value?;
+            let e = evidence(m.e_value?);
             Some(match m.e_threshold {
-                Some(t) => format!("{} e={} of {}", m.name, short(e), short(t)),
-                None => format!("{} e={}", m.name, short(e)),
+                Some(t) => format!("{} evidence {e} of {}", m.name, evidence(t)),
+                None => format!("{} evidence {e}", m.name),
             })
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The failing metrics with their numbers, for the status and the event.
+/// The failing metrics with their numbers, for the status and the event:
+/// `metric errors failed: canary 1.1% vs stable 0.50%, ratio 2.20
+/// (1.30–4.10), evidence 25 of 20 (41 bad of 3700 canary requests)`.
 fn failure_summary(metrics: &[MetricStatus]) -> String {
     let failed: Vec<String> = metrics
         .iter()
         .filter(|m| m.verdict == Verdict::Fail)
         .map(|m| {
-            let mut s = format!("metric {} failed", m.name);
+            let mut facts = Vec::new();
             if let (Some(c), Some(b)) = (m.canary_rate, m.stable_rate) {
-                s.push_str(&format!(
-                    ": canary rate {} vs stable {}",
-                    short(c),
-                    short(b)
-                ));
+                facts.push(format!("canary {} vs stable {}", percent(c), percent(b)));
             }
             if let Some(r) = m.ratio {
-                s.push_str(&format!(", ratio {}", short(r)));
+                let mut f = format!("ratio {}", ratio(r));
                 if let Some([lo, hi]) = m.ratio_interval {
-                    s.push_str(&format!(" [{}, {}]", short(lo), short(hi)));
+                    f.push_str(&format!(" ({}–{})", ratio(lo), ratio(hi)));
                 }
+                facts.push(f);
             }
             if let Some(e) = m.e_value {
-                s.push_str(&format!(", e={}", short(e)));
+                facts.push(match m.e_threshold {
+                    Some(t) => format!("evidence {} of {}", evidence(e), evidence(t)),
+                    None => format!("evidence {}", evidence(e)),
+                });
+            }
+            if let Some(v) = m.value {
+                facts.push(format!("value {}", short(v)));
+            }
+            let mut s = format!("metric {} failed", m.name);
+            if !facts.is_empty() {
+                s.push_str(&format!(": {}", facts.join(", ")));
             }
             if let (Some(x), Some(n)) = (m.canary_events, m.canary_requests) {
                 s.push_str(&format!(" ({x} bad of {n} canary requests)"));
-            }
-            if let Some(v) = m.value {
-                s.push_str(&format!(": value {}", short(v)));
             }
             if let Some(msg) = &m.message {
                 s.push_str(&format!(" ({msg})"));

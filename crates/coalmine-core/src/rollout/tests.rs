@@ -228,7 +228,7 @@ fn the_brief_rollout_end_to_end() {
     run.tick();
     assert_eq!(
         run.status.message,
-        "step 3/8: weight 25%, waiting for evidence (errors e=7.9 of 20)"
+        "step 3/8: weight 25%, waiting for evidence (errors evidence 7.9 of 20)"
     );
     run.now = run.now.plus(Duration::from_secs(10));
     run.report(Verdict::Pass, metrics);
@@ -301,7 +301,7 @@ fn fail_rolls_back_at_once_with_the_numbers() {
     let msg = &run.status.rollback.as_ref().unwrap().message;
     assert_eq!(
         msg,
-        "metric errors failed: canary rate 0.011 vs stable 0.005, ratio 2.2 [1.3, 4.1], e=25.3 (41 bad of 3700 canary requests)"
+        "metric errors failed: canary 1.1% vs stable 0.50%, ratio 2.2 (1.3–4.1), evidence 25 of 20 (41 bad of 3700 canary requests)"
     );
     assert_eq!(run.reasons(), vec!["AnalysisFailed"]);
     run.obs.canary_gone = true;

@@ -384,13 +384,21 @@ fn metric_line(m: &MetricStatus) -> String {
         ));
     }
     if let Some(r) = m.ratio {
-        line.push_str(&format!(" · ratio {r:.2}"));
+        line.push_str(&format!(" · ratio {}", coalmine_core::human::ratio(r)));
         if let Some([lo, hi]) = m.ratio_interval {
-            line.push_str(&format!(" [{lo:.2}, {hi:.2}]"));
+            line.push_str(&format!(
+                " [{}, {}]",
+                coalmine_core::human::ratio(lo),
+                coalmine_core::human::ratio(hi)
+            ));
         }
     }
     if let (Some(e), Some(t)) = (m.e_value, m.e_threshold) {
-        line.push_str(&format!(" · e {} of {t:.0}", super::show_e(e)));
+        line.push_str(&format!(
+            " · e {} of {}",
+            coalmine_core::human::evidence(e),
+            coalmine_core::human::evidence(t)
+        ));
     }
     if let Some(v) = m.value {
         line.push_str(&format!(" · value {v}"));

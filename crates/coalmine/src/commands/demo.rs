@@ -327,10 +327,14 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
                 let mut line = format!("{}: {:?}", m.name, m.verdict);
                 let mut facts = Vec::new();
                 if let Some(r) = m.ratio {
-                    facts.push(format!("ratio {r:.2}"));
+                    facts.push(format!("ratio {}", coalmine_core::human::ratio(r)));
                 }
                 if let (Some(e), Some(t)) = (m.e_value, m.e_threshold) {
-                    facts.push(format!("e {} of {t:.0}", super::show_e(e)));
+                    facts.push(format!(
+                        "evidence {} of {}",
+                        coalmine_core::human::evidence(e),
+                        coalmine_core::human::evidence(t)
+                    ));
                 }
                 if !facts.is_empty() {
                     line.push_str(&format!(" ({})", facts.join(", ")));

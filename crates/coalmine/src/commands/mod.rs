@@ -13,6 +13,7 @@ pub mod run;
 pub mod sample_app;
 pub mod simulate;
 pub mod validate;
+pub mod view;
 
 /// Logs to stderr; `RUST_LOG` sets the level (default `info`).
 pub fn init_logs() {
@@ -40,16 +41,6 @@ pub fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// An e-value for people: one decimal, or scientific notation once it is
-/// so large that the digits say nothing more (`1.73e6`, not `1729962.4`).
-pub fn show_e(e: f64) -> String {
-    if e.abs() >= 1e4 {
-        format!("{e:.2e}")
-    } else {
-        format!("{e:.1}")
-    }
-}
-
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn terminated() {
     #[cfg(unix)]
@@ -64,14 +55,4 @@ pub async fn terminated() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn e_values_stay_short() {
-        assert_eq!(super::show_e(2.04), "2.0");
-        assert_eq!(super::show_e(9999.0), "9999.0");
-        assert_eq!(super::show_e(1_729_962.4), "1.73e6");
-    }
 }

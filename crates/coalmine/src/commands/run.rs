@@ -218,6 +218,8 @@ struct Shared {
     command_seq: std::sync::atomic::AtomicU64,
     started: Time,
     events: Mutex<std::collections::VecDeque<EventRecord>>,
+    /// The live block on the terminal, which event lines push down.
+    screen: Mutex<super::view::Screen>,
 }
 
 /// The judge of the rollout under way.
@@ -370,6 +372,7 @@ impl Prepared {
             command_seq: std::sync::atomic::AtomicU64::new(0),
             started: Time::now(),
             events: Mutex::new(std::collections::VecDeque::new()),
+            screen: Mutex::new(super::view::Screen::default()),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -410,7 +413,7 @@ impl Prepared {
             .as_ref()
             .map_or(StdDuration::from_secs(10), |a| a.interval.to_std());
         let mut next_collect = tokio::time::Instant::now() + interval;
-        let mut last_line = String::new();
+        let mut display = Display::default();
         tokio::pin!(stop);
         loop {
             let now = Time::now();
@@ -550,7 +553,14 @@ impl Prepared {
             }
             // A command is observed by one decision; its id keeps it from acting twice.
             pending = None;
-            show(&options, &status, &proxy, &mut last_line);
+            show(
+                &options,
+                &shared,
+                &mut display,
+                &status,
+                plan.steps.len(),
+                &proxy,
+            );
             let finished = match status.phase {
                 Phase::Promoted => Some(Outcome::Promoted),
                 Phase::RolledBack | Phase::Failed => Some(Outcome::RolledBack),
@@ -568,8 +578,8 @@ impl Prepared {
                 if let Some(path) = &options.report {
                     write_report(path, &status, &history)?;
                 }
-                if options.view == View::Live {
-                    eprintln!();
+                if let Ok(mut screen) = shared.screen.lock() {
+                    screen.keep();
                 }
                 if options.exit_on_finish {
                     break;
@@ -610,8 +620,10 @@ fn record_event(
     command: Option<String>,
 ) {
     if options.view != View::Quiet {
-        if options.view == View::Live {
-            eprint!("\r\x1b[2K");
+        if options.view == View::Live
+            && let Ok(mut screen) = shared.screen.lock()
+        {
+            screen.clear(&mut std::io::stderr());
         }
         let kind = if warning { "warning" } else { "event" };
         eprintln!("{kind}: {reason}: {message}");
@@ -710,48 +722,52 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The live line (terminal) or a log line when something changed.
-fn show(options: &Options, status: &CanaryStatus, proxy: &Proxy, last: &mut String) {
+/// What the run shows of its progress between two decisions.
+#[derive(Default)]
+struct Display {
+    rates: super::view::Rates,
+    last_log: String,
+}
+
+/// The live block (terminal) or a log line when something changed.
+fn show(
+    options: &Options,
+    shared: &Shared,
+    display: &mut Display,
+    status: &CanaryStatus,
+    steps: usize,
+    proxy: &Proxy,
+) {
     if options.view == View::Quiet {
         return;
     }
     let m = proxy.metrics();
     let count = |t| -> u64 { m.track(t).counts().iter().sum() };
-    let (stable, canary) = (
+    display.rates.sample(
+        std::time::Instant::now(),
         count(coalmine_proxy::route::Track::Stable),
         count(coalmine_proxy::route::Track::Canary),
     );
-    let mut verdicts = String::new();
-    if let Some(a) = &status.analysis {
-        for metric in &a.metrics {
-            verdicts.push_str(&format!(" · {}: {:?}", metric.name, metric.verdict));
-            if let (Some(e), Some(t)) = (metric.e_value, metric.e_threshold) {
-                verdicts.push_str(&format!(" e={}/{t:.0}", super::show_e(e)));
-            }
-            if let Some(r) = metric.ratio {
-                verdicts.push_str(&format!(" ratio {r:.2}"));
-            }
-        }
-    }
-    let summary = format!(
-        "{} · step {} · weight {}%{}",
-        status.phase, status.step, status.weight, verdicts
-    );
     match options.view {
         View::Live => {
-            eprint!("\r\x1b[2K{summary} · requests stable {stable} canary {canary}");
+            let lines =
+                super::view::render(&options.label, status, steps, display.rates.per_second);
+            if let Ok(mut screen) = shared.screen.lock() {
+                screen.draw(&mut std::io::stderr(), &lines);
+            }
         }
         View::Log => {
-            if summary != *last {
-                eprintln!(
-                    "{} {summary} · requests stable {stable} canary {canary}",
-                    Time::now()
-                );
+            let line = super::view::log_line(status, steps);
+            if line != display.last_log {
+                let traffic = display.rates.per_second.map_or(String::new(), |(s, c)| {
+                    format!(" · stable {s:.0} req/s, canary {c:.0} req/s")
+                });
+                eprintln!("{} {line}{traffic}", Time::now());
+                display.last_log = line;
             }
         }
         View::Quiet => {}
     }
-    *last = summary;
 }
 
 /// The admin API of a run: the proxy's, plus status and commands.
