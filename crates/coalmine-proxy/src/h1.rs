@@ -14,7 +14,12 @@
 //! `Transfer-Encoding: chunked` is decoded (trailers are passed on); a
 //! `Content-Length` is counted down; otherwise the body runs to the end of
 //! the connection. A connection goes back to the pool only when its answer
-//! was read to the end and neither side asked to close it.
+//! was read to the end, nothing was read beyond it, and neither side asked
+//! to close it; before it carries another request, [`Conn::is_clean`]
+//! checks that the upstream has sent nothing since. Bytes an upstream sends
+//! beyond its answer's framing (a body on a `HEAD` answer, after a 204, past
+//! the `Content-Length`) are never taken as the next request's answer
+//! (RFC 9112 §6.3): the connection is closed instead.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -80,6 +85,19 @@ impl Conn {
             read: BytesMut::new(),
             write: Vec::new(),
         }
+    }
+
+    /// Whether an idle connection may carry another request: the upstream
+    /// has neither closed it nor sent anything since the last answer ended.
+    /// Anything it sent would be read as the next request's answer, so such
+    /// a connection is dropped instead. Costs no system call when tokio
+    /// already knows the socket has nothing to read.
+    pub fn is_clean(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Sends the head of `req` and reads the answer's head. The body is
@@ -247,9 +265,7 @@ impl Conn {
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name == header::CONTENT_LENGTH {
-                let n = std::str::from_utf8(value.as_bytes())
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                let n = content_length(value.as_bytes())
                     .ok_or_else(|| Error::Protocol("bad content-length".into()))?;
                 if length.is_some_and(|prior| prior != n) {
                     return Err(Error::Protocol("conflicting content-lengths".into()));
@@ -258,11 +274,31 @@ impl Conn {
             }
             headers.append(name, value);
         }
-        let framing = if head_only
-            || status.is_informational()
+        if coded && length.is_some() {
+            // Both: the coding wins and the length is dropped, and the
+            // connection is closed after this answer, since the upstream's
+            // idea of where the answer ends is in doubt (RFC 9112 §6.3,
+            // rule 3).
+            headers.remove(header::CONTENT_LENGTH);
+            length = None;
+            keep_alive = false;
+        }
+        if coded && version == Version::HTTP_10 {
+            // An HTTP/1.0 answer with a transfer coding: framing is faulty,
+            // so the connection ends with this answer (RFC 9112 §6.1).
+            keep_alive = false;
+        }
+        let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
+            || status == StatusCode::NOT_MODIFIED;
+        if head_only || (bodiless && (coded || length.is_some_and(|n| n > 0))) {
+            // A `HEAD` answer, or a 204/304 that announces a body: servers
+            // that answer `HEAD` like `GET`, or write the body they
+            // announced, send bytes that are not part of this answer and
+            // may come at any time. The connection is not reused.
+            keep_alive = false;
+        }
+        let framing = if head_only || bodiless {
             Framing::Done
         } else if coded && chunked {
             Framing::Chunked(Chunk::Size)
@@ -298,6 +334,15 @@ impl Conn {
             }
         }
     }
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6; `+5` and ` 5`
+/// are refused, where `u64::from_str` would take them).
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// `METHOD target HTTP/1.1`, then the headers as they are (the caller has
