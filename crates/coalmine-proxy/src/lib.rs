@@ -154,17 +154,25 @@ impl Proxy {
         grace: Duration,
     ) {
         let fwd = self.forwarder.clone();
+        let limits = server::ServeLimits {
+            header_timeout: fwd.limits().header_timeout,
+            max_connections: fwd.limits().max_connections,
+        };
         let handler = move |req, peer| {
             let fwd = fwd.clone();
             async move { fwd.handle(req, peer).await }
         };
-        server::serve(listener, handler, shutdown, grace).await;
+        server::serve(listener, handler, shutdown, grace, limits).await;
     }
 
     /// Serves the admin API from `listener` until `shutdown`.
     pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let proxy = self.clone();
         let handler = move |req, _peer| admin::handle(proxy.clone(), req);
-        server::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
+        let limits = server::ServeLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 64,
+        };
+        server::serve(listener, handler, shutdown, Duration::from_secs(1), limits).await;
     }
 }
