@@ -53,6 +53,32 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
+impl Default for ServeLimits {
+    /// The data port's defaults (see [`crate::Limits`]).
+    fn default() -> Self {
+        ServeLimits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 8192,
+        }
+    }
+}
+
+/// [`serve_with`] with the default limits.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(listener, handler, shutdown, grace, ServeLimits::default()).await;
+}
+
 /// The client at the other end of a connection.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -66,7 +92,7 @@ pub struct Peer {
 /// Serves HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on `listener`
 /// until `shutdown` completes; then stops accepting and lets connections
 /// finish their requests for up to `grace`.
-pub async fn serve<H, F, B>(
+pub async fn serve_with<H, F, B>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,

@@ -213,6 +213,7 @@ async fn proxy_for(up: &Scripted) -> TestProxy {
                 request_timeout: Duration::from_secs(5),
                 ..Limits::default()
             },
+            sticky_secret: None,
         },
         Duration::from_secs(1),
     )

@@ -26,6 +26,7 @@ async fn all_to_canary(canary: String, limits: Limits) -> TestProxy {
             canary: vec![canary],
             routes: routes(r#"{"canaryWeight": 100}"#),
             limits,
+            sticky_secret: None,
         },
         Duration::from_secs(1),
     )
@@ -285,6 +286,140 @@ async fn an_oversized_request_head_is_refused() {
             &got[..got.len().min(200)]
         );
         assert_eq!(canary.count(), 0, "nothing reached the upstream");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sticky_cookies_the_proxy_did_not_issue_are_ignored() {
+    bounded(LIMIT, async {
+        let (stable, canary, proxy) =
+            support::setup(r#"{"canaryWeight": 1, "stickyCookie": "coalmine-track"}"#).await;
+        let mut conn = Conn::open(proxy.addr).await;
+        for forged in [
+            "canary",
+            "canary.00",
+            "canary.0123456789abcdef0123456789abcdef",
+        ] {
+            for _ in 0..5 {
+                let cookie = format!("coalmine-track={forged}");
+                let r = conn.get("/", &[("cookie", &cookie)]).await;
+                assert_eq!(r.text(), "stable", "{cookie}");
+                // A fresh, signed pin replaces the forged one.
+                assert!(
+                    r.header("set-cookie").starts_with("coalmine-track=stable."),
+                    "{}",
+                    r.header("set-cookie")
+                );
+            }
+        }
+        assert_eq!((stable.count(), canary.count()), (15, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_other_hosts_and_cross_site_changes() {
+    bounded(LIMIT, async {
+        let (_stable, _canary, proxy) = support::setup(r#"{"canaryWeight": 0}"#).await;
+        let port = proxy.admin.port();
+        let mut c = Conn::open(proxy.admin).await;
+        for (host, want) in [
+            (format!("evil.example:{port}"), 421),
+            ("127.0.0.1:1".to_owned(), 421),
+            (format!("localhost:{port}"), 200),
+            (format!("127.0.0.1:{port}"), 200),
+            (format!("[::1]:{port}"), 200),
+        ] {
+            let r = c.get("/routes", &[("host", &host)]).await;
+            assert_eq!(r.status.as_u16(), want, "Host: {host}");
+        }
+        let body = bytes::Bytes::from_static(br#"{"canaryWeight": 50}"#);
+        let own = format!("http://127.0.0.1:{port}");
+        for (method, headers) in [
+            (http::Method::PUT, vec![("origin", "http://evil.example")]),
+            (http::Method::PUT, vec![("origin", "null")]),
+            (http::Method::PUT, vec![("sec-fetch-site", "cross-site")]),
+            (http::Method::POST, vec![("content-type", "text/plain")]),
+            (
+                http::Method::POST,
+                vec![("content-type", "application/x-www-form-urlencoded")],
+            ),
+        ] {
+            let r = c.send(method, "/routes", &headers, body.clone()).await;
+            assert_eq!(r.status.as_u16(), 403, "{headers:?}");
+            assert_eq!(proxy.get_routes().await.canary_weight, 0, "{headers:?}");
+        }
+        let r = c
+            .send(
+                http::Method::PUT,
+                "/routes",
+                &[
+                    ("content-type", "application/json"),
+                    ("origin", &own),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+                body,
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        assert_eq!(proxy.get_routes().await.canary_weight, 50);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_guards_the_admin_api_and_metrics_have_their_own_address() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = coalmine_proxy::Proxy::new(Config {
+            stable: vec![dead_url()],
+            canary: vec![canary.url()],
+            routes: routes(r#"{"canaryWeight": 0}"#),
+            limits: Limits::default(),
+            sticky_secret: None,
+        })
+        .expect("a proxy");
+        let (admin, admin_addr) = listen().await;
+        let (metrics, metrics_addr) = listen().await;
+        let guard = coalmine_proxy::admin::Guard::new(admin_addr, Some("s3cret".into()));
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            p.serve_admin_with(admin, guard, std::future::pending())
+                .await
+        });
+        let p = proxy.clone();
+        tokio::spawn(async move { p.serve_metrics(metrics, std::future::pending()).await });
+
+        let mut c = Conn::open(admin_addr).await;
+        for (auth, want) in [
+            (None, 401),
+            (Some("Bearer wrong"), 401),
+            (Some("Basic s3cret"), 401),
+            (Some("Bearer s3cret"), 200),
+        ] {
+            let mut headers = vec![("host", "admin.example")];
+            headers.extend(auth.map(|a| ("authorization", a)));
+            let r = c.get("/routes", &headers).await;
+            assert_eq!(r.status.as_u16(), want, "{auth:?}");
+        }
+        assert_eq!(c.get("/healthz", &[]).await.status.as_u16(), 200);
+
+        let mut m = Conn::open(metrics_addr).await;
+        let r = m.get("/metrics", &[]).await;
+        assert_eq!(r.status.as_u16(), 200);
+        assert!(r.text().contains("coalmine_proxy_requests_total"));
+        assert_eq!(m.get("/routes", &[]).await.status.as_u16(), 404);
+        let r = m
+            .send(
+                http::Method::PUT,
+                "/routes",
+                &[("content-type", "application/json")],
+                bytes::Bytes::from_static(br#"{"canaryWeight": 50}"#),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 404);
+        assert_eq!(proxy.routes().canary_weight, 0);
     })
     .await;
 }

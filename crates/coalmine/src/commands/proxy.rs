@@ -127,6 +127,7 @@ fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
             request_timeout: args.request_timeout.to_std(),
             ..Limits::default()
         },
+        sticky_secret: None,
     };
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     Ok((config, listen.unwrap_or(default_listen)))
