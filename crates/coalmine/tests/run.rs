@@ -345,6 +345,57 @@ fn kill_9_and_restart_with_state_resumes_at_the_same_step() {
 }
 
 #[test]
+fn a_state_file_that_cannot_be_written_stops_neither_traffic_nor_the_rollout() {
+    let r = rollout(
+        "readonly",
+        "0",
+        "    - setWeight: 10\n    - pause: {}\n    - setWeight: 30\n    - pause: {}",
+    );
+    let dir = r.path("state");
+    std::fs::create_dir_all(&dir).expect("the state directory");
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let mut run = r.start(&["--state", state_arg]);
+    assert!(wait_until(Duration::from_secs(10), || r.status()["phase"] == "Paused"));
+    // The directory becomes unwritable (a file in its place: permissions
+    // do not stop root).
+    std::fs::remove_dir_all(&dir).expect("remove the state directory");
+    std::fs::write(&dir, b"").expect("a file where the directory was");
+    assert_eq!(post(r.admin, "/promote"), Some(202));
+    assert!(
+        wait_until(Duration::from_secs(5), || r.status()["stateError"]
+            .is_string()),
+        "{}",
+        r.status()
+    );
+    assert_eq!(
+        exit_code(&mut run, Duration::from_secs(3)),
+        None,
+        "still running"
+    );
+    let status = r.status();
+    assert_eq!(
+        (status["weight"].clone(), status["phase"].clone()),
+        (30.into(), "Paused".into())
+    );
+    let (v1, v2) = versions(r.listen, 100);
+    assert!(v1 + v2 == 100 && v2 > 15 && v2 < 45, "{v1} {v2}");
+    // Writable again: the next decision saves the status.
+    std::fs::remove_file(&dir).expect("remove the file");
+    std::fs::create_dir_all(&dir).expect("the state directory again");
+    assert!(
+        wait_until(Duration::from_secs(5), || state.exists()
+            && r.status().get("stateError").is_none()),
+        "{}",
+        r.status()
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("the state file"))
+            .expect("JSON");
+    assert_eq!(saved["weight"], 30);
+}
+
+#[test]
 fn bad_files_and_unreachable_upstreams_exit_1() {
     let dir = std::env::temp_dir().join(format!("coalmine-run-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
