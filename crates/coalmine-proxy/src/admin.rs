@@ -175,6 +175,20 @@ impl Guard {
     }
 }
 
+/// The token in `path`: its first line, whitespace trimmed; not empty.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(format!(
+            "--admin-token-file {}: the first line is empty",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 /// Equality in time independent of where the inputs differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -53,6 +53,10 @@ pub struct Args {
     /// Save the status here after every change, and resume from it.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on the admin API, TOKEN being
+    /// this file's first line.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Write the final status and the judge's history here as JSON.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -75,9 +79,22 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin_token = match args
+        .admin_token_file
+        .as_deref()
+        .map(coalmine_proxy::admin::read_token)
+    {
+        None => None,
+        Some(Ok(token)) => Some(token),
+        Some(Err(e)) => {
+            eprintln!("coalmine run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = Options {
         listen: args.listen,
         admin: args.admin,
+        admin_token,
         state: args.state,
         report: args.report,
         exit_on_finish: args.exit_on_finish,
@@ -166,6 +183,8 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// Admin address.
     pub admin: SocketAddr,
+    /// The bearer token the admin API requires, if any.
+    pub admin_token: Option<String>,
     /// State file.
     pub state: Option<PathBuf>,
     /// Report file.
@@ -384,10 +403,10 @@ impl Prepared {
             let proxy = proxy.clone();
             let shared = shared.clone();
             let stop = stopped(stop_rx.clone());
+            let guard = coalmine_proxy::admin::Guard::new(admin_addr, options.admin_token.clone());
             async move {
                 let handler = move |req, _peer| admin(proxy.clone(), shared.clone(), req);
-                coalmine_proxy::server::serve(control, handler, stop, StdDuration::from_secs(1))
-                    .await;
+                coalmine_proxy::admin::serve(control, guard, handler, stop).await;
             }
         });
         tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}", options.label);
