@@ -206,6 +206,9 @@ impl Forwarder {
             choice.track == Track::Stable && !upgrade && table.routes.mirror(&self.mirror_ticks);
 
         let (mut parts, body) = req.into_parts();
+        if let Err(why) = normalise(&mut parts) {
+            return self.fail(choice.track, start, StatusCode::BAD_REQUEST, why);
+        }
         let body = ClientBody::new(body);
         let upload_failed = body.failed.clone();
         let original_uri = std::mem::take(&mut parts.uri);
@@ -753,16 +756,63 @@ fn forwarded_headers(headers: &mut HeaderMap, uri: &Uri, peer: &Peer, upgrade: b
             slot.insert(peer.ip.clone());
         }
     }
-    headers
-        .entry(&X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static("http"));
+    // Set, not kept: a client's own `x-forwarded-proto: https` or
+    // `x-forwarded-host` would otherwise reach the upstream as if this
+    // proxy had vouched for it.
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     let host = headers.get(header::HOST).cloned().or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    if let (Entry::Vacant(slot), Some(host)) = (headers.entry(&X_FORWARDED_HOST), host) {
-        slot.insert(host);
+    match host {
+        Some(host) => headers.insert(&X_FORWARDED_HOST, host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// Refuses a request head RFC 9112 says a server must refuse, and makes
+/// the rest unambiguous for the upstream:
+/// - more than one `Host`, or a `Content-Length` that is not digits only
+///   (`+5`), is a `400` (§3.2, §6.3);
+/// - a target in absolute form (`GET http://a.example/ HTTP/1.1`), or an
+///   HTTP/2 `:authority`, names the host: `Host` is set to it (§3.2.2);
+/// - HTTP/2 cookies sent as several fields are joined into one with `; `
+///   for an HTTP/1.1 upstream (RFC 9113 §8.2.3).
+fn normalise(parts: &mut http::request::Parts) -> Result<(), &'static str> {
+    let headers = &mut parts.headers;
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
     }
+    if headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| crate::h1::content_length(v.as_bytes()).is_none())
+    {
+        return Err("a Content-Length that is not a number");
+    }
+    if let Some(authority) = parts.uri.authority()
+        && host.as_ref().map(HeaderValue::as_bytes) != Some(authority.as_str().as_bytes())
+    {
+        let value =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| "a bad request target")?;
+        headers.insert(header::HOST, value);
+    }
+    if parts.version == Version::HTTP_2 {
+        let mut cookies = headers.get_all(header::COOKIE).iter();
+        if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
+            let joined: Vec<&[u8]> = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            let value =
+                HeaderValue::from_bytes(&joined.join(&b"; "[..])).map_err(|_| "a bad cookie")?;
+            headers.insert(header::COOKIE, value);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

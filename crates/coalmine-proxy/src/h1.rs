@@ -32,8 +32,9 @@ use hyper::body::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted (hyper's client connection is given
+/// the same limit).
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a response head (hyper's default is 100).
 const MAX_HEADERS: usize = 100;
 /// Headers in the table tried first.

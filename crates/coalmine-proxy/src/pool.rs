@@ -235,6 +235,8 @@ impl ConnPool {
         let stream = self.connect_stream().await?;
         let (tx, conn) = http1::Builder::new()
             .writev(false)
+            // The same limits as the fast path's.
+            .max_buf_size(h1::MAX_HEAD)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Exchange(e.into()))?;

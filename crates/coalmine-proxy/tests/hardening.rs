@@ -423,3 +423,65 @@ async fn a_token_guards_the_admin_api_and_metrics_have_their_own_address() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ambiguous_request_heads_are_refused_or_made_plain() {
+    bounded(LIMIT, async {
+        let canary = Upstream::builder("canary").echo_headers().start().await;
+        let proxy = all_to_canary(canary.url(), Limits::default()).await;
+        for head in [
+            &b"GET / HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +5\r\n\r\nhello",
+        ] {
+            let got = raw(proxy.addr, head, false, Duration::from_secs(3)).await;
+            assert!(
+                got.starts_with("HTTP/1.1 400"),
+                "{}: {got}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert_eq!(canary.count(), 0, "neither reached the upstream");
+
+        // Absolute form: the target's authority is the host; forwarding
+        // headers are the proxy's own, whatever the client sent.
+        raw(
+            proxy.addr,
+            b"GET http://shop.example/x HTTP/1.1\r\nhost: other.example\r\n\
+              x-forwarded-proto: https\r\nx-forwarded-host: evil.example\r\n\
+              connection: close\r\n\r\n",
+            false,
+            Duration::from_secs(3),
+        )
+        .await;
+        let seen = canary.seen();
+        let h = &seen
+            .last()
+            .expect("the request reached the upstream")
+            .headers;
+        assert_eq!(h["host"], "shop.example");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(seen[0].uri.to_string(), "/x");
+
+        // HTTP/2 cookies in several fields reach an HTTP/1.1 upstream as one.
+        let client = support::h2_client();
+        let req = http::Request::builder()
+            .uri(format!("http://{}/", proxy.addr))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("a request");
+        support::fetch(&client, req).await;
+        let seen = canary.seen();
+        let cookies: Vec<_> = seen
+            .last()
+            .expect("the h2 request reached the upstream")
+            .headers
+            .get_all("cookie")
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+    })
+    .await;
+}
