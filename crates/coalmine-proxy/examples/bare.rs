@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         canary: vec![canary.clone()],
         routes,
         limits: Default::default(),
+        sticky_secret: None,
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,10 +3,20 @@
 //!
 //! Bodies stream in both directions; nothing is buffered except the body of
 //! a request that is mirrored, and only when it is small (see
-//! [`Forwarder::mirror_max_body`]).
+//! [`Limits::mirror_max_body`]).
+//!
+//! Counting is fair to both sides: an exchange is counted in its track's
+//! class when its answer's body has ended, so an answer that breaks off
+//! after its head counts as `error`, not as its status; a request whose
+//! own body broke off (the client aborted an upload, or sent a malformed
+//! chunked body) is the client's fault and is answered and counted as a
+//! `400`, never as an upstream error.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -19,15 +29,57 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
-use crate::metrics::{Class, Metrics};
+use crate::metrics::{Class, Metrics, UpstreamMetrics};
 use crate::pool::{BoxError, PooledBody, SendError};
 use crate::route::{RouteTable, Track};
 use crate::server::Peer;
 use crate::upstream::{Pool, Upstream};
 
-/// Request and response bodies: streamed from a peer, or made here.
-pub type Body = Either<Incoming, Full<Bytes>>;
+/// Request bodies: streamed from the client, or made here.
+pub type Body = Either<ClientBody, Full<Bytes>>;
+
+/// A client's request body, streamed, noting whether it broke off, so a
+/// failed exchange can be put down to the client rather than the upstream.
+pub struct ClientBody {
+    inner: Incoming,
+    /// Set when the body failed; absent for a body that was empty from the
+    /// start (most requests), which cannot fail.
+    failed: Option<Arc<AtomicBool>>,
+}
+
+impl ClientBody {
+    fn new(inner: Incoming) -> Self {
+        let failed = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        ClientBody { inner, failed }
+    }
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let (Some(Err(_)), Some(failed)) = (&frame, &this.failed) {
+            failed.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What the request path reads on every request; swapped whole.
 pub struct Table {
@@ -59,6 +111,18 @@ pub struct Limits {
     pub mirror_max_in_flight: usize,
     /// Largest request body copied for mirroring; larger ones are not mirrored.
     pub mirror_max_body: usize,
+    /// Time an answer's body may go without a byte from the upstream, once
+    /// its head has come (HAProxy: `timeout server`).
+    pub body_idle_timeout: Duration,
+    /// Time a client has to send a request's head, from the connection's
+    /// start or the end of the previous answer; so also how long an idle
+    /// keep-alive connection stays open (HAProxy: `timeout http-request`
+    /// and `timeout http-keep-alive`).
+    pub header_timeout: Duration,
+    /// Client connections open at once at most; more wait in the listen
+    /// backlog (HAProxy: `maxconn`). Lowered at start to what the process's
+    /// file-descriptor limit allows ([`crate::server::fd_budget`]).
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +132,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             mirror_max_in_flight: 256,
             mirror_max_body: 64 * 1024,
+            body_idle_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 8192,
         }
     }
 }
@@ -139,6 +206,11 @@ impl Forwarder {
             choice.track == Track::Stable && !upgrade && table.routes.mirror(&self.mirror_ticks);
 
         let (mut parts, body) = req.into_parts();
+        if let Err(why) = normalise(&mut parts) {
+            return self.fail(choice.track, start, StatusCode::BAD_REQUEST, why);
+        }
+        let body = ClientBody::new(body);
+        let upload_failed = body.failed.clone();
         let original_uri = std::mem::take(&mut parts.uri);
         forwarded_headers(&mut parts.headers, &original_uri, &peer, upgrade);
         let client_version = parts.version;
@@ -205,6 +277,15 @@ impl Forwarder {
         .await;
         let mut resp = match sent {
             Ok(Ok(resp)) => resp,
+            Ok(Err(_)) if upload_failed.is_some_and(|f| f.load(Ordering::Relaxed)) => {
+                // The client's body broke off: its fault, not the upstream's.
+                return self.fail(
+                    choice.track,
+                    start,
+                    StatusCode::BAD_REQUEST,
+                    "the request body broke off or was malformed",
+                );
+            }
             Ok(Err(failure)) => {
                 upstream.metrics.record(Class::Error);
                 tracing::debug!(upstream = upstream.url(), error = %failure, "upstream request failed");
@@ -228,17 +309,26 @@ impl Forwarder {
         let class = Class::of(resp.status().as_u16());
         self.metrics
             .track(choice.track)
-            .record(class, start.elapsed());
-        upstream.metrics.record(class);
+            .latency()
+            .observe(start.elapsed());
+        // Counted when the body ends, as `error` if it breaks off.
+        resp.body_mut().tally = Some(Tally {
+            metrics: self.metrics.clone(),
+            upstream: upstream.metrics.clone(),
+            track: choice.track,
+            class,
+        });
 
         // Answer in the client's protocol version, whatever the upstream spoke
         // (an HTTP/1.0 upstream must not turn a keep-alive client into 1.0).
         *resp.version_mut() = client_version;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
-            if let ResponseBody::Pooled(body) = resp.body_mut() {
+            let body = resp.body_mut();
+            body.settle(None);
+            if let Inner::Pooled(pooled) = &mut body.inner {
                 // The connection now belongs to the tunnel.
-                body.detach();
+                pooled.detach();
             }
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
@@ -264,9 +354,10 @@ impl Forwarder {
         req: Request<Body>,
         h2: bool,
     ) -> Result<Response<ResponseBody>, Failure> {
+        let idle = self.limits.body_idle_timeout;
         if h2 {
             match Box::pin(self.http2.request(req)).await {
-                Ok(resp) => Ok(resp.map(ResponseBody::Streamed)),
+                Ok(resp) => Ok(resp.map(|b| ResponseBody::new(Inner::Streamed(b), idle))),
                 Err(e) => Err(Failure {
                     connect: e.is_connect(),
                     detail: e.to_string(),
@@ -274,7 +365,7 @@ impl Forwarder {
             }
         } else {
             match upstream.pool.send(req).await {
-                Ok(resp) => Ok(resp.map(ResponseBody::Pooled)),
+                Ok(resp) => Ok(resp.map(|b| ResponseBody::new(Inner::Pooled(b), idle))),
                 Err(e) => Err(Failure {
                     connect: matches!(e, SendError::Connect(_)),
                     detail: e.to_string(),
@@ -298,10 +389,10 @@ impl Forwarder {
             Class::Error
         };
         self.metrics.track(track).record(class, start.elapsed());
-        let mut resp = Response::new(ResponseBody::Made(Full::new(Bytes::from(format!(
+        let mut resp = Response::new(ResponseBody::made(Bytes::from(format!(
             "coalmine: {why} ({} track)\n",
             track.as_str()
-        )))));
+        ))));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
         headers.insert(TRACK_HEADER.clone(), crate::route::header_value(track));
@@ -313,7 +404,7 @@ impl Forwarder {
     }
 
     /// Reads a small body into memory so it can be sent twice.
-    async fn copy_for_mirror(&self, body: Incoming, headers: &HeaderMap) -> Copy {
+    async fn copy_for_mirror(&self, body: ClientBody, headers: &HeaderMap) -> Copy {
         if body.is_end_stream() {
             return Copy::Copied(Bytes::new(), Either::Left(body));
         }
@@ -375,9 +466,16 @@ impl Forwarder {
             let _permit = permit;
             let exchange = async {
                 let resp = if h2 {
-                    http2.request(req).await.ok()?.map(ResponseBody::Streamed)
+                    http2
+                        .request(req)
+                        .await
+                        .ok()?
+                        .map(|b| ResponseBody::new(Inner::Streamed(b), timeout))
                 } else {
-                    pool.send(req).await.ok()?.map(ResponseBody::Pooled)
+                    pool.send(req)
+                        .await
+                        .ok()?
+                        .map(|b| ResponseBody::new(Inner::Pooled(b), timeout))
                 };
                 let ok = !resp.status().is_server_error();
                 // Read the answer to the end, which also frees the connection.
@@ -406,8 +504,20 @@ impl std::fmt::Display for Failure {
 }
 
 /// An answer's body: from a pooled HTTP/1.1 connection, streamed over
-/// HTTP/2, or made here.
-pub enum ResponseBody {
+/// HTTP/2, or made here. It counts its exchange when it ends, and gives up
+/// on an upstream that sends nothing for [`Limits::body_idle_timeout`].
+pub struct ResponseBody {
+    inner: Inner,
+    /// The exchange's count, made when the body ends.
+    tally: Option<Tally>,
+    /// How long the upstream may send nothing.
+    idle_timeout: Duration,
+    /// Armed the first time the upstream keeps the body waiting (most
+    /// bodies are whole at once and never need a timer).
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+enum Inner {
     /// From an upstream's keep-alive pool.
     Pooled(PooledBody),
     /// From the HTTP/2 client.
@@ -416,36 +526,121 @@ pub enum ResponseBody {
     Made(Full<Bytes>),
 }
 
+/// What to count when an answer's body ends.
+struct Tally {
+    metrics: Arc<Metrics>,
+    upstream: UpstreamMetrics,
+    track: Track,
+    /// The class of the answer's status.
+    class: Class,
+}
+
+impl ResponseBody {
+    fn new(inner: Inner, idle_timeout: Duration) -> Self {
+        ResponseBody {
+            inner,
+            tally: None,
+            idle_timeout,
+            idle: None,
+        }
+    }
+
+    fn made(bytes: Bytes) -> Self {
+        ResponseBody::new(Inner::Made(Full::new(bytes)), Duration::ZERO)
+    }
+
+    /// Counts the exchange, once: as `class`, or as its status's class.
+    fn settle(&mut self, class: Option<Class>) {
+        if let Some(t) = self.tally.take() {
+            let class = class.unwrap_or(t.class);
+            t.metrics.track(t.track).count(class);
+            t.upstream.record(class);
+        }
+    }
+
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            Inner::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Inner::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Made(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+}
+
 impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        use std::pin::Pin;
-        match self.get_mut() {
-            ResponseBody::Pooled(b) => Pin::new(b).poll_frame(cx),
-            ResponseBody::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ResponseBody::Made(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Poll::Ready(frame) = this.poll_inner(cx) else {
+            if this.idle_timeout.is_zero() {
+                return Poll::Pending;
+            }
+            let timeout = this.idle_timeout;
+            let idle = this
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            ready!(idle.as_mut().poll(cx));
+            // The upstream went quiet: the exchange failed, and dropping
+            // its body closes the connection.
+            this.settle(Some(Class::Error));
+            this.inner = Inner::Made(Full::default());
+            this.idle = None;
+            return Poll::Ready(Some(Err(format!(
+                "the upstream sent nothing for {timeout:?} in the middle of an answer"
+            )
+            .into())));
+        };
+        match &frame {
+            None => this.settle(None),
+            Some(Err(_)) => this.settle(Some(Class::Error)),
+            Some(Ok(_)) => {
+                if this.inner_end_stream() {
+                    this.settle(None);
+                } else if let Some(idle) = &mut this.idle {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle_timeout);
+                }
+            }
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Pooled(b) => b.is_end_stream(),
-            ResponseBody::Streamed(b) => b.is_end_stream(),
-            ResponseBody::Made(b) => b.is_end_stream(),
-        }
+        self.inner_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            ResponseBody::Pooled(b) => b.size_hint(),
-            ResponseBody::Streamed(b) => b.size_hint(),
-            ResponseBody::Made(b) => b.size_hint(),
+        match &self.inner {
+            Inner::Pooled(b) => b.size_hint(),
+            Inner::Streamed(b) => b.size_hint(),
+            Inner::Made(b) => b.size_hint(),
         }
+    }
+}
+
+impl ResponseBody {
+    fn inner_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Pooled(b) => b.is_end_stream(),
+            Inner::Streamed(b) => b.is_end_stream(),
+            Inner::Made(b) => b.is_end_stream(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Ended without an upstream failure: never polled because it was
+        // empty, or the client went away (not the upstream's fault).
+        self.settle(None);
     }
 }
 
@@ -561,16 +756,63 @@ fn forwarded_headers(headers: &mut HeaderMap, uri: &Uri, peer: &Peer, upgrade: b
             slot.insert(peer.ip.clone());
         }
     }
-    headers
-        .entry(&X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static("http"));
+    // Set, not kept: a client's own `x-forwarded-proto: https` or
+    // `x-forwarded-host` would otherwise reach the upstream as if this
+    // proxy had vouched for it.
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     let host = headers.get(header::HOST).cloned().or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    if let (Entry::Vacant(slot), Some(host)) = (headers.entry(&X_FORWARDED_HOST), host) {
-        slot.insert(host);
+    match host {
+        Some(host) => headers.insert(&X_FORWARDED_HOST, host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// Refuses a request head RFC 9112 says a server must refuse, and makes
+/// the rest unambiguous for the upstream:
+/// - more than one `Host`, or a `Content-Length` that is not digits only
+///   (`+5`), is a `400` (§3.2, §6.3);
+/// - a target in absolute form (`GET http://a.example/ HTTP/1.1`), or an
+///   HTTP/2 `:authority`, names the host: `Host` is set to it (§3.2.2);
+/// - HTTP/2 cookies sent as several fields are joined into one with `; `
+///   for an HTTP/1.1 upstream (RFC 9113 §8.2.3).
+fn normalise(parts: &mut http::request::Parts) -> Result<(), &'static str> {
+    let headers = &mut parts.headers;
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
     }
+    if headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| crate::h1::content_length(v.as_bytes()).is_none())
+    {
+        return Err("a Content-Length that is not a number");
+    }
+    if let Some(authority) = parts.uri.authority()
+        && host.as_ref().map(HeaderValue::as_bytes) != Some(authority.as_str().as_bytes())
+    {
+        let value =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| "a bad request target")?;
+        headers.insert(header::HOST, value);
+    }
+    if parts.version == Version::HTTP_2 {
+        let mut cookies = headers.get_all(header::COOKIE).iter();
+        if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
+            let joined: Vec<&[u8]> = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            let value =
+                HeaderValue::from_bytes(&joined.join(&b"; "[..])).map_err(|_| "a bad cookie")?;
+            headers.insert(header::COOKIE, value);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,12 @@
 //! `Transfer-Encoding: chunked` is decoded (trailers are passed on); a
 //! `Content-Length` is counted down; otherwise the body runs to the end of
 //! the connection. A connection goes back to the pool only when its answer
-//! was read to the end and neither side asked to close it.
+//! was read to the end, nothing was read beyond it, and neither side asked
+//! to close it; before it carries another request, [`Conn::is_clean`]
+//! checks that the upstream has sent nothing since. Bytes an upstream sends
+//! beyond its answer's framing (a body on a `HEAD` answer, after a 204, past
+//! the `Content-Length`) are never taken as the next request's answer
+//! (RFC 9112 §6.3): the connection is closed instead.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -27,8 +32,9 @@ use hyper::body::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted (hyper's client connection is given
+/// the same limit).
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a response head (hyper's default is 100).
 const MAX_HEADERS: usize = 100;
 /// Headers in the table tried first.
@@ -82,6 +88,19 @@ impl Conn {
         }
     }
 
+    /// Whether an idle connection may carry another request: the upstream
+    /// has neither closed it nor sent anything since the last answer ended.
+    /// Anything it sent would be read as the next request's answer, so such
+    /// a connection is dropped instead. Costs no system call when tokio
+    /// already knows the socket has nothing to read.
+    pub fn is_clean(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// Sends the head of `req` and reads the answer's head. The body is
     /// read by the returned [`Body`].
     pub async fn exchange<B>(mut self, req: &Request<B>) -> Result<(Response<()>, Body), Error> {
@@ -92,7 +111,7 @@ impl Conn {
         }
         let head_only = req.method() == Method::HEAD;
         loop {
-            if let Some((resp, framing, keep_alive)) = self.parse_head(head_only)? {
+            if let Some((resp, framing, keep_alive)) = parse_head(&mut self.read, head_only)? {
                 if resp.status().is_informational() {
                     // 1xx other than 101 (which a request without Upgrade
                     // cannot get): another head follows.
@@ -129,164 +148,6 @@ impl Conn {
         }
     }
 
-    /// Parses a complete response head from the read buffer, consuming it;
-    /// `None` if more bytes are needed.
-    ///
-    /// Header values are slices of the head's bytes, not copies (five
-    /// allocations a request fewer), and the header slots are left
-    /// uninitialised for httparse to fill. Most answers have a handful of
-    /// headers, so a small table is tried first.
-    fn parse_head(
-        &mut self,
-        head_only: bool,
-    ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
-        match self.parse_head_in::<FEW_HEADERS>(head_only) {
-            Some(parsed) => parsed,
-            None => self
-                .parse_head_in::<MAX_HEADERS>(head_only)
-                .unwrap_or_else(|| {
-                    Err(Error::Protocol(format!(
-                        "more than {MAX_HEADERS} response headers"
-                    )))
-                }),
-        }
-    }
-
-    /// [`Conn::parse_head`] with room for `N` headers; `None` if there are more.
-    #[allow(clippy::type_complexity)]
-    fn parse_head_in<const N: usize>(
-        &mut self,
-        head_only: bool,
-    ) -> Option<Result<Option<(Response<()>, Framing, bool)>, Error>> {
-        match self.parse_head_with::<N>(head_only) {
-            Err(e) => Some(Err(e)),
-            Ok(None) => None,
-            Ok(Some(parsed)) => Some(Ok(parsed)),
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn parse_head_with<const N: usize>(
-        &mut self,
-        head_only: bool,
-    ) -> Result<Option<Option<(Response<()>, Framing, bool)>>, Error> {
-        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; N];
-        let mut parsed = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut parsed,
-            &self.read,
-            &mut slots,
-        ) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(Some(None)),
-            Err(httparse::Error::TooManyHeaders) => return Ok(None),
-            Err(e) => return Err(Error::Protocol(format!("unparsable response head: {e}"))),
-        };
-        // Where each name and value lies in the head, so the head can be
-        // split off the buffer and shared.
-        let base = self.read.as_ptr() as usize;
-        let offset = |part: &[u8]| {
-            (part.as_ptr() as usize)
-                .checked_sub(base)
-                .filter(|start| start + part.len() <= len)
-                .map(|start| start..start + part.len())
-        };
-        let mut spans = [const { (0..0, 0..0) }; N];
-        let count = parsed.headers.len();
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let value = if h.value.is_empty() {
-                Some(0..0)
-            } else {
-                offset(h.value)
-            };
-            match (offset(h.name.as_bytes()), value) {
-                (Some(name), Some(value)) => *span = (name, value),
-                _ => return Err(Error::Protocol("header outside the head".into())),
-            }
-        }
-        let code = parsed.code.unwrap_or(0);
-        let status = StatusCode::from_u16(code)
-            .map_err(|_| Error::Protocol(format!("bad status code {code}")))?;
-        let version = if parsed.version == Some(1) {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
-        let head = self.read.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        let mut keep_alive = version == Version::HTTP_11;
-        let mut chunked = false;
-        let mut coded = false;
-        let mut length: Option<u64> = None;
-        for (name, value) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| {
-                Error::Protocol(format!(
-                    "bad header name {:?}",
-                    String::from_utf8_lossy(&head[name.clone()])
-                ))
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
-                .map_err(|_| Error::Protocol(format!("bad value for header {name}")))?;
-            if name == header::CONNECTION {
-                for token in value.as_bytes().split(|b| *b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive")
-                        && version == Version::HTTP_10
-                    {
-                        keep_alive = true;
-                    }
-                }
-            } else if name == header::TRANSFER_ENCODING {
-                coded = true;
-                // Only the last coding says how the message ends.
-                chunked = value
-                    .as_bytes()
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name == header::CONTENT_LENGTH {
-                let n = std::str::from_utf8(value.as_bytes())
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| Error::Protocol("bad content-length".into()))?;
-                if length.is_some_and(|prior| prior != n) {
-                    return Err(Error::Protocol("conflicting content-lengths".into()));
-                }
-                length = Some(n);
-            }
-            headers.append(name, value);
-        }
-        let framing = if head_only
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            Framing::Done
-        } else if coded && chunked {
-            Framing::Chunked(Chunk::Size)
-        } else if coded {
-            // A coding that is not chunked last: the body ends with the
-            // connection (RFC 9112 §6.3, rule 4).
-            Framing::Close
-        } else {
-            match length {
-                Some(0) => Framing::Done,
-                Some(n) => Framing::Length(n),
-                None => Framing::Close,
-            }
-        };
-        if matches!(framing, Framing::Close) {
-            keep_alive = false;
-        }
-        let mut resp = Response::new(());
-        *resp.status_mut() = status;
-        *resp.version_mut() = version;
-        *resp.headers_mut() = headers;
-        Ok(Some(Some((resp, framing, keep_alive))))
-    }
-
     /// Reads what the socket has into the buffer; `Ok(0)` at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
@@ -298,6 +159,187 @@ impl Conn {
             }
         }
     }
+}
+
+/// Parses a complete response head from the read buffer, consuming it;
+/// `None` if more bytes are needed.
+///
+/// Header values are slices of the head's bytes, not copies (five
+/// allocations a request fewer), and the header slots are left
+/// uninitialised for httparse to fill. Most answers have a handful of
+/// headers, so a small table is tried first.
+fn parse_head(
+    read: &mut BytesMut,
+    head_only: bool,
+) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
+    match parse_head_in::<FEW_HEADERS>(read, head_only) {
+        Some(parsed) => parsed,
+        None => parse_head_in::<MAX_HEADERS>(read, head_only).unwrap_or_else(|| {
+            Err(Error::Protocol(format!(
+                "more than {MAX_HEADERS} response headers"
+            )))
+        }),
+    }
+}
+
+/// [`parse_head`] with room for `N` headers; `None` if there are more.
+#[allow(clippy::type_complexity)]
+fn parse_head_in<const N: usize>(
+    read: &mut BytesMut,
+    head_only: bool,
+) -> Option<Result<Option<(Response<()>, Framing, bool)>, Error>> {
+    match parse_head_with::<N>(read, head_only) {
+        Err(e) => Some(Err(e)),
+        Ok(None) => None,
+        Ok(Some(parsed)) => Some(Ok(parsed)),
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn parse_head_with<const N: usize>(
+    read: &mut BytesMut,
+    head_only: bool,
+) -> Result<Option<Option<(Response<()>, Framing, bool)>>, Error> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; N];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        &*read,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Some(None)),
+        Err(httparse::Error::TooManyHeaders) => return Ok(None),
+        Err(e) => return Err(Error::Protocol(format!("unparsable response head: {e}"))),
+    };
+    // Where each name and value lies in the head, so the head can be
+    // split off the buffer and shared.
+    let base = read.as_ptr() as usize;
+    let offset = |part: &[u8]| {
+        (part.as_ptr() as usize)
+            .checked_sub(base)
+            .filter(|start| start + part.len() <= len)
+            .map(|start| start..start + part.len())
+    };
+    let mut spans = [const { (0..0, 0..0) }; N];
+    let count = parsed.headers.len();
+    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let value = if h.value.is_empty() {
+            Some(0..0)
+        } else {
+            offset(h.value)
+        };
+        match (offset(h.name.as_bytes()), value) {
+            (Some(name), Some(value)) => *span = (name, value),
+            _ => return Err(Error::Protocol("header outside the head".into())),
+        }
+    }
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Error::Protocol(format!("bad status code {code}")))?;
+    let version = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let head = read.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut chunked = false;
+    let mut coded = false;
+    let mut length: Option<u64> = None;
+    for (name, value) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| {
+            Error::Protocol(format!(
+                "bad header name {:?}",
+                String::from_utf8_lossy(&head[name.clone()])
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+            .map_err(|_| Error::Protocol(format!("bad value for header {name}")))?;
+        if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            coded = true;
+            // Only the last coding says how the message ends.
+            chunked = value
+                .as_bytes()
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONTENT_LENGTH {
+            let n = content_length(value.as_bytes())
+                .ok_or_else(|| Error::Protocol("bad content-length".into()))?;
+            if length.is_some_and(|prior| prior != n) {
+                return Err(Error::Protocol("conflicting content-lengths".into()));
+            }
+            length = Some(n);
+        }
+        headers.append(name, value);
+    }
+    if coded && length.is_some() {
+        // Both: the coding wins and the length is dropped, and the
+        // connection is closed after this answer, since the upstream's
+        // idea of where the answer ends is in doubt (RFC 9112 §6.3,
+        // rule 3).
+        headers.remove(header::CONTENT_LENGTH);
+        length = None;
+        keep_alive = false;
+    }
+    if coded && version == Version::HTTP_10 {
+        // An HTTP/1.0 answer with a transfer coding: framing is faulty,
+        // so the connection ends with this answer (RFC 9112 §6.1).
+        keep_alive = false;
+    }
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if head_only || (bodiless && (coded || length.is_some_and(|n| n > 0))) {
+        // A `HEAD` answer, or a 204/304 that announces a body: servers
+        // that answer `HEAD` like `GET`, or write the body they
+        // announced, send bytes that are not part of this answer and
+        // may come at any time. The connection is not reused.
+        keep_alive = false;
+    }
+    let framing = if head_only || bodiless {
+        Framing::Done
+    } else if coded && chunked {
+        Framing::Chunked(Chunk::Size)
+    } else if coded {
+        // A coding that is not chunked last: the body ends with the
+        // connection (RFC 9112 §6.3, rule 4).
+        Framing::Close
+    } else {
+        match length {
+            Some(0) => Framing::Done,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    if matches!(framing, Framing::Close) {
+        keep_alive = false;
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    Ok(Some(Some((resp, framing, keep_alive))))
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6; `+5` and ` 5`
+/// are refused, where `u64::from_str` would take them).
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// `METHOD target HTTP/1.1`, then the headers as they are (the caller has
@@ -506,6 +548,43 @@ fn step(framing: &mut Framing, buf: &mut BytesMut) -> Step {
                         Err(why) => Step::Fail(why),
                     };
                 }
+            },
+        }
+    }
+}
+
+/// Runs the answer parser and the body decoder over `data` as the fast
+/// path would, for the fuzzer (`fuzz/`) and its corpus, which the tests
+/// replay: the first byte says whether the request was a `HEAD` (lowest
+/// bit) and in what pieces the rest arrives (the other bits). It must
+/// never panic, loop or take more memory than the input.
+#[doc(hidden)]
+pub fn decode_for_fuzzing(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let head_only = first & 1 == 1;
+    let piece = usize::from(first >> 1).max(1);
+    let mut pieces = rest.chunks(piece);
+    let mut buf = BytesMut::new();
+    let mut framing = loop {
+        match parse_head(&mut buf, head_only) {
+            Ok(Some((resp, _, _))) if resp.status().is_informational() => {}
+            Ok(Some((_, framing, _))) => break framing,
+            Ok(None) if buf.len() < MAX_HEAD => match pieces.next() {
+                Some(p) => buf.extend_from_slice(p),
+                None => return,
+            },
+            Ok(None) | Err(_) => return,
+        }
+    };
+    loop {
+        match step(&mut framing, &mut buf) {
+            Step::Frame(_) => {}
+            Step::End | Step::Fail(_) => return,
+            Step::More => match pieces.next() {
+                Some(p) => buf.extend_from_slice(p),
+                None => return,
             },
         }
     }

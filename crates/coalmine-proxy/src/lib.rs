@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 pub use forward::Limits;
 use forward::{Forwarder, Table};
 use metrics::Metrics;
-use route::{RouteTable, Track};
+use route::{RouteTable, StickyKey, Track};
 use upstream::Pool;
 
 /// What a proxy starts with.
@@ -51,6 +51,9 @@ pub struct Config {
     pub routes: Routes,
     /// Timeouts and limits.
     pub limits: Limits,
+    /// The secret that signs sticky cookies; random per process when
+    /// absent (cookies then hold until the proxy restarts).
+    pub sticky_secret: Option<Vec<u8>>,
 }
 
 /// Why a proxy could not be configured.
@@ -62,6 +65,9 @@ pub enum Error {
     /// The route table is invalid.
     #[error("invalid routes: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Routes(Vec<Problem>),
+    /// No key could be made for the sticky cookie.
+    #[error("{0}")]
+    Key(String),
 }
 
 /// A running proxy's handle: cheap to clone, shared by the data path, the
@@ -72,6 +78,7 @@ pub struct Proxy {
     // Serialises writers so two concurrent PUTs cannot interleave their
     // read-modify-write of the table; readers never take it.
     writer: Arc<Mutex<()>>,
+    sticky_key: StickyKey,
 }
 
 impl Proxy {
@@ -79,8 +86,14 @@ impl Proxy {
     pub fn new(config: Config) -> Result<Proxy, Error> {
         let metrics = Arc::new(Metrics::new());
         let connect = config.limits.connect_timeout;
+        let sticky_key = match &config.sticky_secret {
+            Some(secret) => StickyKey::new(secret),
+            None => StickyKey::random().map_err(Error::Key)?,
+        };
         let table = Table {
-            routes: Arc::new(RouteTable::compile(config.routes).map_err(Error::Routes)?),
+            routes: Arc::new(
+                RouteTable::compile(config.routes, &sticky_key).map_err(Error::Routes)?,
+            ),
             stable: Arc::new(
                 Pool::new(Track::Stable, &config.stable, &metrics, connect)
                     .map_err(Error::Upstream)?,
@@ -93,6 +106,7 @@ impl Proxy {
         Ok(Proxy {
             forwarder: Arc::new(Forwarder::new(table, metrics, config.limits)),
             writer: Arc::new(Mutex::new(())),
+            sticky_key,
         })
     }
 
@@ -103,7 +117,7 @@ impl Proxy {
 
     /// Replaces the route table atomically; on error nothing changes.
     pub fn set_routes(&self, routes: Routes) -> Result<(), Vec<Problem>> {
-        let compiled = Arc::new(RouteTable::compile(routes)?);
+        let compiled = Arc::new(RouteTable::compile(routes, &self.sticky_key)?);
         let weight = compiled.routes().canary_weight;
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.forwarder.table.load();
@@ -154,17 +168,44 @@ impl Proxy {
         grace: Duration,
     ) {
         let fwd = self.forwarder.clone();
+        let limits = server::ServeLimits {
+            header_timeout: fwd.limits().header_timeout,
+            max_connections: fwd.limits().max_connections,
+        };
         let handler = move |req, peer| {
             let fwd = fwd.clone();
             async move { fwd.handle(req, peer).await }
         };
-        server::serve(listener, handler, shutdown, grace).await;
+        server::serve_with(listener, handler, shutdown, grace, limits).await;
     }
 
-    /// Serves the admin API from `listener` until `shutdown`.
+    /// Serves the admin API from `listener` until `shutdown`, with the
+    /// checks of an [`admin::Guard`] without a token.
     pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let guard = match listener.local_addr() {
+            Ok(addr) => admin::Guard::new(addr, None),
+            Err(e) => {
+                tracing::error!(error = %e, "the admin listener has no address");
+                return;
+            }
+        };
+        self.serve_admin_with(listener, guard, shutdown).await;
+    }
+
+    /// Serves the admin API from `listener` until `shutdown`, behind `guard`.
+    pub async fn serve_admin_with(
+        &self,
+        listener: TcpListener,
+        guard: admin::Guard,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let proxy = self.clone();
         let handler = move |req, _peer| admin::handle(proxy.clone(), req);
-        server::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
+        admin::serve(listener, guard, handler, shutdown).await;
+    }
+
+    /// Serves only `GET /metrics` from `listener` until `shutdown`.
+    pub async fn serve_metrics(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        admin::serve_metrics(self.clone(), listener, shutdown).await;
     }
 }

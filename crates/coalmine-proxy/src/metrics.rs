@@ -166,8 +166,13 @@ pub struct TrackMetrics {
 impl TrackMetrics {
     /// Counts an answered (or failed) request and its time to answer.
     pub fn record(&self, class: Class, elapsed: Duration) {
-        self.classes[class.index()].inc();
+        self.count(class);
         self.latency.observe(elapsed);
+    }
+
+    /// Counts a request whose time to answer was observed before.
+    pub fn count(&self, class: Class) {
+        self.classes[class.index()].inc();
     }
 
     /// Requests so far per class, in the order 2xx, 3xx, 4xx, 5xx, error.
@@ -181,9 +186,10 @@ impl TrackMetrics {
     }
 }
 
-/// Counters for one upstream server, by class.
+/// Counters for one upstream server, by class (one allocation, so a
+/// handle costs one reference count to copy).
 #[derive(Clone)]
-pub struct UpstreamMetrics([Counter; 5]);
+pub struct UpstreamMetrics(Arc<[Counter; 5]>);
 
 impl UpstreamMetrics {
     /// Counts one exchange with this upstream.
@@ -289,7 +295,7 @@ impl Metrics {
 
     /// Counters for one upstream (created once per pool, not per request).
     pub fn upstream(&self, track: Track, url: &str) -> UpstreamMetrics {
-        UpstreamMetrics(Class::ALL.map(|c| {
+        UpstreamMetrics(Arc::new(Class::ALL.map(|c| {
             self.upstreams
                 .get_or_create(&UpstreamLabels {
                     track: track.as_str(),
@@ -297,7 +303,7 @@ impl Metrics {
                     class: c.as_str(),
                 })
                 .clone()
-        }))
+        })))
     }
 
     /// Sets the weight gauges from the canary's weight.

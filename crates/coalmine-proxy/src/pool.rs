@@ -142,11 +142,7 @@ impl ConnPool {
     ) -> Result<Response<PooledBody>, SendError> {
         let mut connects = 0;
         loop {
-            let idle = self
-                .fast_idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop();
+            let idle = self.take_fast();
             let fresh = idle.is_none();
             let conn = match idle {
                 Some(conn) => conn,
@@ -170,6 +166,20 @@ impl ConnPool {
                 }
                 Err(h1::Error::Closed(_)) if !fresh => {}
                 Err(e) => return Err(SendError::Exchange(e.into())),
+            }
+        }
+    }
+
+    /// An idle fast-path connection that is still clean ([`h1::Conn::is_clean`]).
+    fn take_fast(&self) -> Option<h1::Conn> {
+        loop {
+            let mut conn = self
+                .fast_idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()?;
+            if conn.is_clean() {
+                return Some(conn);
             }
         }
     }
@@ -225,6 +235,8 @@ impl ConnPool {
         let stream = self.connect_stream().await?;
         let (tx, conn) = http1::Builder::new()
             .writev(false)
+            // The same limits as the fast path's.
+            .max_buf_size(h1::MAX_HEAD)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Exchange(e.into()))?;

@@ -6,6 +6,11 @@
 //! consecutive requests carry exactly `w` canary requests. That meets "within
 //! one percentage point over 20,000 requests, also at 1%" by construction,
 //! where a coin flip would miss it now and then.
+//!
+//! Sticky cookies are signed: the value is the track and an HMAC-SHA256
+//! tag over the cookie's name and the track ([`StickyKey`]), so a client
+//! can only present a pin the proxy handed out; any other value is
+//! ignored and the request is routed by weight.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,6 +18,7 @@ use coalmine_core::Problem;
 use coalmine_core::routes::Routes;
 use http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
+use ring::hmac;
 
 pub use coalmine_core::routes::Track;
 
@@ -72,13 +78,63 @@ pub struct RouteTable {
 
 struct Sticky {
     name: String,
+    /// The signed cookie values, `stable.TAG` and `canary.TAG`.
+    stable: String,
+    canary: String,
     set_stable: HeaderValue,
     set_canary: HeaderValue,
 }
 
+/// The key that signs sticky cookies: random per process unless given
+/// (several proxies behind one balancer share one).
+#[derive(Clone)]
+pub struct StickyKey(hmac::Key);
+
+impl StickyKey {
+    /// A key from the operator's secret bytes.
+    pub fn new(secret: &[u8]) -> Self {
+        StickyKey(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// A random key from the system's generator.
+    pub fn random() -> Result<Self, String> {
+        let rng = ring::rand::SystemRandom::new();
+        hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+            .map(StickyKey)
+            .map_err(|_| "no random bytes for the sticky cookie's key".to_owned())
+    }
+
+    /// `TRACK.TAG`: the track, and 128 bits of the HMAC of the cookie's
+    /// name and the track, in hex.
+    fn value(&self, name: &str, track: Track) -> String {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(name.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(track.as_str().as_bytes());
+        let tag = ctx.sign();
+        let hex: String = tag.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{}.{hex}", track.as_str())
+    }
+}
+
+impl std::fmt::Debug for StickyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StickyKey(..)")
+    }
+}
+
+/// Equality in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl RouteTable {
-    /// Checks and compiles a table; on failure, every problem.
-    pub fn compile(routes: Routes) -> Result<Self, Vec<Problem>> {
+    /// Checks and compiles a table, sticky cookies signed with `key`; on
+    /// failure, every problem.
+    pub fn compile(routes: Routes, key: &StickyKey) -> Result<Self, Vec<Problem>> {
         let problems = routes.check();
         if !problems.is_empty() {
             return Err(problems);
@@ -115,17 +171,20 @@ impl RouteTable {
                     .sticky_max_age
                     .map(|d| format!("; Max-Age={}", d.as_millis() / 1000))
                     .unwrap_or_default();
-                let value = |track: Track| {
+                let stable = key.value(name, Track::Stable);
+                let canary = key.value(name, Track::Canary);
+                let set = |value: &str| {
                     HeaderValue::from_str(&format!(
-                        "{name}={}; Path=/; HttpOnly; SameSite=Lax{age}",
-                        track.as_str()
+                        "{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}"
                     ))
                     .map_err(|e| vec![Problem::error("stickyCookie", e.to_string())])
                 };
                 Some(Sticky {
                     name: name.clone(),
-                    set_stable: value(Track::Stable)?,
-                    set_canary: value(Track::Canary)?,
+                    set_stable: set(&stable)?,
+                    set_canary: set(&canary)?,
+                    stable,
+                    canary,
                 })
             }
             None => None,
@@ -153,23 +212,22 @@ impl RouteTable {
                 reason: Reason::HeaderRoute,
             };
         }
-        if let Some(sticky) = &self.sticky {
-            match cookie(headers, &sticky.name) {
-                Some("stable") => {
-                    return Choice {
-                        track: Track::Stable,
-                        reason: Reason::Sticky,
-                    };
-                }
-                // A canary cookie only holds while the canary gets traffic:
-                // at weight 0 (a restart, say) nobody is pinned to it.
-                Some("canary") if self.weight > 0 => {
-                    return Choice {
-                        track: Track::Canary,
-                        reason: Reason::Sticky,
-                    };
-                }
-                _ => {}
+        if let Some(sticky) = &self.sticky
+            && let Some(value) = cookie(headers, &sticky.name)
+        {
+            if same(value.as_bytes(), sticky.stable.as_bytes()) {
+                return Choice {
+                    track: Track::Stable,
+                    reason: Reason::Sticky,
+                };
+            }
+            // A canary cookie only holds while the canary gets traffic:
+            // at weight 0 (a restart, say) nobody is pinned to it.
+            if self.weight > 0 && same(value.as_bytes(), sticky.canary.as_bytes()) {
+                return Choice {
+                    track: Track::Canary,
+                    reason: Reason::Sticky,
+                };
             }
         }
         Choice {
@@ -250,8 +308,12 @@ mod tests {
     use super::*;
     use coalmine_core::routes::HeaderMatch;
 
+    fn key() -> StickyKey {
+        StickyKey::new(b"test key")
+    }
+
     fn table(routes: Routes) -> RouteTable {
-        RouteTable::compile(routes).unwrap()
+        RouteTable::compile(routes, &key()).unwrap()
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -338,13 +400,20 @@ mod tests {
             ..Routes::default()
         });
         let c = AtomicU64::new(0);
+        let canary = format!(
+            "coalmine-track={}",
+            key().value("coalmine-track", Track::Canary)
+        );
+        let stable = format!(
+            "coalmine-track={}",
+            key().value("coalmine-track", Track::Stable)
+        );
         for _ in 0..10 {
-            let ch = t.choose(&headers(&[("cookie", "coalmine-track=canary")]), &c);
+            let ch = t.choose(&headers(&[("cookie", &canary)]), &c);
             assert_eq!((ch.track, ch.reason), (Track::Canary, Reason::Sticky));
             assert!(t.set_cookie(ch).is_none());
             assert_eq!(
-                t.choose(&headers(&[("cookie", "coalmine-track=stable")]), &c)
-                    .track,
+                t.choose(&headers(&[("cookie", &stable)]), &c).track,
                 Track::Stable
             );
         }
@@ -354,7 +423,7 @@ mod tests {
             set,
             format!(
                 "coalmine-track={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600",
-                ch.track.as_str()
+                key().value("coalmine-track", ch.track)
             )
         );
         // At weight 0 a canary cookie no longer pins.
@@ -364,10 +433,40 @@ mod tests {
             ..Routes::default()
         });
         assert_eq!(
-            t0.choose(&headers(&[("cookie", "coalmine-track=canary")]), &c)
-                .track,
+            t0.choose(&headers(&[("cookie", &canary)]), &c).track,
             Track::Stable
         );
+    }
+
+    #[test]
+    fn sticky_cookies_the_proxy_did_not_sign_are_ignored() {
+        let t = table(Routes {
+            canary_weight: 1,
+            sticky_cookie: Some("coalmine-track".into()),
+            ..Routes::default()
+        });
+        let other = StickyKey::new(b"another key").value("coalmine-track", Track::Canary);
+        let genuine = key().value("coalmine-track", Track::Canary);
+        let c = AtomicU64::new(0);
+        for forged in [
+            "canary".to_owned(),
+            "stable".to_owned(),
+            "canary.".to_owned(),
+            other,
+            genuine[..genuine.len() - 1].to_owned(),
+            format!("{genuine}0"),
+        ] {
+            let ch = t.choose(
+                &headers(&[("cookie", &format!("coalmine-track={forged}"))]),
+                &c,
+            );
+            assert_eq!(ch.reason, Reason::Weight, "{forged}");
+        }
+        let ch = t.choose(
+            &headers(&[("cookie", &format!("coalmine-track={genuine}"))]),
+            &c,
+        );
+        assert_eq!((ch.track, ch.reason), (Track::Canary, Reason::Sticky));
     }
 
     #[test]
@@ -382,15 +481,18 @@ mod tests {
 
     #[test]
     fn bad_tables_are_refused_with_reasons() {
-        let errs = RouteTable::compile(Routes {
-            canary_weight: 140,
-            header_routes: vec![HeaderMatch {
-                header: Some("x".into()),
-                regex: Some("(".into()),
-                ..HeaderMatch::default()
-            }],
-            ..Routes::default()
-        })
+        let errs = RouteTable::compile(
+            Routes {
+                canary_weight: 140,
+                header_routes: vec![HeaderMatch {
+                    header: Some("x".into()),
+                    regex: Some("(".into()),
+                    ..HeaderMatch::default()
+                }],
+                ..Routes::default()
+            },
+            &key(),
+        )
         .err()
         .unwrap();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();

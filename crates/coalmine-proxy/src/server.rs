@@ -1,9 +1,16 @@
 //! Accept loops with graceful shutdown, for the data port and the admin port.
+//!
+//! Each loop bounds what a client can hold: connections open at once (a
+//! semaphore taken before `accept`, so the surplus waits in the kernel's
+//! backlog instead of failing), the time to send a request head, which is
+//! also how long an idle keep-alive connection lives, and the largest
+//! request head.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
 use http::{Request, Response};
@@ -13,6 +20,64 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Largest request head read (hyper's default is about 400 KiB; HAProxy's
+/// whole buffer is 16 KiB).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// File descriptors kept out of the client connections' budget: listeners,
+/// logs, the state file, the admin API.
+const FD_RESERVE: usize = 64;
+
+/// Client connections the process's file-descriptor limit allows: each
+/// may hold a connection to an upstream too, so half of what is left after
+/// a reserve. `None` where the limit cannot be read (not Linux).
+pub fn fd_budget() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    if soft == "unlimited" {
+        return None;
+    }
+    let soft: usize = soft.parse().ok()?;
+    Some(soft.saturating_sub(FD_RESERVE).max(2) / 2)
+}
+
+/// What one listener allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Time to send a request head, and to keep an idle connection.
+    pub header_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    /// The data port's defaults (see [`crate::Limits`]).
+    fn default() -> Self {
+        ServeLimits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 8192,
+        }
+    }
+}
+
+/// [`serve_with`] with the default limits.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(listener, handler, shutdown, grace, ServeLimits::default()).await;
+}
 
 /// The client at the other end of a connection.
 #[derive(Debug, Clone)]
@@ -27,11 +92,12 @@ pub struct Peer {
 /// Serves HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on `listener`
 /// until `shutdown` completes; then stops accepting and lets connections
 /// finish their requests for up to `grace`.
-pub async fn serve<H, F, B>(
+pub async fn serve_with<H, F, B>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    limits: ServeLimits,
 ) where
     H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -44,21 +110,40 @@ pub async fn serve<H, F, B>(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(30))
+        // Runs from the end of an answer too, so it closes idle
+        // keep-alive connections.
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
         // Measured: one flat buffer per answer costs 2% fewer instructions
         // per request than a vectored write of headers and body.
         .writev(false);
-    builder.http2().timer(TokioTimer::new());
+    // An HTTP/2 client that stops answering pings is closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout.min(Duration::from_secs(20)));
+    let builder = Arc::new(builder);
+    let max = fd_budget().map_or(limits.max_connections, |fds| {
+        fds.min(limits.max_connections)
+    });
+    let slots = Arc::new(Semaphore::new(max.max(1)));
+    let header_timeout = limits.header_timeout;
     let graceful = GracefulShutdown::new();
+    let mut last_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(pair) => pair,
+            accepted = accept(&listener, &slots) => {
+                let (stream, remote, slot) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
+                        // Out of file descriptors and the like: back off,
+                        // keep serving, and say so once a minute at most.
+                        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(error = %e, "accept failed (repeats are not logged for a minute)");
+                            last_warning = Some(Instant::now());
+                        }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
@@ -74,10 +159,20 @@ pub async fn serve<H, F, B>(
                     let fut = handler(req, peer.clone());
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let _slot = slot;
+                    // hyper's header timeout starts once it knows the
+                    // protocol, which takes a first byte: a client that
+                    // never sends one is closed here.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(1..)) => {}
+                        _ => return,
+                    }
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -92,4 +187,22 @@ pub async fn serve<H, F, B>(
     {
         tracing::warn!("connections still open after {grace:?}; closing them");
     }
+}
+
+/// The next connection, once a connection slot is free.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("the connection slots were closed"))?;
+    let (stream, remote) = listener.accept().await?;
+    Ok((stream, remote, slot))
 }

@@ -60,9 +60,47 @@ impl Scripted {
     }
 }
 
+/// A complete answer an upstream may send where it should send nothing:
+/// if it ever reached a client, one user would get another's answer.
+const PLANTED: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nSet-Cookie: session=stolen\r\n\r\nplanted";
+
+/// Bytes an upstream sends beyond its answer's framing, for a path: the
+/// answer, then [`PLANTED`] at once or, for paths ending in `-late`, a
+/// moment later (after the proxy has parsed the answer).
+fn beyond(method: &str, path: &str) -> Option<(&'static [u8], bool)> {
+    let late = path.ends_with("-late");
+    let answer: &'static [u8] = match path.trim_end_matches("-late") {
+        "/head-body" if method == "HEAD" => b"HTTP/1.1 200 OK\r\nContent-Length: 84\r\n\r\n",
+        "/204-body" => b"HTTP/1.1 204 No Content\r\n\r\n",
+        "/304-body" => b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n",
+        "/extra" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        _ => return None,
+    };
+    Some((answer, late))
+}
+
 /// What to write for a path, and whether to close afterwards.
 fn script(path: &str) -> (&'static [u8], bool) {
     match path {
+        // Content-Length and chunked together: the coding wins.
+        "/both" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
+        // A transfer coding on an HTTP/1.0 answer, asking for keep-alive.
+        "/te10" => (
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
+        "/plus" => (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", false),
+        // The head, then the body breaks off: the upstream crashed.
+        "/crash" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+            true,
+        ),
         "/ok" | "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
         "/chunked" => (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
@@ -121,10 +159,38 @@ async fn serve(mut stream: TcpStream, requests: Arc<AtomicUsize>) {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
+        // A request body (hyper's path): skipped, by its Content-Length.
+        let length = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..length);
         requests.fetch_add(1, Ordering::SeqCst);
         let mut words = head.split_whitespace();
         let method = words.next().unwrap_or_default().to_owned();
         let path = words.next().unwrap_or_default().to_owned();
+        if let Some((answer, late)) = beyond(&method, &path) {
+            let sent = if late {
+                let first = stream.write_all(answer).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                first.and(stream.write_all(PLANTED).await)
+            } else {
+                stream.write_all(&[answer, PLANTED].concat()).await
+            };
+            if sent.is_err() {
+                return;
+            }
+            continue;
+        }
         let (answer, close) = script(&path);
         let answer = if method == "HEAD" && path == "/head" {
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..]
@@ -147,6 +213,7 @@ async fn proxy_for(up: &Scripted) -> TestProxy {
                 request_timeout: Duration::from_secs(5),
                 ..Limits::default()
             },
+            sticky_secret: None,
         },
         Duration::from_secs(1),
     )
@@ -187,8 +254,9 @@ async fn framings_come_through_and_connections_are_reused() {
         assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "hints"));
         assert_eq!(
             up.connections(),
-            1,
-            "chunked, HEAD, 204, many-header and 1xx answers all leave the connection reusable"
+            2,
+            "chunked, 204, many-header and 1xx answers leave the connection reusable; \
+             a HEAD answer does not"
         );
 
         let r = client.get("/close", &[]).await;
@@ -198,7 +266,7 @@ async fn framings_come_through_and_connections_are_reused() {
         );
         let r = client.get("/ok", &[]).await;
         assert_eq!(r.text(), "ok");
-        assert_eq!(up.connections(), 2, "a body ended by closing is not reused");
+        assert_eq!(up.connections(), 3, "a body ended by closing is not reused");
     })
     .await;
 }
@@ -264,6 +332,106 @@ async fn garbage_and_cut_bodies_fail_cleanly() {
         // The proxy still serves.
         let r = Conn::open(proxy.addr).await.get("/ok", &[]).await;
         assert_eq!(r.text(), "ok");
+    })
+    .await;
+}
+
+/// Checks that `count` GETs of `/ok`, each on a new client connection, all
+/// get the upstream's own answer and nothing of [`PLANTED`].
+async fn all_get_their_own_answer(proxy: &TestProxy, count: usize, after: &str) {
+    for i in 0..count {
+        let r = Conn::open(proxy.addr).await.get("/ok", &[]).await;
+        assert_eq!(
+            (r.status, r.text().as_str(), r.header("set-cookie")),
+            (StatusCode::OK, "ok", ""),
+            "request {i} after {after}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bytes_beyond_an_answers_framing_never_reach_another_request() {
+    bounded(LIMIT, async {
+        for (method, path) in [
+            (Method::HEAD, "/head-body"),
+            (Method::HEAD, "/head-body-late"),
+            (Method::GET, "/204-body"),
+            (Method::GET, "/204-body-late"),
+            (Method::GET, "/304-body"),
+            (Method::GET, "/304-body-late"),
+            (Method::GET, "/extra"),
+            (Method::GET, "/extra-late"),
+        ] {
+            let up = Scripted::start().await;
+            let proxy = proxy_for(&up).await;
+            let r = Conn::open(proxy.addr)
+                .await
+                .send(method.clone(), path, &[], Bytes::new())
+                .await;
+            assert!(r.header("set-cookie").is_empty(), "{method} {path}");
+            assert!(!r.text().contains("planted"), "{method} {path}");
+            // The late bytes arrive while the connection is idle.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            all_get_their_own_answer(&proxy, 5, &format!("{method} {path}")).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bytes_beyond_an_answers_framing_on_hypers_path_never_reach_another_request() {
+    bounded(LIMIT, async {
+        let up = Scripted::start().await;
+        let proxy = proxy_for(&up).await;
+        for path in ["/extra", "/extra-late"] {
+            // A request with a body goes over hyper's client connection.
+            let r = Conn::open(proxy.addr)
+                .await
+                .send(Method::POST, path, &[], Bytes::from_static(b"x"))
+                .await;
+            assert_eq!(r.text(), "ok", "POST {path}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            for i in 0..5 {
+                let r = Conn::open(proxy.addr)
+                    .await
+                    .send(Method::POST, "/ok", &[], Bytes::from_static(b"y"))
+                    .await;
+                assert_eq!(
+                    (r.status, r.text().as_str(), r.header("set-cookie")),
+                    (StatusCode::OK, "ok", ""),
+                    "POST {i} after POST {path}"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn faulty_framings_are_read_as_rfc_9112_says_and_close_the_connection() {
+    bounded(LIMIT, async {
+        let up = Scripted::start().await;
+        let proxy = proxy_for(&up).await;
+        let mut client = Conn::open(proxy.addr).await;
+        assert_eq!(client.get("/ok", &[]).await.text(), "ok");
+        for path in ["/both", "/te10"] {
+            let before = up.connections();
+            let r = client.get(path, &[]).await;
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (StatusCode::OK, "hello"),
+                "{path}"
+            );
+            let r = client.get("/ok", &[]).await;
+            assert_eq!(r.text(), "ok");
+            assert_eq!(
+                up.connections(),
+                before + 1,
+                "the connection that carried {path} is not reused"
+            );
+        }
+        let r = client.get("/plus", &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "Content-Length: +2");
     })
     .await;
 }

@@ -35,7 +35,7 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
@@ -49,7 +49,7 @@ fn post(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
@@ -342,6 +342,89 @@ fn kill_9_and_restart_with_state_resumes_at_the_same_step() {
     assert_eq!(status["phase"], "Paused");
     let (v1, v2) = versions(r.listen, 200);
     assert!(v2 > 40 && v2 < 120 && v1 + v2 == 200, "{v1} {v2}");
+}
+
+#[test]
+fn a_state_file_that_cannot_be_written_stops_neither_traffic_nor_the_rollout() {
+    let r = rollout(
+        "readonly",
+        "0",
+        "    - setWeight: 10\n    - pause: {}\n    - setWeight: 30\n    - pause: {}",
+    );
+    let dir = r.path("state");
+    std::fs::create_dir_all(&dir).expect("the state directory");
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let mut run = r.start(&["--state", state_arg]);
+    assert!(wait_until(Duration::from_secs(10), || r.status()["phase"] == "Paused"));
+    // The directory becomes unwritable (a file in its place: permissions
+    // do not stop root).
+    std::fs::remove_dir_all(&dir).expect("remove the state directory");
+    std::fs::write(&dir, b"").expect("a file where the directory was");
+    assert_eq!(post(r.admin, "/promote"), Some(202));
+    assert!(
+        wait_until(Duration::from_secs(5), || r.status()["stateError"]
+            .is_string()),
+        "{}",
+        r.status()
+    );
+    assert_eq!(
+        exit_code(&mut run, Duration::from_secs(3)),
+        None,
+        "still running"
+    );
+    let status = r.status();
+    assert_eq!(
+        (status["weight"].clone(), status["phase"].clone()),
+        (30.into(), "Paused".into())
+    );
+    let (v1, v2) = versions(r.listen, 100);
+    assert!(v1 + v2 == 100 && v2 > 15 && v2 < 45, "{v1} {v2}");
+    // Writable again: the next decision saves the status.
+    std::fs::remove_file(&dir).expect("remove the file");
+    std::fs::create_dir_all(&dir).expect("the state directory again");
+    assert!(
+        wait_until(Duration::from_secs(5), || state.exists()
+            && r.status().get("stateError").is_none()),
+        "{}",
+        r.status()
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("the state file"))
+            .expect("JSON");
+    assert_eq!(saved["weight"], 30);
+}
+
+/// One request to `addr` with extra header lines; the status code.
+fn status_of(addr: SocketAddr, request_line: &str, headers: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{request_line} HTTP/1.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_admin_api_takes_a_token_and_refuses_other_hosts_and_cross_site_commands() {
+    let r = rollout("guarded", "0", "    - setWeight: 10\n    - pause: {}");
+    let token = r.path("token");
+    std::fs::write(&token, "s3cret\n").expect("the token file");
+    let _run = r.start(&["--admin-token-file", token.to_str().expect("utf-8 path")]);
+    let admin = r.admin;
+    let host = format!("Host: {admin}\r\n");
+    assert_eq!(status_of(admin, "GET /status", &host), Some(401));
+    let authorized = format!("Host: {admin}\r\nAuthorization: Bearer s3cret\r\n");
+    assert_eq!(status_of(admin, "GET /status", &authorized), Some(200));
+    let cross_site = format!("{authorized}Origin: http://evil.example\r\n");
+    assert_eq!(status_of(admin, "POST /abort", &cross_site), Some(403));
+    let form = format!("{authorized}Content-Type: application/x-www-form-urlencoded\r\n");
+    assert_eq!(status_of(admin, "POST /abort", &form), Some(403));
+    assert_eq!(status_of(admin, "POST /pause", &authorized), Some(202));
 }
 
 #[test]

@@ -306,6 +306,7 @@ impl TestProxy {
             canary: vec![canary.url()],
             routes,
             limits: Limits::default(),
+            sticky_secret: None,
         })
         .expect("a valid proxy configuration");
         let (listener, addr) = listen().await;

@@ -449,6 +449,7 @@ impl TestProxy {
                 canary: vec![canary.url()],
                 routes,
                 limits: Limits::default(),
+                sticky_secret: None,
             },
             Duration::from_secs(5),
         )

@@ -251,6 +251,7 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
     let options = Options {
         listen: Some(args.listen),
         admin: args.admin,
+        admin_token: None,
         state: None,
         report: args.report.clone(),
         // The demo stops its load first, then the run (see `stop` below).

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use coalmine_core::Duration;
 use coalmine_core::routes::Routes;
-use coalmine_proxy::{Config, Limits, Proxy};
+use coalmine_proxy::{Config, Limits, Proxy, admin};
 use tokio::net::TcpListener;
 
 /// Arguments of `coalmine proxy`.
@@ -31,6 +31,13 @@ pub struct Args {
     /// Admin API address (GET/PUT /routes, /healthz, /metrics).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on the admin API, TOKEN being
+    /// this file's first line.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Also serve GET /metrics (alone) on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// A Canary file: its spec.upstreams give the pools (flags override).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -72,7 +79,27 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, listen, args.admin, args.grace))
+    let token = match args.admin_token_file.as_deref().map(admin::read_token) {
+        None => None,
+        Some(Ok(token)) => Some(token),
+        Some(Err(e)) => {
+            eprintln!("coalmine proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addrs = Addrs {
+        listen,
+        admin: args.admin,
+        metrics: args.metrics_listen,
+    };
+    runtime.block_on(serve(config, addrs, token, args.grace))
+}
+
+/// Where `coalmine proxy` listens.
+struct Addrs {
+    listen: SocketAddr,
+    admin: SocketAddr,
+    metrics: Option<SocketAddr>,
 }
 
 fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
@@ -127,12 +154,18 @@ fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
             request_timeout: args.request_timeout.to_std(),
             ..Limits::default()
         },
+        sticky_secret: None,
     };
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     Ok((config, listen.unwrap_or(default_listen)))
 }
 
-async fn serve(config: Config, listen: SocketAddr, admin: SocketAddr, grace: Duration) -> ExitCode {
+async fn serve(config: Config, addrs: Addrs, token: Option<String>, grace: Duration) -> ExitCode {
+    let Addrs {
+        listen,
+        admin,
+        metrics,
+    } = addrs;
     let proxy = match Proxy::new(config) {
         Ok(p) => p,
         Err(e) => {
@@ -154,6 +187,16 @@ async fn serve(config: Config, listen: SocketAddr, admin: SocketAddr, grace: Dur
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match metrics {
+        None => None,
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("coalmine proxy: cannot listen on {addr} (metrics): {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let (stable, canary) = proxy.upstreams();
     tracing::info!(%listen, %admin, ?stable, ?canary, weight = proxy.routes().canary_weight, "coalmine proxy serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -163,7 +206,13 @@ async fn serve(config: Config, listen: SocketAddr, admin: SocketAddr, grace: Dur
     let admin_task = tokio::spawn({
         let proxy = proxy.clone();
         let stop = stopped(stop_rx.clone());
-        async move { proxy.serve_admin(control, stop).await }
+        let guard = admin::Guard::new(admin, token);
+        async move { proxy.serve_admin_with(control, guard, stop).await }
+    });
+    let metrics_task = metrics.map(|listener| {
+        let proxy = proxy.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { proxy.serve_metrics(listener, stop).await })
     });
     let signal = async move {
         crate::commands::terminated().await;
@@ -172,6 +221,9 @@ async fn serve(config: Config, listen: SocketAddr, admin: SocketAddr, grace: Dur
     };
     tokio::join!(proxy.serve(data, signal, grace.to_std()), async {
         let _ = admin_task.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
     });
     let _ = stop_rx;
     ExitCode::SUCCESS

@@ -53,6 +53,10 @@ pub struct Args {
     /// Save the status here after every change, and resume from it.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on the admin API, TOKEN being
+    /// this file's first line.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Write the final status and the judge's history here as JSON.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -75,9 +79,22 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin_token = match args
+        .admin_token_file
+        .as_deref()
+        .map(coalmine_proxy::admin::read_token)
+    {
+        None => None,
+        Some(Ok(token)) => Some(token),
+        Some(Err(e)) => {
+            eprintln!("coalmine run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = Options {
         listen: args.listen,
         admin: args.admin,
+        admin_token,
         state: args.state,
         report: args.report,
         exit_on_finish: args.exit_on_finish,
@@ -166,6 +183,8 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// Admin address.
     pub admin: SocketAddr,
+    /// The bearer token the admin API requires, if any.
+    pub admin_token: Option<String>,
     /// State file.
     pub state: Option<PathBuf>,
     /// Report file.
@@ -220,6 +239,8 @@ struct Shared {
     events: Mutex<std::collections::VecDeque<EventRecord>>,
     /// The live block on the terminal, which event lines push down.
     screen: Mutex<super::view::Screen>,
+    /// Why the last `--state` write failed, until one succeeds.
+    state_error: Mutex<Option<String>>,
 }
 
 /// The judge of the rollout under way.
@@ -296,6 +317,7 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
         canary: canary_urls.clone(),
         routes: Routes::all_stable(),
         limits: Limits::default(),
+        sticky_secret: None,
     })
     .map_err(|e| format!("spec.upstreams: {e}"))?;
     let listen = match (options.listen, file_listen) {
@@ -373,6 +395,7 @@ impl Prepared {
             started: Time::now(),
             events: Mutex::new(std::collections::VecDeque::new()),
             screen: Mutex::new(super::view::Screen::default()),
+            state_error: Mutex::new(None),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -387,10 +410,10 @@ impl Prepared {
             let proxy = proxy.clone();
             let shared = shared.clone();
             let stop = stopped(stop_rx.clone());
+            let guard = coalmine_proxy::admin::Guard::new(admin_addr, options.admin_token.clone());
             async move {
                 let handler = move |req, _peer| admin(proxy.clone(), shared.clone(), req);
-                coalmine_proxy::server::serve(control, handler, stop, StdDuration::from_secs(1))
-                    .await;
+                coalmine_proxy::admin::serve(control, guard, handler, stop).await;
             }
         });
         tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}", options.label);
@@ -508,9 +531,9 @@ impl Prepared {
                 command: pending.clone(),
             };
             let decision = decide(&plan, &status, &observation, Time::now());
-            if decision.status != status {
+            if decision.status != status || state_unsaved(&shared) {
                 if let Some(path) = &options.state {
-                    write_state(path, &decision.status)?;
+                    save_state(path, &decision.status, &shared);
                 }
                 if let Ok(mut s) = shared.status.lock() {
                     *s = decision.status.clone();
@@ -693,6 +716,37 @@ fn read_state(path: &Path) -> Result<CanaryStatus, String> {
     })
 }
 
+/// Whether the last `--state` write failed (and so is due again).
+fn state_unsaved(shared: &Shared) -> bool {
+    shared
+        .state_error
+        .lock()
+        .map(|e| e.is_some())
+        .unwrap_or(true)
+}
+
+/// Saves the status. A failure (a read-only directory, a full disk) stops
+/// neither the rollout nor the traffic: the routes decided stay in force,
+/// the failure is logged and shown on `/status` as `stateError`, and the
+/// write is tried again at the next decision (within a second).
+fn save_state(path: &Path, status: &CanaryStatus, shared: &Shared) {
+    let written = write_state(path, status);
+    let mut error = shared.state_error.lock().unwrap_or_else(|e| e.into_inner());
+    match written {
+        Ok(()) => {
+            if error.take().is_some() {
+                tracing::info!(path = %path.display(), "--state written again");
+            }
+        }
+        Err(why) => {
+            if error.as_deref() != Some(why.as_str()) {
+                tracing::error!("{why}; traffic goes on with the routes in force, retrying");
+            }
+            *error = Some(why);
+        }
+    }
+}
+
 /// Writes the status atomically: a temporary file, synced, then renamed.
 fn write_state(path: &Path, status: &CanaryStatus) -> Result<(), String> {
     write_json(path, status).map_err(|e| format!("--state {}: cannot write: {e}", path.display()))
@@ -782,14 +836,7 @@ async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Res
         _ => None,
     };
     match (req.method(), req.uri().path(), command) {
-        (&Method::GET, "/status", _) => {
-            let status = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
-            respond(
-                StatusCode::OK,
-                serde_json::to_vec(&status).unwrap_or_default(),
-                true,
-            )
-        }
+        (&Method::GET, "/status", _) => status_json(&shared),
         (&Method::GET, "/events", _) => {
             let events: Vec<EventRecord> = shared
                 .events
@@ -829,6 +876,21 @@ async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Res
         ),
         _ => coalmine_proxy::admin::handle(proxy, req).await,
     }
+}
+
+/// `GET /status`: the status, and `stateError` while `--state` cannot be written.
+fn status_json(shared: &Shared) -> Response<Full<Bytes>> {
+    let status = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut value = serde_json::to_value(&status).unwrap_or_default();
+    let error = shared.state_error.lock().ok().and_then(|e| e.clone());
+    if let (Some(error), Some(object)) = (error, value.as_object_mut()) {
+        object.insert("stateError".into(), error.into());
+    }
+    respond(
+        StatusCode::OK,
+        serde_json::to_vec(&value).unwrap_or_default(),
+        true,
+    )
 }
 
 fn respond(status: StatusCode, body: Vec<u8>, json: bool) -> Response<Full<Bytes>> {

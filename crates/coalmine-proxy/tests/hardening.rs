@@ -1,0 +1,487 @@
+//! What a careless client or upstream must not be able to do to the proxy
+//! or to a rollout: a client's broken upload counted against a version, an
+//! answer that breaks after its head counted as a success, a stalled
+//! upstream or a silent client holding connections forever, a flood of
+//! connections or an oversized head exhausting the process.
+//!
+//! Everything runs on 127.0.0.1 ports chosen by the kernel, bounded in time.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use coalmine_proxy::route::Track;
+use coalmine_proxy::{Config, Limits};
+use support::{Conn, TestProxy, Upstream, bounded, dead_url, eventually, listen, routes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A proxy sending everything to `canary` (weight 100), with `limits`.
+async fn all_to_canary(canary: String, limits: Limits) -> TestProxy {
+    TestProxy::start_with(
+        Config {
+            stable: vec![dead_url()],
+            canary: vec![canary],
+            routes: routes(r#"{"canaryWeight": 100}"#),
+            limits,
+            sticky_secret: None,
+        },
+        Duration::from_secs(1),
+    )
+    .await
+}
+
+/// Writes `request` on a new connection to `addr`, then reads until the
+/// proxy closes it or `wait` passes; what came back.
+async fn raw(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    close_after: bool,
+    wait: Duration,
+) -> String {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    s.write_all(request).await.expect("write the request");
+    if close_after {
+        // The client goes away mid-upload.
+        drop(s);
+        return String::new();
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_clients_broken_upload_is_a_400_and_no_upstream_error() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(canary.url(), Limits::default()).await;
+
+        // A malformed chunked body.
+        let got = raw(
+            proxy.addr,
+            b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n\
+              3\r\nabc\r\nzz\r\nnot a chunk\r\n",
+            false,
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 400"),
+            "a malformed chunked body: {got}"
+        );
+        // A client that goes away after part of its body.
+        for _ in 0..5 {
+            raw(
+                proxy.addr,
+                b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\npart",
+                true,
+                Duration::ZERO,
+            )
+            .await;
+        }
+        // Give the proxy time to see each failure.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let counts = proxy.proxy.metrics().track(Track::Canary).counts();
+        assert_eq!(
+            (counts[3], counts[4]),
+            (0, 0),
+            "no 5xx and no error for the canary, whose upstream did nothing wrong: {counts:?}"
+        );
+        // The canary still serves.
+        let r = Conn::open(proxy.addr).await.get("/", &[]).await;
+        assert_eq!(r.text(), "canary");
+    })
+    .await;
+}
+
+/// An upstream that answers every request with `head_and_part`, then
+/// closes the connection or (`stall`) keeps it open without a byte more.
+async fn breaking_upstream(head_and_part: &'static [u8], stall: bool) -> String {
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(head_and_part).await;
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_answer_that_breaks_after_its_head_counts_as_an_error() {
+    bounded(LIMIT, async {
+        let up = breaking_upstream(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",
+            false,
+        )
+        .await;
+        let proxy = all_to_canary(up, Limits::default()).await;
+        let got = raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            false,
+            Duration::from_secs(3),
+        )
+        .await;
+        // hyper may drop the client's connection before the head is flushed.
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
+        let metrics = proxy.proxy.metrics();
+        assert!(
+            eventually(Duration::from_secs(2), || {
+                metrics.track(Track::Canary).counts() == [0, 0, 0, 0, 1]
+            })
+            .await,
+            "counted {:?}, not as one error",
+            metrics.track(Track::Canary).counts()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_off_and_counted_as_an_error() {
+    bounded(LIMIT, async {
+        let up = breaking_upstream(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",
+            true,
+        )
+        .await;
+        let proxy = all_to_canary(
+            up,
+            Limits {
+                body_idle_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+        )
+        .await;
+        let start = Instant::now();
+        let got = raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            false,
+            Duration::from_secs(5),
+        )
+        .await;
+        let took = start.elapsed();
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "the client's connection closed after {took:?}"
+        );
+        assert_eq!(
+            proxy.proxy.metrics().track(Track::Canary).counts(),
+            [0, 0, 0, 0, 1]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_and_idle_clients_are_closed_after_the_header_timeout() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(
+            canary.url(),
+            Limits {
+                header_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+        )
+        .await;
+        // Never sends a byte.
+        let start = Instant::now();
+        let got = raw(proxy.addr, b"", false, Duration::from_secs(5)).await;
+        let took = start.elapsed();
+        assert!(got.is_empty(), "{got}");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "a silent connection closed after {took:?}"
+        );
+        // Half a head.
+        let start = Instant::now();
+        raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nhost:",
+            false,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "half a head kept open"
+        );
+        // One answer, then idle.
+        let start = Instant::now();
+        let got = raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            false,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "an idle keep-alive connection kept open"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_and_are_served_once_a_slot_frees() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(
+            canary.url(),
+            Limits {
+                header_timeout: Duration::from_millis(500),
+                max_connections: 2,
+                ..Limits::default()
+            },
+        )
+        .await;
+        // Two silent connections take both slots.
+        let silent: Vec<TcpStream> = vec![
+            TcpStream::connect(proxy.addr).await.expect("connect"),
+            TcpStream::connect(proxy.addr).await.expect("connect"),
+        ];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = Instant::now();
+        let r = Conn::open(proxy.addr).await.get("/", &[]).await;
+        let took = start.elapsed();
+        assert_eq!(r.text(), "canary");
+        assert!(
+            took >= Duration::from_millis(300),
+            "served after {took:?}, before a slot was free"
+        );
+        drop(silent);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(canary.url(), Limits::default()).await;
+        let mut head = b"GET / HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 100 * 1024));
+        head.extend_from_slice(b"\r\n\r\n");
+        let got = raw(proxy.addr, &head, false, Duration::from_secs(5)).await;
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 431"),
+            "a 100 KiB head: {}",
+            &got[..got.len().min(200)]
+        );
+        assert_eq!(canary.count(), 0, "nothing reached the upstream");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sticky_cookies_the_proxy_did_not_issue_are_ignored() {
+    bounded(LIMIT, async {
+        let (stable, canary, proxy) =
+            support::setup(r#"{"canaryWeight": 1, "stickyCookie": "coalmine-track"}"#).await;
+        let mut conn = Conn::open(proxy.addr).await;
+        for forged in [
+            "canary",
+            "canary.00",
+            "canary.0123456789abcdef0123456789abcdef",
+        ] {
+            for _ in 0..5 {
+                let cookie = format!("coalmine-track={forged}");
+                let r = conn.get("/", &[("cookie", &cookie)]).await;
+                assert_eq!(r.text(), "stable", "{cookie}");
+                // A fresh, signed pin replaces the forged one.
+                assert!(
+                    r.header("set-cookie").starts_with("coalmine-track=stable."),
+                    "{}",
+                    r.header("set-cookie")
+                );
+            }
+        }
+        assert_eq!((stable.count(), canary.count()), (15, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_other_hosts_and_cross_site_changes() {
+    bounded(LIMIT, async {
+        let (_stable, _canary, proxy) = support::setup(r#"{"canaryWeight": 0}"#).await;
+        let port = proxy.admin.port();
+        let mut c = Conn::open(proxy.admin).await;
+        for (host, want) in [
+            (format!("evil.example:{port}"), 421),
+            ("127.0.0.1:1".to_owned(), 421),
+            (format!("localhost:{port}"), 200),
+            (format!("127.0.0.1:{port}"), 200),
+            (format!("[::1]:{port}"), 200),
+        ] {
+            let r = c.get("/routes", &[("host", &host)]).await;
+            assert_eq!(r.status.as_u16(), want, "Host: {host}");
+        }
+        let body = bytes::Bytes::from_static(br#"{"canaryWeight": 50}"#);
+        let own = format!("http://127.0.0.1:{port}");
+        for (method, headers) in [
+            (http::Method::PUT, vec![("origin", "http://evil.example")]),
+            (http::Method::PUT, vec![("origin", "null")]),
+            (http::Method::PUT, vec![("sec-fetch-site", "cross-site")]),
+            (http::Method::POST, vec![("content-type", "text/plain")]),
+            (
+                http::Method::POST,
+                vec![("content-type", "application/x-www-form-urlencoded")],
+            ),
+        ] {
+            let r = c.send(method, "/routes", &headers, body.clone()).await;
+            assert_eq!(r.status.as_u16(), 403, "{headers:?}");
+            assert_eq!(proxy.get_routes().await.canary_weight, 0, "{headers:?}");
+        }
+        let r = c
+            .send(
+                http::Method::PUT,
+                "/routes",
+                &[
+                    ("content-type", "application/json"),
+                    ("origin", &own),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+                body,
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        assert_eq!(proxy.get_routes().await.canary_weight, 50);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_guards_the_admin_api_and_metrics_have_their_own_address() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = coalmine_proxy::Proxy::new(Config {
+            stable: vec![dead_url()],
+            canary: vec![canary.url()],
+            routes: routes(r#"{"canaryWeight": 0}"#),
+            limits: Limits::default(),
+            sticky_secret: None,
+        })
+        .expect("a proxy");
+        let (admin, admin_addr) = listen().await;
+        let (metrics, metrics_addr) = listen().await;
+        let guard = coalmine_proxy::admin::Guard::new(admin_addr, Some("s3cret".into()));
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            p.serve_admin_with(admin, guard, std::future::pending())
+                .await
+        });
+        let p = proxy.clone();
+        tokio::spawn(async move { p.serve_metrics(metrics, std::future::pending()).await });
+
+        let mut c = Conn::open(admin_addr).await;
+        for (auth, want) in [
+            (None, 401),
+            (Some("Bearer wrong"), 401),
+            (Some("Basic s3cret"), 401),
+            (Some("Bearer s3cret"), 200),
+        ] {
+            let mut headers = vec![("host", "admin.example")];
+            headers.extend(auth.map(|a| ("authorization", a)));
+            let r = c.get("/routes", &headers).await;
+            assert_eq!(r.status.as_u16(), want, "{auth:?}");
+        }
+        assert_eq!(c.get("/healthz", &[]).await.status.as_u16(), 200);
+
+        let mut m = Conn::open(metrics_addr).await;
+        let r = m.get("/metrics", &[]).await;
+        assert_eq!(r.status.as_u16(), 200);
+        assert!(r.text().contains("coalmine_proxy_requests_total"));
+        assert_eq!(m.get("/routes", &[]).await.status.as_u16(), 404);
+        let r = m
+            .send(
+                http::Method::PUT,
+                "/routes",
+                &[("content-type", "application/json")],
+                bytes::Bytes::from_static(br#"{"canaryWeight": 50}"#),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 404);
+        assert_eq!(proxy.routes().canary_weight, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ambiguous_request_heads_are_refused_or_made_plain() {
+    bounded(LIMIT, async {
+        let canary = Upstream::builder("canary").echo_headers().start().await;
+        let proxy = all_to_canary(canary.url(), Limits::default()).await;
+        for head in [
+            &b"GET / HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +5\r\n\r\nhello",
+        ] {
+            let got = raw(proxy.addr, head, false, Duration::from_secs(3)).await;
+            assert!(
+                got.starts_with("HTTP/1.1 400"),
+                "{}: {got}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert_eq!(canary.count(), 0, "neither reached the upstream");
+
+        // Absolute form: the target's authority is the host; forwarding
+        // headers are the proxy's own, whatever the client sent.
+        raw(
+            proxy.addr,
+            b"GET http://shop.example/x HTTP/1.1\r\nhost: other.example\r\n\
+              x-forwarded-proto: https\r\nx-forwarded-host: evil.example\r\n\
+              connection: close\r\n\r\n",
+            false,
+            Duration::from_secs(3),
+        )
+        .await;
+        let seen = canary.seen();
+        let h = &seen
+            .last()
+            .expect("the request reached the upstream")
+            .headers;
+        assert_eq!(h["host"], "shop.example");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(seen[0].uri.to_string(), "/x");
+
+        // HTTP/2 cookies in several fields reach an HTTP/1.1 upstream as one.
+        let client = support::h2_client();
+        let req = http::Request::builder()
+            .uri(format!("http://{}/", proxy.addr))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("a request");
+        support::fetch(&client, req).await;
+        let seen = canary.seen();
+        let cookies: Vec<_> = seen
+            .last()
+            .expect("the h2 request reached the upstream")
+            .headers
+            .get_all("cookie")
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+    })
+    .await;
+}
