@@ -27,6 +27,7 @@ pub mod analysis;
 pub mod apply;
 pub mod leader;
 pub mod logs;
+pub mod notify;
 pub mod ops;
 pub mod reconcile;
 pub mod resource;
@@ -104,6 +105,8 @@ pub struct Context {
     /// Until when this replica may act (the leader, or no election); every
     /// write checks it.
     pub leadership: Arc<leader::Leadership>,
+    /// The webhooks of `spec.notifications`, per Canary.
+    pub notifiers: notify::Notifiers,
 }
 
 impl Context {
@@ -177,6 +180,7 @@ pub async fn run(
         analyses: analysis::Analyses::default(),
         metrics: metrics.clone(),
         leadership,
+        notifiers: notify::Notifiers::default(),
     });
     let (canaries, deployments): (Api<CanaryResource>, Api<Deployment>) = match &config.namespace {
         Some(ns) => (

@@ -90,6 +90,7 @@ async fn reconcile_fresh(namespace: &str, name: &str, ctx: &Context) -> Result<A
         let Some(canary) = api.get_opt(name).await? else {
             ctx.analyses.forget(&key);
             ctx.metrics.forget(namespace, name);
+            ctx.notifiers.forget(name, namespace);
             return Ok(Action::await_change());
         };
         let r = if canary.metadata.deletion_timestamp.is_some() {
@@ -512,6 +513,13 @@ async fn carry_out(
             warning = e.warning,
             "{}",
             e.message
+        );
+        ctx.notifiers.tell(
+            c.name(),
+            c.namespace(),
+            &checked.canary.spec.notifications,
+            &e,
+            &decision.status,
         );
         ctx.publish(c, &e).await;
     })

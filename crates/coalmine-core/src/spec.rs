@@ -98,6 +98,94 @@ pub struct CanarySpec {
     /// How long the canary may stay not ready before the rollout fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<Duration>,
+    /// Webhooks told about the transitions people care about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationSpec>,
+}
+
+/// One webhook for notifications: `{url: …, format: slack, on: [rolledBack]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationSpec {
+    /// Where to POST: an `http://` or `https://` URL, e.g. a Slack incoming webhook.
+    pub url: String,
+    /// `json` (coalmine's own payload, the default) or `slack` (Slack's
+    /// incoming-webhook message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<NotificationFormat>,
+    /// The transitions to send; all of them when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<Transition>,
+}
+
+/// The body a notification webhook receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NotificationFormat {
+    /// coalmine's JSON document (see `docs/notifications.md`).
+    #[default]
+    Json,
+    /// `{"text": …}`, Slack's incoming-webhook format.
+    Slack,
+}
+
+/// A moment of a rollout people are told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Transition {
+    /// A rollout of a new revision began (or began again).
+    Started,
+    /// A step was taken: a weight, a header route, a mirror, a passed gate.
+    Step,
+    /// The rollout waits for a person.
+    Paused,
+    /// The canary became stable.
+    Promoted,
+    /// The canary was rolled back, with the reason and the figures.
+    RolledBack,
+    /// The rollout cannot go on by itself (stable unreachable, say).
+    Stuck,
+}
+
+impl Transition {
+    /// The transition an event of the state machine (or of the platform)
+    /// stands for, by its reason and the phase the decision left the
+    /// rollout in; `None` for events nobody is paged for.
+    pub fn of_event(reason: &str, phase: crate::status::Phase) -> Option<Transition> {
+        use crate::status::Phase;
+        if reason == "AnalysisInconclusive" {
+            // A gate without a verdict does what `onInconclusive` says.
+            return Some(match phase {
+                Phase::RollingBack | Phase::RolledBack | Phase::Failed => Transition::RolledBack,
+                Phase::Paused => Transition::Paused,
+                _ => Transition::Step,
+            });
+        }
+        Some(match reason {
+            "RolloutStarted" | "RolloutRestarted" => Transition::Started,
+            "WeightSet" | "HeaderRouteSet" | "MirrorSet" | "PromotedStep" | "PromotedFully"
+            | "AnalysisPassed" | "Resumed" => Transition::Step,
+            "Paused" => Transition::Paused,
+            "Promoted" => Transition::Promoted,
+            "AnalysisFailed" | "Aborted" | "ProgressDeadlineExceeded" | "CanaryUnreachable" => {
+                Transition::RolledBack
+            }
+            "StableUnreachable" => Transition::Stuck,
+            _ => return None,
+        })
+    }
+
+    /// The word used in payloads and in `on:` lists.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Started => "started",
+            Transition::Step => "step",
+            Transition::Paused => "paused",
+            Transition::Promoted => "promoted",
+            Transition::RolledBack => "rolledBack",
+            Transition::Stuck => "stuck",
+        }
+    }
 }
 
 /// Local mode: the servers behind each track.

@@ -285,4 +285,22 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::spec::open_object_schema")]
     pub stable_template: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Notifications so far (when `spec.notifications` names webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationStatus>,
+}
+
+/// What became of the notifications of `spec.notifications`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    /// Messages a webhook accepted.
+    pub sent: u64,
+    /// Messages given up on after every try.
+    pub failed: u64,
+    /// Messages dropped because a webhook was too far behind.
+    pub dropped: u64,
+    /// The last failure, `URL: what went wrong`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }

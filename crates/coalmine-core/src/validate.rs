@@ -187,6 +187,20 @@ impl Validator {
                 .hint = Some("use the gatewayAPI, nginx, istio or proxy router".into());
             }
         }
+        for (i, n) in spec.notifications.iter().enumerate() {
+            let host = n
+                .url
+                .strip_prefix("https://")
+                .or_else(|| n.url.strip_prefix("http://"))
+                .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+            if host.is_none_or(str::is_empty) || n.url.contains(char::is_whitespace) {
+                self.error(
+                    format!("spec.notifications[{i}].url"),
+                    format!("`{}` is not an http:// or https:// URL", n.url),
+                )
+                .hint = Some("write e.g. https://hooks.slack.com/services/T000/B000/XXXX".into());
+            }
+        }
         if spec.progress_deadline == Some(Duration::ZERO) {
             self.error(
                 "spec.progressDeadline",

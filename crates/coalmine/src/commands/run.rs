@@ -423,6 +423,21 @@ impl Prepared {
             .as_ref()
             .and_then(|u| u.health_path.clone());
         let health = super::health::watch(&stable_urls, &canary_urls, health_path, stop_rx.clone());
+        let notifier = coalmine_notify::Notifier::start(&canary.spec.notifications);
+        let name = canary.metadata.name.clone().unwrap_or_default();
+        let tell = |reason: &str, message: &str, warning: bool, status: &CanaryStatus| {
+            if let Some(n) = coalmine_notify::notice_for(
+                &name,
+                None,
+                reason,
+                message,
+                warning,
+                status,
+                Time::now(),
+            ) {
+                notifier.notify(n);
+            }
+        };
         // The stable outage the rollout was paused for, so it pauses once.
         let mut paused_for: Option<String> = None;
 
@@ -515,6 +530,7 @@ impl Prepared {
                     "{why}; the rollout is paused with its routes unchanged: run `coalmine resume` once stable answers"
                 );
                 tracing::warn!("{message}");
+                tell("StableUnreachable", &message, true, &status);
                 record_event(&shared, &options, true, "StableUnreachable", message, None);
                 pending = Some(Command {
                     id: format!("health-{}", Time::now().unix_millis()),
@@ -564,18 +580,30 @@ impl Prepared {
                     }
                     // The servers already run; nothing to create or scale.
                     Action::EnsureCanary { .. } | Action::ScaleDownCanary => {}
-                    Action::Event(e) => record_event(
-                        &shared,
-                        &options,
-                        e.warning,
-                        e.reason,
-                        e.message.clone(),
-                        pending.as_ref().map(|c| c.id.clone()),
-                    ),
+                    Action::Event(e) => {
+                        tell(e.reason, &e.message, e.warning, &status);
+                        record_event(
+                            &shared,
+                            &options,
+                            e.warning,
+                            e.reason,
+                            e.message.clone(),
+                            pending.as_ref().map(|c| c.id.clone()),
+                        );
+                    }
                 }
             }
             // A command is observed by one decision; its id keeps it from acting twice.
             pending = None;
+            if !notifier.is_empty() {
+                let counts = Some(notifier.status());
+                if status.notifications != counts {
+                    status.notifications = counts;
+                    if let Ok(mut s) = shared.status.lock() {
+                        s.notifications = status.notifications.clone();
+                    }
+                }
+            }
             show(
                 &options,
                 &shared,
