@@ -4,69 +4,16 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use coalmine_controller::Config;
+use coalmine_notify::testing::Recorder;
 use common::*;
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A webhook that answers 200 and keeps every JSON body it receives.
-async fn recorder() -> Result<(String, Arc<Mutex<Vec<Value>>>), BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hook", listener.local_addr()?);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let bodies = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let bodies = bodies.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len])
-                        && let Ok(mut b) = bodies.lock()
-                    {
-                        b.push(v);
-                    }
-                    buf.drain(..end + 4 + len);
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok((url, seen))
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn the_controller_tells_the_webhook_why_it_rolled_back() -> TestResult {
     let (_server, client) = cluster().await?;
     let metric = Webhook::start(0.9).await?;
-    let (hook, seen) = recorder().await?;
+    let hook = Recorder::start().await?;
     let ctl = controller(&client, Config::default());
     let mut s = spec(
         "web:1",
@@ -78,13 +25,13 @@ async fn the_controller_tells_the_webhook_why_it_rolled_back() -> TestResult {
         "webhook": {"url": format!("{}/p99?track={{{{track}}}}", metric.url), "value": "$.value"},
         "threshold": {"max": 0.5}
     }]});
-    s["notifications"] = json!([{"url": hook, "on": ["started", "rolledBack"]}]);
+    s["notifications"] = json!([{"url": hook.url, "on": ["started", "rolledBack"]}]);
     create(&client, "web", s).await?;
     phase(&client, "web", "Idle", 20).await?;
     set_image(&client, "web", "web:2").await?;
     phase(&client, "web", "RolledBack", 30).await?;
     let bodies = eventually(10, "two notifications", || async {
-        let b = seen.lock().map(|b| b.clone()).unwrap_or_default();
+        let b = hook.json();
         Ok((b.len() >= 2).then_some(b))
     })
     .await?;

@@ -18,6 +18,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod testing;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use coalmine_core::Time;
 use coalmine_core::spec::{NotificationFormat, NotificationSpec, Transition};
 use coalmine_core::status::{AnalysisStatus, CanaryStatus, MetricStatus, Phase, Verdict};
+use coalmine_notify::testing::read_request;
 use coalmine_notify::{ATTEMPTS, Notifier, notice_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// What a test server does with each request.
@@ -69,35 +70,6 @@ async fn server(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<String>>>) {
         }
     });
     (url, bodies)
-}
-
-/// Reads one request with a Content-Length body; its body.
-async fn read_request(s: &mut tokio::net::TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = s.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Some(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn spec(url: &str, format: NotificationFormat, on: &[Transition]) -> NotificationSpec {

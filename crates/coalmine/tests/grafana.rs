@@ -148,7 +148,12 @@ async fn every_metric_the_dashboard_names_is_exported() {
             .args(["proxy", "--listen", &free().to_string()])
             .args(["--admin", &free().to_string()])
             .args(["--metrics-listen", &proxy_metrics.to_string()])
-            .args(["--stable", "http://127.0.0.1:9", "--canary", "http://127.0.0.1:10"])
+            .args([
+                "--stable",
+                "http://127.0.0.1:9",
+                "--canary",
+                "http://127.0.0.1:10",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -213,5 +218,8 @@ async fn every_metric_the_dashboard_names_is_exported() {
             }
         }
     }
-    assert!(unknown.is_empty(), "not exported: {unknown:#?}\nexported: {known:#?}");
+    assert!(
+        unknown.is_empty(),
+        "not exported: {unknown:#?}\nexported: {known:#?}"
+    );
 }

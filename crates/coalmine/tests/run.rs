@@ -636,57 +636,13 @@ fn a_stable_that_dies_pauses_the_rollout_with_the_reason() {
     );
 }
 
-/// A webhook on loopback that answers 200 and keeps each request's body.
-fn webhook() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut chunk) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                    buf.drain(..end + 4 + len);
-                    if let Ok(mut b) = seen.lock() {
-                        b.push(body);
-                    }
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, bodies)
-}
-
 #[test]
 fn notifications_reach_a_webhook_and_the_status_counts_them() {
-    let (port, bodies) = webhook();
+    // The webhook runs on its own runtime beside this synchronous test.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let hook = runtime
+        .block_on(coalmine_notify::testing::Recorder::start())
+        .expect("a webhook");
     let r = rollout(
         "notify",
         "0",
@@ -695,7 +651,8 @@ fn notifications_reach_a_webhook_and_the_status_counts_them() {
     let file = r.path("canary.yaml");
     let mut text = std::fs::read_to_string(&file).expect("the file");
     text.push_str(&format!(
-        "  notifications:\n    - url: http://127.0.0.1:{port}/hook\n      on: [started, step, rolledBack]\n"
+        "  notifications:\n    - url: {}\n      on: [started, step, rolledBack]\n",
+        hook.url
     ));
     std::fs::write(&file, text).expect("write");
     let _run = r.start(&[]);
@@ -706,15 +663,10 @@ fn notifications_reach_a_webhook_and_the_status_counts_them() {
     );
     assert_eq!(post(r.admin, "/abort"), Some(202));
     let transitions = || -> Vec<String> {
-        bodies
-            .lock()
-            .map(|b| {
-                b.iter()
-                    .filter_map(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-                    .map(|v| v["transition"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        hook.json()
+            .iter()
+            .map(|v| v["transition"].as_str().unwrap_or_default().to_owned())
+            .collect()
     };
     assert!(
         wait_until(Duration::from_secs(15), || transitions().len() >= 3),
@@ -722,8 +674,7 @@ fn notifications_reach_a_webhook_and_the_status_counts_them() {
         transitions()
     );
     assert_eq!(transitions(), ["started", "step", "rolledBack"]);
-    let rollback: serde_json::Value =
-        serde_json::from_str(&bodies.lock().expect("lock")[2]).expect("JSON");
+    let rollback = hook.json()[2].clone();
     assert_eq!(rollback["reason"], "Aborted", "{rollback}");
     assert_eq!(rollback["canary"], "notify");
     assert!(
