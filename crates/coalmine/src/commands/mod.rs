@@ -3,6 +3,7 @@
 pub mod control;
 pub mod controller;
 pub mod crd;
+pub mod dashboard;
 pub mod demo;
 pub mod health;
 pub mod http;

@@ -1,0 +1,388 @@
+//! The web dashboard in a real browser: `coalmine demo` on free loopback
+//! ports, Debian's headless Chromium driven through WebDriver
+//! (`chromedriver`, plain HTTP and JSON). Chromium missing is a failure,
+//! not a skip: `scripts/test.sh` installs it.
+//!
+//! Set `COALMINE_SCREENSHOT=PATH` to save the rolled-back page as a PNG
+//! (the README's screenshot is made that way).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coalmine");
+
+/// Kills the child when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 exchange: status and JSON body. The body is read by its
+/// length (chromedriver keeps connections open), else to the end.
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut reader = BufReader::new(s);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).ok()?;
+    let code = status_line.split(' ').nth(1)?.parse().ok()?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(n) = line.strip_prefix("content-length:") {
+            length = n.trim().parse::<usize>().ok();
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut raw = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = length {
+        raw.resize(n, 0);
+        reader.read_exact(&mut raw).ok()?;
+    } else {
+        reader.read_to_end(&mut raw).ok()?;
+    }
+    Some((code, serde_json::from_slice(&raw).unwrap_or(Value::Null)))
+}
+
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < end, "timed out after {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `coalmine demo` kept serving after its rollout; its admin address.
+fn demo(scenario: &str, speed: &str) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--scenario", scenario, "--speed", speed])
+        .args(["--keep-serving", "--rps", "100"])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coalmine demo starts");
+    let err = child.stderr.take().expect("stderr is piped");
+    let proc = Proc(child);
+    // The demo prints the dashboard's address; the rest of its stderr is
+    // drained so it never blocks on a full pipe.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let admin = wait_for(Duration::from_secs(20), "the demo prints its dashboard", || {
+        while let Ok(line) = rx.try_recv() {
+            seen.push(line.clone());
+            if let Some(rest) = line.split("dashboard: http://").nth(1) {
+                let addr = rest.split('/').next().unwrap_or_default();
+                return addr.parse().ok();
+            }
+        }
+        None
+    });
+    (proc, admin, rx)
+}
+
+/// A WebDriver session on a headless Chromium of its own.
+struct Browser {
+    driver: SocketAddr,
+    session: String,
+    _chromedriver: Proc,
+    _profile: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let path = format!("/session/{}", self.session);
+        let _ = http(self.driver, "DELETE", &path, None);
+    }
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let chromedriver = ["chromedriver", "/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|c| Command::new(c).arg("--version").output().is_ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "chromedriver is missing: install Debian's `chromium` and `chromium-driver` \
+                     (scripts/test.sh does)"
+                )
+            });
+        let port = free_port();
+        let driver = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(chromedriver)
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let proc = Proc(child);
+        wait_for(Duration::from_secs(20), "chromedriver answers", || {
+            http(driver, "GET", "/status", None).filter(|(c, _)| *c == 200)
+        });
+        let profile = std::env::temp_dir().join(format!(
+            "coalmine-dashboard-chromium-{}-{port}",
+            std::process::id()
+        ));
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1280,2200".into(),
+        ];
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let mut options = json!({ "args": args });
+        // Debian's /usr/bin/chromium is a wrapper script; the driver wants the program.
+        if Path::new("/usr/lib/chromium/chromium").exists() {
+            options["binary"] = json!("/usr/lib/chromium/chromium");
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": options,
+            "goog:loggingPrefs": { "browser": "ALL" },
+            "unhandledPromptBehavior": "ignore",
+        }}});
+        let (code, answer) =
+            http(driver, "POST", "/session", Some(&caps)).expect("chromedriver answers");
+        assert_eq!(code, 200, "no browser session: {answer}");
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
+        Browser {
+            driver,
+            session,
+            _chromedriver: proc,
+            _profile: TempDir(profile),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let (code, answer) = http(self.driver, method, &path, body.as_ref())
+            .unwrap_or_else(|| panic!("chromedriver did not answer {method} {path}"));
+        assert_eq!(code, 200, "{method} {path}: {answer}");
+        answer["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn script(&self, code: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": code, "args": [] })),
+        )
+    }
+
+    fn click(&self, css: &str) {
+        let found = self.call(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        let id = found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("an element id")
+            .to_owned();
+        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    /// The browser's console messages of level SEVERE (errors) so far.
+    fn console_errors(&self) -> Vec<String> {
+        let logs = self.call("POST", "/se/log", Some(json!({ "type": "browser" })));
+        logs.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+fn status(admin: SocketAddr) -> Value {
+    http(admin, "GET", "/status", None)
+        .filter(|(c, _)| *c == 200)
+        .map(|(_, v)| v)
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_faulty_canary_is_shown_rolled_back_with_its_reason_and_its_evidence() {
+    let (_demo, admin, _log) = demo("faulty", "4");
+    let browser = Browser::start();
+    browser.goto(&format!("http://{admin}/"));
+    let reason = wait_for(
+        Duration::from_secs(60),
+        "the page shows the rollback's reason",
+        || {
+            let r = browser.script(
+                "const r = document.getElementById('reason');
+                 const done = document.getElementById('phase').textContent === 'RolledBack';
+                 return r.hidden || !done ? null : r.textContent;",
+            );
+            r.as_str().map(str::to_owned)
+        },
+    );
+    assert!(reason.contains("metric errors failed"), "{reason}");
+    // The page says the same as the admin API.
+    assert_eq!(status(admin)["phase"], "RolledBack");
+    // Let one more poll land so the traffic charts include the end.
+    std::thread::sleep(Duration::from_millis(1500));
+    let page = browser.script(
+        "return {
+            phase: document.getElementById('phase').textContent,
+            failedStep: document.querySelectorAll('#steps li.failed').length,
+            steps: document.querySelectorAll('#steps li').length,
+            abort: document.querySelector('button[data-action=abort]').disabled,
+            retry: document.querySelector('button[data-action=retry]').disabled,
+            events: document.querySelectorAll('#events li').length,
+            charts: Array.from(document.querySelectorAll('.chart')).map(
+                c => [c.closest('figure').querySelector('figcaption').textContent
+                      + ' (' + (c.closest('.metric') ? c.closest('.metric').id : 'traffic') + ')',
+                      Number(c.dataset.points || 0)]),
+            canvases: document.querySelectorAll('.chart canvas').length,
+        };",
+    );
+    assert_eq!(page["phase"], "RolledBack", "{page}");
+    assert_eq!(page["failedStep"], 1, "the step it failed at is marked: {page}");
+    assert_eq!(page["steps"], 6, "{page}");
+    assert_eq!(page["abort"], true, "{page}");
+    assert_eq!(page["retry"], false, "{page}");
+    assert!(page["events"].as_u64() >= Some(2), "{page}");
+    // Two charts per metric (errors, slow) and two of traffic, each with points.
+    let charts = page["charts"].as_array().expect("charts");
+    assert_eq!(charts.len(), 6, "{page}");
+    for c in charts {
+        assert!(c[1].as_u64() >= Some(2), "a chart without data: {c}");
+    }
+    assert_eq!(page["canvases"], 6, "{page}");
+    if let Ok(path) = std::env::var("COALMINE_SCREENSHOT") {
+        use base64::Engine as _;
+        let png = browser.call("GET", "/screenshot", None);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("base64"))
+            .expect("a base64 screenshot");
+        std::fs::write(&path, bytes).expect("the screenshot is written");
+    }
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+#[test]
+fn clicking_abort_in_the_page_rolls_back_a_running_rollout() {
+    let (_demo, admin, _log) = demo("healthy", "0.5");
+    let browser = Browser::start();
+    browser.goto(&format!("http://{admin}/"));
+    wait_for(
+        Duration::from_secs(30),
+        "the page shows a running rollout with Abort enabled",
+        || {
+            let ok = browser.script(
+                "return ['Progressing', 'Paused'].includes(document.getElementById('phase').textContent)
+                    && !document.querySelector('button[data-action=abort]').disabled;",
+            );
+            (ok == json!(true)).then_some(())
+        },
+    );
+    browser.click("button[data-action=abort]");
+    // The confirmation: accepted as a person would.
+    let text = wait_for(Duration::from_secs(10), "a confirmation dialog", || {
+        let path = format!("/session/{}/alert/text", browser.session);
+        http(browser.driver, "GET", &path, None)
+            .filter(|(c, _)| *c == 200)
+            .and_then(|(_, v)| v["value"].as_str().map(str::to_owned))
+    });
+    assert!(text.starts_with("Abort"), "{text}");
+    browser.call("POST", "/alert/accept", Some(json!({})));
+    let s = wait_for(
+        Duration::from_secs(20),
+        "GET /status shows the rollout rolled back",
+        || {
+            let s = status(admin);
+            (s["phase"] == "RolledBack").then_some(s)
+        },
+    );
+    assert_eq!(s["rollback"]["reason"], "Aborted", "{s}");
+    assert!(s["lastCommand"].is_string(), "{s}");
+    // The page follows within its polling interval.
+    wait_for(Duration::from_secs(5), "the page shows RolledBack", || {
+        let p = browser.script("return document.getElementById('phase').textContent;");
+        (p == "RolledBack").then_some(())
+    });
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
