@@ -123,16 +123,20 @@ fn demo(scenario: &str, speed: &str) -> (Proc, SocketAddr, mpsc::Receiver<String
         }
     });
     let mut seen = Vec::new();
-    let admin = wait_for(Duration::from_secs(20), "the demo prints its dashboard", || {
-        while let Ok(line) = rx.try_recv() {
-            seen.push(line.clone());
-            if let Some(rest) = line.split("dashboard: http://").nth(1) {
-                let addr = rest.split('/').next().unwrap_or_default();
-                return addr.parse().ok();
+    let admin = wait_for(
+        Duration::from_secs(20),
+        "the demo prints its dashboard",
+        || {
+            while let Ok(line) = rx.try_recv() {
+                seen.push(line.clone());
+                if let Some(rest) = line.split("dashboard: http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default();
+                    return addr.parse().ok();
+                }
             }
-        }
-        None
-    });
+            None
+        },
+    );
     (proc, admin, rx)
 }
 
@@ -161,15 +165,19 @@ impl Drop for Browser {
 
 impl Browser {
     fn start() -> Browser {
-        let chromedriver = ["chromedriver", "/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-            .into_iter()
-            .find(|c| Command::new(c).arg("--version").output().is_ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "chromedriver is missing: install Debian's `chromium` and `chromium-driver` \
+        let chromedriver = [
+            "chromedriver",
+            "/usr/bin/chromedriver",
+            "/usr/lib/chromium/chromedriver",
+        ]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "chromedriver is missing: install Debian's `chromium` and `chromium-driver` \
                      (scripts/test.sh does)"
-                )
-            });
+            )
+        });
         let port = free_port();
         let driver = SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(chromedriver)
@@ -318,7 +326,10 @@ fn the_faulty_canary_is_shown_rolled_back_with_its_reason_and_its_evidence() {
         };",
     );
     assert_eq!(page["phase"], "RolledBack", "{page}");
-    assert_eq!(page["failedStep"], 1, "the step it failed at is marked: {page}");
+    assert_eq!(
+        page["failedStep"], 1,
+        "the step it failed at is marked: {page}"
+    );
     assert_eq!(page["steps"], 6, "{page}");
     assert_eq!(page["abort"], true, "{page}");
     assert_eq!(page["retry"], false, "{page}");

@@ -171,17 +171,17 @@ impl Board {
     }
 
     /// Samples the proxy's counters every second until `stop` turns true.
-    pub async fn sample_traffic(
-        &self,
-        proxy: Proxy,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub async fn sample_traffic(&self, proxy: Proxy, mut stop: tokio::sync::watch::Receiver<bool>) {
         // Requests answered, and those that failed: a 5xx or no answer.
         let read = |t| {
             let c = proxy.metrics().track(t).counts();
             (c.iter().sum::<u64>(), c[3] + c[4])
         };
-        let mut last = (std::time::Instant::now(), read(Track::Stable), read(Track::Canary));
+        let mut last = (
+            std::time::Instant::now(),
+            read(Track::Stable),
+            read(Track::Canary),
+        );
         let mut tick = tokio::time::interval(StdDuration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -190,7 +190,11 @@ impl Board {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let now = (std::time::Instant::now(), read(Track::Stable), read(Track::Canary));
+            let now = (
+                std::time::Instant::now(),
+                read(Track::Stable),
+                read(Track::Canary),
+            );
             let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
             let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
             let sample = |seq| TrafficSample {
@@ -213,10 +217,9 @@ impl Board {
 pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return match req.uri().path() {
-            "/history" | "/traffic" | "/dashboard/info" => Some(plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "use GET\n",
-            )),
+            "/history" | "/traffic" | "/dashboard/info" => {
+                Some(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"))
+            }
             p if PUBLIC_PATHS.contains(&p) => {
                 Some(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"))
             }
@@ -225,7 +228,10 @@ pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>
     }
     let after = after(req.uri().query());
     let answer = match req.uri().path() {
-        "/" => asset(include_str!("../../assets/dashboard/index.html"), "text/html; charset=utf-8"),
+        "/" => asset(
+            include_str!("../../assets/dashboard/index.html"),
+            "text/html; charset=utf-8",
+        ),
         "/dashboard/app.js" => asset(
             include_str!("../../assets/dashboard/app.js"),
             "text/javascript; charset=utf-8",
@@ -244,11 +250,19 @@ pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>
         ),
         "/dashboard/info" => json(&board.info),
         "/history" => {
-            let items = board.history.lock().map(|h| h.after(after)).unwrap_or_default();
+            let items = board
+                .history
+                .lock()
+                .map(|h| h.after(after))
+                .unwrap_or_default();
             json(&items)
         }
         "/traffic" => {
-            let items = board.traffic.lock().map(|t| t.after(after)).unwrap_or_default();
+            let items = board
+                .traffic
+                .lock()
+                .map(|t| t.after(after))
+                .unwrap_or_default();
             json(&items)
         }
         _ => return None,
@@ -281,7 +295,10 @@ fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>
         ),
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

@@ -430,7 +430,7 @@ impl Prepared {
             let (proxy, shared, stop) = (proxy.clone(), shared.clone(), stop_rx.clone());
             async move { shared.board.sample_traffic(proxy, stop).await }
         });
-        tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}", options.label);
+        tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}; dashboard at http://{admin_addr}/", options.label);
         let health_path = canary
             .spec
             .upstreams
