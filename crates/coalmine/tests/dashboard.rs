@@ -269,6 +269,19 @@ impl Browser {
         self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
     }
 
+    /// Accepts the confirmation dialog open (or about to open), as a person
+    /// would; its text.
+    fn confirm(&self) -> String {
+        let text = wait_for(Duration::from_secs(10), "a confirmation dialog", || {
+            let path = format!("/session/{}/alert/text", self.session);
+            http(self.driver, "GET", &path, None)
+                .filter(|(c, _)| *c == 200)
+                .and_then(|(_, v)| v["value"].as_str().map(str::to_owned))
+        });
+        self.call("POST", "/alert/accept", Some(json!({})));
+        text
+    }
+
     /// The browser's console messages of level SEVERE (errors) so far.
     fn console_errors(&self) -> Vec<String> {
         let logs = self.call("POST", "/se/log", Some(json!({ "type": "browser" })));
@@ -370,15 +383,8 @@ fn clicking_abort_in_the_page_rolls_back_a_running_rollout() {
         },
     );
     browser.click("button[data-action=abort]");
-    // The confirmation: accepted as a person would.
-    let text = wait_for(Duration::from_secs(10), "a confirmation dialog", || {
-        let path = format!("/session/{}/alert/text", browser.session);
-        http(browser.driver, "GET", &path, None)
-            .filter(|(c, _)| *c == 200)
-            .and_then(|(_, v)| v["value"].as_str().map(str::to_owned))
-    });
+    let text = browser.confirm();
     assert!(text.starts_with("Abort"), "{text}");
-    browser.call("POST", "/alert/accept", Some(json!({})));
     let s = wait_for(
         Duration::from_secs(20),
         "GET /status shows the rollout rolled back",
@@ -396,4 +402,164 @@ fn clicking_abort_in_the_page_rolls_back_a_running_rollout() {
     });
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+/// `coalmine sample-app` on a free port.
+fn sample_app(version: &str) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["sample-app", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--version", version, "--error-rate", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sample-app starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for(Duration::from_secs(10), "the sample app answers", || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
+    });
+    (Proc(child), port)
+}
+
+/// A status code for a request with these extra header lines.
+fn code_of(addr: SocketAddr, request_line: &str, headers: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{request_line} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn with_a_token_the_page_asks_for_it_and_its_buttons_send_it() {
+    let dir = std::env::temp_dir().join(format!("coalmine-dashboard-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let _cleanup = TempDir(dir.clone());
+    let (_stable, sp) = sample_app("v1");
+    let (_canary, cp) = sample_app("v2");
+    let file = dir.join("canary.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: coalmine.dev/v1alpha1
+kind: Canary
+metadata: {{name: guarded}}
+spec:
+  upstreams:
+    stable: [http://127.0.0.1:{sp}]
+    canary: [http://127.0.0.1:{cp}]
+  steps:
+    - setWeight: 10
+    - pause: {{duration: 10m}}
+"
+        ),
+    )
+    .expect("the Canary file");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").expect("the token file");
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _run = Proc(
+        Command::new(BIN)
+            .arg("run")
+            .arg(&file)
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .arg("--admin-token-file")
+            .arg(&token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coalmine run starts"),
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "coalmine run serves the page",
+        || (code_of(admin, "GET /", "") == Some(200)).then_some(()),
+    );
+    // The page's files are public, the data is not.
+    assert_eq!(code_of(admin, "GET /dashboard/app.js", ""), Some(200));
+    assert_eq!(code_of(admin, "GET /dashboard/info", ""), Some(401));
+    assert_eq!(code_of(admin, "GET /history", ""), Some(401));
+    let bearer = "Authorization: Bearer s3cret\r\n";
+    assert_eq!(code_of(admin, "GET /traffic", bearer), Some(200));
+
+    let browser = Browser::start();
+    browser.goto(&format!("http://{admin}/"));
+    wait_for(
+        Duration::from_secs(10),
+        "the page asks for the token",
+        || {
+            let shown = browser.script("return !document.getElementById('token-form').hidden;");
+            (shown == json!(true)).then_some(())
+        },
+    );
+    let input = browser.call(
+        "POST",
+        "/element",
+        Some(json!({ "using": "css selector", "value": "#token-input" })),
+    );
+    let id = input
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(Value::as_str)
+        .expect("the token input")
+        .to_owned();
+    browser.call(
+        "POST",
+        &format!("/element/{id}/value"),
+        Some(json!({ "text": "s3cret" })),
+    );
+    browser.click("#token-save");
+    let identity = wait_for(
+        Duration::from_secs(10),
+        "the page shows the rollout",
+        || {
+            let ready = browser.script(
+                "return document.getElementById('phase').textContent === 'Paused'
+                && !document.querySelector('button[data-action=promote]').disabled
+                ? document.getElementById('identity').textContent : null;",
+            );
+            ready.as_str().map(str::to_owned)
+        },
+    );
+    assert!(identity.contains("holder of the admin token"), "{identity}");
+    browser.click("button[data-action=promote]");
+    let text = browser.confirm();
+    assert!(text.starts_with("Promote"), "{text}");
+    let authorized_status = || {
+        let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET /status HTTP/1.1\r\nHost: {admin}\r\n{bearer}Connection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let body = text.split_once("\r\n\r\n")?.1;
+        serde_json::from_str::<Value>(body).ok()
+    };
+    // Promote skips the 10-minute pause: the rollout ends promoted.
+    let s = wait_for(Duration::from_secs(20), "the promote from the page", || {
+        authorized_status().filter(|s| s["phase"] == "Promoted")
+    });
+    assert!(s["lastCommand"].is_string(), "{s}");
+    // The only console errors are the refusals before the token was given.
+    let errors = browser.console_errors();
+    assert!(
+        errors.iter().all(|e| e.contains("401")),
+        "console errors: {errors:?}"
+    );
 }
