@@ -563,3 +563,187 @@ spec:
         "console errors: {errors:?}"
     );
 }
+
+/// Runs a command with the test's kubeconfig; code, stdout, stderr.
+fn kube_run(dir: &Path, program: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("the command runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn shop(image: &str) -> String {
+    format!(
+        "apiVersion: coalmine.dev/v1alpha1
+kind: Canary
+metadata: {{name: shop, namespace: default}}
+spec:
+  replicas: 4
+  selector: {{matchLabels: {{app: shop}}}}
+  template:
+    metadata: {{labels: {{app: shop}}}}
+    spec: {{containers: [{{name: shop, image: \"{image}\", ports: [{{containerPort: 8080}}]}}]}}
+  service: {{port: 80, targetPort: 8080}}
+  trafficRouting: {{replicas: {{}}}}
+  steps:
+    - setWeight: 25
+    - pause: {{}}
+    - setWeight: 50
+    - pause: {{}}
+"
+    )
+}
+
+fn kube_status(dir: &Path) -> Value {
+    let (code, out, _) = kube_run(dir, BIN, &["get", "shop", "-o", "json"]);
+    if code != Some(0) {
+        return Value::Null;
+    }
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalmine_dashboard_shows_a_kubernetes_canary_and_aborts_it_with_the_kubeconfig() {
+    let kubectl = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(kubectl, "kubectl is missing (scripts/test.sh needs it too)");
+    let mut opts = coalmine_fakekube::Options::default();
+    opts.deployment_ready_delay = Duration::from_millis(150);
+    let server = coalmine_fakekube::FakeApiServer::start(opts)
+        .await
+        .expect("fake API server");
+    let dir = std::env::temp_dir().join(format!("coalmine-kube-dashboard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    server
+        .write_kubeconfig(dir.join("kubeconfig"))
+        .expect("kubeconfig");
+    let d = dir.clone();
+    let outcome = tokio::task::spawn_blocking(move || kube_scenario(&d)).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn kube_scenario(dir: &Path) {
+    let crd = dir.join("crd.yaml");
+    let (code, out, err) = kube_run(dir, BIN, &["crd"]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(&crd, out).expect("write the CRD");
+    let (code, _, err) = kube_run(
+        dir,
+        "kubectl",
+        &["apply", "-f", crd.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let _controller = Proc(
+        Command::new(BIN)
+            .args([
+                "controller",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--no-leader-election",
+            ])
+            .env("KUBECONFIG", dir.join("kubeconfig"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the controller starts"),
+    );
+    let file = dir.join("shop.yaml");
+    let path = file.to_str().expect("utf-8");
+    std::fs::write(&file, shop("shop:1")).expect("write");
+    let (code, _, err) = kube_run(dir, "kubectl", &["apply", "-f", path]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for(Duration::from_secs(30), "shop is Idle", || {
+        let s = kube_status(dir);
+        (s["phase"] == "Idle" && s["stableRevision"].is_string()).then_some(())
+    });
+    std::fs::write(&file, shop("shop:2")).expect("write");
+    let (code, _, err) = kube_run(dir, "kubectl", &["apply", "-f", path]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for(Duration::from_secs(30), "shop paused at 25%", || {
+        let s = kube_status(dir);
+        (s["phase"] == "Paused" && s["weight"] == 25).then_some(())
+    });
+
+    let mut child = Command::new(BIN)
+        .args(["dashboard", "shop", "--listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coalmine dashboard starts");
+    let err = child.stderr.take().expect("stderr is piped");
+    let _dashboard = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: SocketAddr = wait_for(Duration::from_secs(20), "the dashboard's address", || {
+        let line = rx.try_recv().ok()?;
+        let rest = line.split(" at http://").nth(1)?;
+        rest.split('/').next()?.parse().ok()
+    });
+
+    let browser = Browser::start();
+    browser.goto(&format!("http://{addr}/"));
+    let page = wait_for(
+        Duration::from_secs(20),
+        "the page shows shop paused",
+        || {
+            let p = browser.script(
+                "return document.getElementById('phase').textContent === 'Paused'
+                && document.querySelectorAll('#events li').length > 0
+                ? { name: document.getElementById('name').textContent,
+                    weight: document.getElementById('weight').textContent,
+                    current: document.querySelector('#steps li.current').textContent,
+                    traffic: document.getElementById('traffic').hidden,
+                    identity: document.getElementById('identity').textContent }
+                : null;",
+            );
+            (!p.is_null()).then_some(p)
+        },
+    );
+    assert_eq!(page["name"], "default/shop", "{page}");
+    assert_eq!(page["weight"], "25%", "{page}");
+    assert_eq!(page["current"], "pause until promoted", "{page}");
+    assert_eq!(
+        page["traffic"], true,
+        "no traffic section in Kubernetes: {page}"
+    );
+    assert!(
+        page["identity"]
+            .as_str()
+            .is_some_and(|i| i.contains("kubeconfig user")),
+        "{page}"
+    );
+    browser.click("button[data-action=abort]");
+    let text = browser.confirm();
+    assert!(text.starts_with("Abort"), "{text}");
+    wait_for(
+        Duration::from_secs(20),
+        "the controller rolls shop back",
+        || (kube_status(dir)["phase"] == "RolledBack").then_some(()),
+    );
+    wait_for(Duration::from_secs(5), "the page shows RolledBack", || {
+        let p = browser.script("return document.getElementById('phase').textContent;");
+        (p == "RolledBack").then_some(())
+    });
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}

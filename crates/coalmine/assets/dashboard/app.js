@@ -289,7 +289,9 @@
 
   function renderIdentity() {
     const info = state.info;
-    $("identity").textContent = info.tokenRequired
+    $("identity").textContent = info.actingAs
+      ? "Buttons act as " + info.actingAs + "; the events name each command's id."
+      : info.tokenRequired
       ? "Buttons act as the holder of the admin token this tab was given; the events name each command's id."
       : "Buttons act without a token, as anyone on this machine who can reach " +
         info.admin +
@@ -318,6 +320,7 @@
       if (!state.info) {
         state.info = await api("/dashboard/info");
         renderIdentity();
+        $("traffic").hidden = !state.info.traffic;
       }
       const [status, events, hist, traffic] = await Promise.all([
         api("/status"),
@@ -336,7 +339,7 @@
       renderStatus();
       renderEvents(events);
       renderMetrics();
-      renderTraffic();
+      if (state.info.traffic) renderTraffic();
       state.lastOk = Date.now();
       $("token-form").hidden = true;
       $("live").textContent = "live · updated " + new Date().toLocaleTimeString();

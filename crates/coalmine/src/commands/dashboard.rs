@@ -55,6 +55,12 @@ struct Info {
     /// whoever holds it).
     token_required: bool,
     admin: String,
+    /// Whether `/traffic` has samples (local mode: the proxy's counters).
+    traffic: bool,
+    /// Who the buttons act as, when it is not the admin API's token or its
+    /// absence (Kubernetes: the kubeconfig's user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acting_as: Option<String>,
 }
 
 /// A metric as the charts show it.
@@ -122,7 +128,7 @@ pub struct Board {
 }
 
 impl Board {
-    /// The board of a run of `canary`.
+    /// The board of a run of `canary`, with the traffic through its proxy.
     pub fn new(
         canary: &Canary,
         plan: &Plan,
@@ -130,28 +136,63 @@ impl Board {
         admin: std::net::SocketAddr,
         token_required: bool,
     ) -> Self {
-        let metrics = canary
-            .spec
-            .analysis
-            .iter()
-            .flat_map(|a| &a.metrics)
+        let spec = serde_json::to_value(&canary.spec).unwrap_or_default();
+        Board::from_spec(
+            &plan.name,
+            label,
+            &spec,
+            &admin.to_string(),
+            token_required,
+            true,
+        )
+    }
+
+    /// The board of a Canary's `spec` (its JSON form); `traffic` when
+    /// `/traffic` will have samples.
+    pub fn from_spec(
+        name: &str,
+        label: &str,
+        spec: &serde_json::Value,
+        admin: &str,
+        token_required: bool,
+        traffic: bool,
+    ) -> Self {
+        let metrics = spec["analysis"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .map(|m| MetricInfo {
-                name: m.name.clone(),
-                max_ratio: m.threshold.is_none().then_some(m.max_ratio.unwrap_or(1.0)),
+                name: m["name"].as_str().unwrap_or_default().to_owned(),
+                // A threshold metric has no ratio; a comparison's default is 1.
+                max_ratio: m
+                    .get("threshold")
+                    .is_none_or(serde_json::Value::is_null)
+                    .then(|| m["maxRatio"].as_f64().unwrap_or(1.0)),
             })
             .collect();
         Board {
             info: Info {
-                name: plan.name.clone(),
+                name: name.to_owned(),
                 label: label.to_owned(),
-                steps: serde_json::to_value(&canary.spec.steps).unwrap_or_default(),
+                steps: spec
+                    .get("steps")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
                 metrics,
                 token_required,
-                admin: admin.to_string(),
+                admin: admin.to_owned(),
+                traffic,
+                acting_as: None,
             },
             history: Mutex::new(Series::new(HISTORY_KEPT)),
             traffic: Mutex::new(Series::new(TRAFFIC_KEPT)),
         }
+    }
+
+    /// The same board, saying the buttons act as `who`.
+    pub fn acting_as(mut self, who: String) -> Self {
+        self.info.acting_as = Some(who);
+        self
     }
 
     /// Keeps a judged interval (a `--report` history entry) for `/history`.

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod health;
 pub mod http;
 pub mod kube_control;
+pub mod kube_dashboard;
 pub mod load;
 pub mod proxy;
 pub mod run;
