@@ -368,6 +368,14 @@
     b.addEventListener("click", () => act(b.dataset.action));
   });
 
+  // Charts follow the width of their column.
+  window.addEventListener("resize", () => {
+    for (const u of Object.values(state.charts)) {
+      const width = Math.max(300, u.root.parentElement.clientWidth || 480);
+      u.setSize({ width, height: 200 });
+    }
+  });
+
   state.token = readToken();
   poll();
 })();

@@ -257,15 +257,10 @@ impl Board {
 /// Answers the dashboard's requests; `None` for any other path.
 pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return match req.uri().path() {
-            "/history" | "/traffic" | "/dashboard/info" => {
-                Some(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"))
-            }
-            p if PUBLIC_PATHS.contains(&p) => {
-                Some(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"))
-            }
-            _ => None,
-        };
+        let path = req.uri().path();
+        let ours = PUBLIC_PATHS.contains(&path)
+            || matches!(path, "/history" | "/traffic" | "/dashboard/info");
+        return ours.then(|| plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"));
     }
     let after = after(req.uri().query());
     let answer = match req.uri().path() {
