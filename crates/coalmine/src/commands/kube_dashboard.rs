@@ -52,7 +52,7 @@ pub struct Args {
 struct Seen {
     status: Option<Value>,
     events: Vec<Value>,
-    /// Why the last read failed, until one succeeds.
+    /// Why the last read of the Canary failed, until one succeeds.
     error: Option<String>,
 }
 
@@ -167,6 +167,9 @@ async fn poll(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_analysis: Option<Value> = None;
+    // Events are extra: a user whom RBAC denies them still sees the
+    // status; the reason is logged once.
+    let mut events_error: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for round in 0u64.. {
@@ -209,8 +212,15 @@ async fn poll(
                     if let Ok(mut seen) = shared.seen.lock() {
                         seen.events = records.split_off(skip);
                     }
+                    events_error = None;
                 }
-                Err(e) => error = error.or(Some(format!("listing Events: {e}"))),
+                Err(e) => {
+                    let why = format!("listing Events: {e}");
+                    if events_error.as_ref() != Some(&why) {
+                        tracing::warn!("{why}; the page keeps the events last listed");
+                    }
+                    events_error = Some(why);
+                }
             }
         }
         if let Ok(mut seen) = shared.seen.lock() {
