@@ -2,13 +2,20 @@
 # The test command: installs what the tests need, then runs every test.
 # Needs: a Rust toolchain (cargo); installs promtool (Debian package
 # `prometheus`) and the Prometheus server when they are missing: the proxy's
-# /metrics test and the providers' tests against a real server need them.
+# /metrics test and the providers' tests against a real server need them;
+# and Debian's `chromium` and `chromium-driver` for the dashboard's browser
+# tests (crates/coalmine/tests/dashboard.rs), which fail without them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 # kubectl comes with the machine image; elsewhere try Debian's package.
 if ! command -v kubectl >/dev/null; then

@@ -34,7 +34,8 @@ use crate::server::{self, Peer, ServeLimits};
 ///   address it is bound to (any IP literal when bound to all
 ///   interfaces). A page served from another name that resolves here is
 ///   refused (`421`).
-/// - With a token, every request but `GET /healthz` must carry
+/// - With a token, every request but `GET /healthz` (and `GET` of the
+///   paths given to [`Guard::with_public`]) must carry
 ///   `Authorization: Bearer TOKEN` (`401` otherwise), and any `Host` is
 ///   accepted, so the API can sit behind a name.
 /// - A request that changes something (any method but `GET`, `HEAD`,
@@ -48,6 +49,8 @@ use crate::server::{self, Peer, ServeLimits};
 pub struct Guard {
     addr: SocketAddr,
     token: Option<Arc<str>>,
+    /// Paths a `GET` may read without the token: static files with no data.
+    public: &'static [&'static str],
 }
 
 impl std::fmt::Debug for Guard {
@@ -65,6 +68,17 @@ impl Guard {
         Guard {
             addr,
             token: token.map(Into::into),
+            public: &[],
+        }
+    }
+
+    /// The same guard, letting `GET` of `paths` through without the token
+    /// (a browser cannot attach one to a page it navigates to). The `Host`
+    /// check still applies to them when there is no token.
+    pub fn with_public(self, paths: &'static [&'static str]) -> Self {
+        Guard {
+            public: paths,
+            ..self
         }
     }
 
@@ -86,7 +100,9 @@ impl Guard {
         let headers = req.headers();
         match &self.token {
             Some(token) => {
-                let healthz = req.method() == Method::GET && req.uri().path() == "/healthz";
+                let path = req.uri().path();
+                let healthz = req.method() == Method::GET
+                    && (path == "/healthz" || self.public.contains(&path));
                 let given = headers
                     .get(AUTHORIZATION)
                     .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));

@@ -93,6 +93,12 @@ enum Command {
     /// Compare the judge with the peers' rules on simulated traffic.
     #[command(after_help = "Example:\n  coalmine simulate --rps 10 --canary-errors 1% --runs 200")]
     Simulate(commands::simulate::Args),
+    /// Serve the web dashboard of a Canary in Kubernetes on loopback, acting
+    /// with your kubeconfig.
+    #[command(
+        after_help = "Example:\n  coalmine dashboard shop -n prod      (then open http://127.0.0.1:9902/)"
+    )]
+    Dashboard(commands::kube_dashboard::Args),
     /// Print the Canary CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     #[command(after_help = "Example:\n  coalmine crd | kubectl apply -f -")]
     Crd(commands::crd::Args),
@@ -124,5 +130,6 @@ fn main() -> ExitCode {
         Command::SampleApp(args) => commands::sample_app::run(args),
         Command::Simulate(args) => commands::simulate::run(&args),
         Command::Crd(args) => commands::crd::run(&args),
+        Command::Dashboard(args) => commands::kube_dashboard::run(args),
     }
 }

@@ -60,6 +60,10 @@ pub struct Args {
     /// Print the Canary file the demo runs (with its real ports) before it starts.
     #[arg(long)]
     show_canary: bool,
+    /// After the rollout ends, keep the proxy and the dashboard up (without
+    /// load) until interrupted, then print the summary.
+    #[arg(long)]
+    keep_serving: bool,
 }
 
 /// The canary's behaviour.
@@ -278,7 +282,8 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
         ),
     );
     eprintln!(
-        "  watch: coalmine get --admin http://{} --watch   ·   expected: {}",
+        "  dashboard: http://{}/   ·   watch: coalmine get --admin http://{} --watch   ·   expected: {}",
+        prepared.admin(),
         prepared.admin(),
         outcome_name(scenario.expected())
     );
@@ -287,14 +292,22 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
     let (counts_tx, counts_rx) = tokio::sync::oneshot::channel();
     // When the rollout ends (or on Ctrl-C) the load stops while the proxy
     // still serves, so no request fails for the demo's own shutdown.
+    let keep_serving = args.keep_serving;
+    let admin = prepared.admin();
     let stop = async move {
-        tokio::select! {
-            _ = finish_rx.recv() => {}
-            _ = super::terminated() => {}
-        }
+        let interrupted = tokio::select! {
+            _ = finish_rx.recv() => false,
+            _ = super::terminated() => true,
+        };
         let ended = Time::now();
         let counts = load.stop().await;
         let _ = counts_tx.send((counts, load.canary_answers(), ended));
+        if keep_serving && !interrupted {
+            eprintln!(
+                "  the rollout has ended; the dashboard stays at http://{admin}/ until Ctrl-C"
+            );
+            super::terminated().await;
+        }
     };
     let finished = prepared.run(stop).await;
     let _ = stop_apps.send(true);

@@ -3,10 +3,12 @@
 pub mod control;
 pub mod controller;
 pub mod crd;
+pub mod dashboard;
 pub mod demo;
 pub mod health;
 pub mod http;
 pub mod kube_control;
+pub mod kube_dashboard;
 pub mod load;
 pub mod proxy;
 pub mod run;

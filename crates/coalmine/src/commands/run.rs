@@ -241,6 +241,8 @@ struct Shared {
     screen: Mutex<super::view::Screen>,
     /// Why the last `--state` write failed, until one succeeds.
     state_error: Mutex<Option<String>>,
+    /// The web dashboard's series (judged intervals, traffic).
+    board: super::dashboard::Board,
 }
 
 /// The judge of the rollout under way.
@@ -396,6 +398,13 @@ impl Prepared {
             events: Mutex::new(std::collections::VecDeque::new()),
             screen: Mutex::new(super::view::Screen::default()),
             state_error: Mutex::new(None),
+            board: super::dashboard::Board::new(
+                &canary,
+                &plan,
+                &options.label,
+                admin_addr,
+                options.admin_token.is_some(),
+            ),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -410,13 +419,18 @@ impl Prepared {
             let proxy = proxy.clone();
             let shared = shared.clone();
             let stop = stopped(stop_rx.clone());
-            let guard = coalmine_proxy::admin::Guard::new(admin_addr, options.admin_token.clone());
+            let guard = coalmine_proxy::admin::Guard::new(admin_addr, options.admin_token.clone())
+                .with_public(super::dashboard::PUBLIC_PATHS);
             async move {
                 let handler = move |req, _peer| admin(proxy.clone(), shared.clone(), req);
                 coalmine_proxy::admin::serve(control, guard, handler, stop).await;
             }
         });
-        tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}", options.label);
+        let traffic_task = tokio::spawn({
+            let (proxy, shared, stop) = (proxy.clone(), shared.clone(), stop_rx.clone());
+            async move { shared.board.sample_traffic(proxy, stop).await }
+        });
+        tracing::info!(%listen, admin = %admin_addr, "coalmine run: serving {}; dashboard at http://{admin_addr}/", options.label);
         let health_path = canary
             .spec
             .upstreams
@@ -512,6 +526,9 @@ impl Prepared {
                         verdict,
                         metrics: metrics.clone(),
                     });
+                    if let Some(entry) = history.last() {
+                        shared.board.judged(entry);
+                    }
                     j.report = Some(AnalysisReport {
                         revision: j.revision.clone(),
                         since: j.since,
@@ -657,6 +674,7 @@ impl Prepared {
         let _ = stop_tx.send(true);
         let _ = data_task.await;
         let _ = admin_task.await;
+        let _ = traffic_task.await;
         Ok((outcome.unwrap_or(Outcome::Stopped), status))
     }
 }
@@ -852,7 +870,8 @@ fn show(
     }
 }
 
-/// The admin API of a run: the proxy's, plus status and commands.
+/// The admin API of a run: the proxy's, plus status, commands and the
+/// dashboard.
 async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let command = match req.uri().path() {
         "/promote" => Some(CommandKind::Promote),
@@ -863,6 +882,9 @@ async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Res
         "/retry" => Some(CommandKind::Retry),
         _ => None,
     };
+    if let Some(answer) = super::dashboard::handle(&shared.board, &req) {
+        return answer;
+    }
     match (req.method(), req.uri().path(), command) {
         (&Method::GET, "/status", _) => status_json(&shared),
         (&Method::GET, "/events", _) => {
