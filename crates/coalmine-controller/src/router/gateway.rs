@@ -14,7 +14,7 @@
 
 use coalmine_core::routes::{HeaderMatch, Routes};
 use futures_util::future::BoxFuture;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{RouteTarget, TrafficRouter};
@@ -189,6 +189,17 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
     spec
 }
 
+/// The merge patch that writes `spec` onto `route`: the whole spec (lists
+/// are replaced whole by a merge patch), guarded by the resourceVersion read,
+/// so a concurrent change is a 409 rather than lost. A patch, because the
+/// controller's RBAC grants `patch` on HTTPRoutes and not `update`.
+pub fn spec_patch(route: &DynamicObject, spec: Value) -> Value {
+    json!({
+        "metadata": {"resourceVersion": route.metadata.resource_version},
+        "spec": spec,
+    })
+}
+
 impl TrafficRouter for GatewayApi {
     fn kind(&self) -> &'static str {
         "gatewayAPI"
@@ -210,7 +221,7 @@ impl TrafficRouter for GatewayApi {
                 &http_route_resource(),
             );
             for _ in 0..crate::CONFLICT_RETRIES {
-                let Some(mut route) = api.get_opt(&self.http_route).await? else {
+                let Some(route) = api.get_opt(&self.http_route).await? else {
                     return Err(Error::Missing {
                         field: "spec.trafficRouting.gatewayAPI.httpRoute",
                         what: format!(
@@ -233,9 +244,12 @@ impl TrafficRouter for GatewayApi {
                 if wanted == spec {
                     return Ok(());
                 }
-                route.data["spec"] = wanted;
                 match api
-                    .replace(&self.http_route, &PostParams::default(), &route)
+                    .patch(
+                        &self.http_route,
+                        &PatchParams::default(),
+                        &Patch::Merge(spec_patch(&route, wanted)),
+                    )
                     .await
                 {
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
@@ -287,6 +301,20 @@ mod tests {
         assert_eq!(
             rewrite(&out, "web", "web-canary", &Routes::all_stable()),
             route()
+        );
+    }
+
+    #[test]
+    fn the_route_is_written_with_a_guarded_merge_patch() {
+        let stored: DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute", "metadata": {"name": "web", "resourceVersion": "42"},
+                "spec": route()}))
+            .expect("a route");
+        let p = spec_patch(&stored, json!({"rules": []}));
+        assert_eq!(
+            p,
+            json!({"metadata": {"resourceVersion": "42"}, "spec": {"rules": []}})
         );
     }
 
