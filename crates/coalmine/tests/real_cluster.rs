@@ -1,0 +1,611 @@
+//! Against a real API server (`scripts/kube-env.sh`): `deploy/` applies,
+//! the CRD's CEL rules run in the API server, and `coalmine controller`,
+//! with the ServiceAccount and RBAC of `deploy/`, rolls Canaries through
+//! their steps with each router while the real controller-manager makes
+//! ReplicaSets, Pods and EndpointSlices. A 403 in a controller's log fails
+//! its test.
+
+mod kube_env;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube_env::{
+    BoxError, Controller, TestResult, Webhook, create, env, eventually, namespace, phase,
+    set_image, spec,
+};
+use serde_json::{Value, json};
+
+fn example(file: &str) -> Result<Value, BoxError> {
+    let path = format!(
+        "{}/../../examples/kubernetes/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    Ok(serde_saphyr::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+#[test]
+fn deploy_applies_to_the_real_api_server() -> TestResult {
+    let env = env()?;
+    let deploy = format!("{}/../../deploy", env!("CARGO_MANIFEST_DIR"));
+    let out = env.kubectl()?.args(["apply", "-k", &deploy]).output()?;
+    assert!(
+        out.status.success(),
+        "kubectl apply -k deploy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .kubectl()?
+        .args(["wait", "--for=condition=Established", "--timeout=30s"])
+        .args(["crd/canaries.coalmine.dev"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The ServiceAccount may do what the controller does, and no more.
+    let can = |verb: &str, what: &str| -> Result<bool, BoxError> {
+        let out = env
+            .kubectl()?
+            .args(["auth", "can-i", verb, what, "-n", "default"])
+            .args([
+                "--as",
+                "system:serviceaccount:coalmine-system:coalmine-controller",
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+    };
+    assert!(can("patch", "httproutes.gateway.networking.k8s.io")?);
+    assert!(can("update", "canaries.coalmine.dev/status")?);
+    assert!(!can("delete", "httproutes.gateway.networking.k8s.io")?);
+    assert!(!can("get", "secrets")?);
+    Ok(())
+}
+
+/// `kubectl apply --dry-run=server` of `doc`: (success, stderr).
+fn dry_run(doc: &Value) -> Result<(bool, String), BoxError> {
+    let out = env()?.kubectl_with_input(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &serde_json::to_string(doc)?,
+    )?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_api_server_runs_the_crd_cel_rules() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "cel").await?;
+    let base = {
+        let mut d = example("replicas.yaml")?;
+        d["metadata"]["namespace"] = json!(ns);
+        d
+    };
+    for file in ["replicas.yaml", "nginx.yaml", "gateway-api.yaml"] {
+        let mut d = example(file)?;
+        d["metadata"]["namespace"] = json!(ns);
+        let (ok, err) = dry_run(&d)?;
+        assert!(ok, "examples/kubernetes/{file} refused: {err}");
+    }
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut d = base.clone();
+        edit(&mut d);
+        d
+    };
+    let push = |d: &mut Value, at: &str, v: Value| {
+        if let Some(a) = d.pointer_mut(at).and_then(Value::as_array_mut) {
+            a.push(v);
+        }
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "both targets",
+            with(&|d| {
+                d["spec"]["upstreams"] = json!({"stable": ["http://a"], "canary": ["http://b"]})
+            }),
+            "set exactly one of upstreams",
+        ),
+        (
+            "no target",
+            with(&|d| {
+                if let Some(s) = d["spec"].as_object_mut() {
+                    s.remove("template");
+                }
+            }),
+            "set exactly one of upstreams",
+        ),
+        (
+            "no traffic",
+            with(&|d| d["spec"]["steps"] = json!([{"setWeight": 0}, {"pause": {}}])),
+            "no step sends the canary any traffic",
+        ),
+        (
+            "two routers",
+            with(&|d| d["spec"]["trafficRouting"] = json!({"replicas": {}, "proxy": {}})),
+            "set at most one router",
+        ),
+        (
+            "header route, replicas router",
+            with(&|d| {
+                push(
+                    d,
+                    "/spec/steps",
+                    json!({"setHeaderRoute": {"match": [{"header": "x", "value": "y"}]}}),
+                )
+            }),
+            "setHeaderRoute needs",
+        ),
+        (
+            "mirror, nginx",
+            with(&|d| {
+                d["spec"]["trafficRouting"] = json!({"nginx": {"ingress": "x"}});
+                push(d, "/spec/steps", json!({"setMirror": {"percent": 5}}));
+            }),
+            "setMirror needs",
+        ),
+        (
+            "sessions, replicas router",
+            with(&|d| d["spec"]["sessionAffinity"] = json!({"cookie": "c"})),
+            "sessionAffinity needs",
+        ),
+        (
+            "pause 0m0s",
+            with(&|d| push(d, "/spec/steps", json!({"pause": {"duration": "0m0s"}}))),
+            "must be longer than 0s",
+        ),
+        (
+            "deadline 0",
+            with(&|d| d["spec"]["progressDeadline"] = json!("0")),
+            "must be longer than 0s",
+        ),
+        (
+            "interval 500ms",
+            with(&|d| d["spec"]["analysis"]["interval"] = json!("500ms")),
+            "the analysis interval must be at least 1s",
+        ),
+        (
+            "two providers",
+            with(&|d| d["spec"]["analysis"]["metrics"][0]["builtin"] = json!("errors")),
+            "a metric needs exactly one provider",
+        ),
+        (
+            "failureLimit, comparison",
+            with(&|d| d["spec"]["analysis"]["metrics"][0]["failureLimit"] = json!(2)),
+            "failureLimit only applies to threshold metrics",
+        ),
+        (
+            "latency, no slowerThan",
+            with(&|d| {
+                push(
+                    d,
+                    "/spec/analysis/metrics",
+                    json!({"name": "s", "builtin": "latency"}),
+                )
+            }),
+            "builtin: latency needs slowerThan",
+        ),
+        (
+            "prometheus threshold with total",
+            with(&|d| d["spec"]["analysis"]["metrics"][0]["threshold"] = json!({"max": 1})),
+            "prometheus: a comparison needs total and bad",
+        ),
+        (
+            "empty threshold",
+            with(&|d| {
+                push(
+                    d,
+                    "/spec/analysis/metrics",
+                    json!({"name": "t", "prometheus": {"address": "http://p", "query": "q"}, "threshold": {}}),
+                )
+            }),
+            "a threshold needs min, max or both",
+        ),
+        (
+            "min above max",
+            with(&|d| {
+                push(
+                    d,
+                    "/spec/analysis/metrics",
+                    json!({"name": "t", "prometheus": {"address": "http://p", "query": "q"}, "threshold": {"min": 2, "max": 1}}),
+                )
+            }),
+            "threshold min must not be above max",
+        ),
+        (
+            "webhook without bad",
+            with(&|d| {
+                push(
+                    d,
+                    "/spec/analysis/metrics",
+                    json!({"name": "w", "webhook": {"url": "http://w", "total": "$.t"}}),
+                )
+            }),
+            "webhook: a comparison needs total and bad",
+        ),
+        (
+            "header and cookie",
+            with(&|d| {
+                d["spec"]["trafficRouting"] = json!({"proxy": {}});
+                push(
+                    d,
+                    "/spec/steps",
+                    json!({"setHeaderRoute": {"match": [{"header": "x", "cookie": "y", "value": "z"}]}}),
+                );
+            }),
+            "a match needs exactly one of header and cookie",
+        ),
+        (
+            "targetPort 0",
+            with(&|d| d["spec"]["service"]["targetPort"] = json!(0)),
+            "targetPort is a port number",
+        ),
+        (
+            "a long name",
+            with(&|d| d["metadata"]["name"] = json!("x".repeat(54))),
+            "metadata.name must have at most 53 characters",
+        ),
+        (
+            "weight 140",
+            with(&|d| d["spec"]["steps"][0]["setWeight"] = json!(140)),
+            "spec.steps[0].setWeight",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, doc, expected) in cases {
+        let (ok, err) = dry_run(&doc)?;
+        if ok || !err.contains(expected) {
+            wrong.push(format!(
+                "{what}: want a refusal naming `{expected}`, got ok={ok}: {err}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}
+
+/// Deployment `name`'s (spec.replicas, first image), if it exists.
+async fn shape(client: &Client, ns: &str, name: &str) -> Result<Option<(i32, String)>, BoxError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    Ok(api.get_opt(name).await?.map(|d| {
+        let spec = d.spec.unwrap_or_default();
+        let image = spec
+            .template
+            .spec
+            .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+            .unwrap_or_default();
+        (spec.replicas.unwrap_or(1), image)
+    }))
+}
+
+/// The images of the Ready endpoints behind Service `svc`, from its
+/// EndpointSlices and their pods, sorted.
+async fn serving(client: &Client, ns: &str, svc: &str) -> Result<Vec<String>, BoxError> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut images = Vec::new();
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    for slice in slices.list(&lp).await?.items {
+        for ep in slice.endpoints {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready) == Some(true);
+            let pod = ep.target_ref.as_ref().and_then(|r| r.name.clone());
+            if let (true, Some(pod)) = (ready, pod)
+                && let Some(p) = pods.get_opt(&pod).await?
+            {
+                let image = p
+                    .spec
+                    .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+                    .unwrap_or_default();
+                images.push(image);
+            }
+        }
+    }
+    images.sort();
+    Ok(images)
+}
+
+fn n_of(images: &[String], image: &str) -> usize {
+    images.iter().filter(|i| *i == image).count()
+}
+
+#[tokio::test]
+async fn replicas_router_promotes_through_the_steps_with_real_pods() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "replicas").await?;
+    let ctl = Controller::start(env, &ns)?;
+    let steps = json!([
+        {"setWeight": 25}, {"pause": {"duration": "2s"}},
+        {"setWeight": 50}, {"pause": {"duration": "2s"}}
+    ]);
+    create(&client, &ns, "web", spec("web:1", 4, steps)).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    eventually(60, "4 Ready web:1 endpoints", || async {
+        let s = serving(&client, &ns, "web").await?;
+        Ok((n_of(&s, "web:1") == 4).then_some(()))
+    })
+    .await?;
+
+    set_image(&client, &ns, "web", "web:2").await?;
+    // What the Service sends to at every moment: (stable pods, canary pods).
+    let mut seen: Vec<(usize, usize)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let s = serving(&client, &ns, "web").await?;
+        let pair = (n_of(&s, "web:1"), n_of(&s, "web:2"));
+        if seen.last() != Some(&pair) {
+            seen.push(pair);
+        }
+        if kube_env::status(&client, &ns, "web").await?["phase"] == "Promoted" {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("not Promoted after 120s; serving {seen:?}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains(&(3, 1)),
+        "25%: 3 stable and 1 canary pod behind the Service: {seen:?}"
+    );
+    assert!(
+        seen.contains(&(2, 2)),
+        "50%: 2 and 2 behind the Service: {seen:?}"
+    );
+    eventually(60, "4 Ready web:2 endpoints, canary at 0", || async {
+        let s = serving(&client, &ns, "web").await?;
+        let canary = shape(&client, &ns, "web-canary").await?;
+        Ok((n_of(&s, "web:2") == 4 && canary.is_some_and(|c| c.0 == 0)).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        shape(&client, &ns, "web").await?,
+        Some((4, "web:2".to_owned()))
+    );
+    ctl.finish()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_webhook_metric_rolls_back_on_a_real_cluster() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "rollback").await?;
+    let hook = Webhook::start(0.9).await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec(
+        "web:1",
+        4,
+        json!([{"setWeight": 25}, {"pause": {"duration": "1m"}}, {"setWeight": 50}]),
+    );
+    s["analysis"] = json!({"interval": "1s", "metrics": [{
+        "name": "p99-latency",
+        "webhook": {"url": format!("{}/p99?track={{{{track}}}}", hook.url), "value": "$.value"},
+        "threshold": {"max": 0.5}
+    }]});
+    create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    let done = phase(&client, &ns, "web", "RolledBack", 90).await?;
+    let message = done["rollback"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("p99-latency") && message.contains("0.9"),
+        "{done}"
+    );
+    eventually(60, "4 Ready web:1 endpoints and no canary pod", || async {
+        let s = serving(&client, &ns, "web").await?;
+        Ok((s == vec!["web:1".to_owned(); 4]).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        shape(&client, &ns, "web").await?,
+        Some((4, "web:1".to_owned()))
+    );
+    ctl.finish()?;
+    Ok(())
+}
+
+fn http_route() -> kube::api::ApiResource {
+    coalmine_controller::router::gateway::http_route_resource()
+}
+
+/// (name, weight) of each backendRef of rule `i`.
+fn weights(route: &DynamicObject, i: usize) -> Vec<(String, i64)> {
+    route.data["spec"]["rules"][i]["backendRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap_or_default().to_owned(),
+                b["weight"].as_i64().unwrap_or(1),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn gateway_api_router_promotes_on_a_real_http_route() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "gateway").await?;
+    let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route());
+    let user: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                 "backendRefs": [{"name": "web", "port": 80}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 80}]}
+            ]
+        }
+    }))?;
+    // As the API server stored it, with its defaults.
+    let stored = routes.create(&PostParams::default(), &user).await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec(
+        "web:1",
+        3,
+        json!([
+            {"setWeight": 20}, {"pause": {"duration": "2s"}},
+            {"setHeaderRoute": {"match": [{"header": "x-canary", "value": "always"}]}},
+            {"setWeight": 60}, {"pause": {"duration": "2s"}}
+        ]),
+    );
+    s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+    create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let svc = services.get("web").await?;
+    let sel = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(
+        sel.get("coalmine.dev/track").map(String::as_str),
+        Some("stable")
+    );
+    set_image(&client, &ns, "web", "web:2").await?;
+    eventually(60, "weights 80/20 on the HTTPRoute", || async {
+        let r = routes.get("web").await?;
+        Ok(
+            (weights(&r, 0) == [("web".to_owned(), 80), ("web-canary".to_owned(), 20)])
+                .then_some(()),
+        )
+    })
+    .await?;
+    eventually(60, "3 Ready canary endpoints behind web-canary", || async {
+        let s = serving(&client, &ns, "web-canary").await?;
+        Ok((n_of(&s, "web:2") == 3).then_some(()))
+    })
+    .await?;
+    let s = serving(&client, &ns, "web").await?;
+    assert_eq!(
+        s,
+        vec!["web:1".to_owned(); 3],
+        "stable Service: stable pods"
+    );
+    phase(&client, &ns, "web", "Promoted", 120).await?;
+    eventually(30, "the route as the user wrote it", || async {
+        let r = routes.get("web").await?;
+        Ok((r.data["spec"] == stored.data["spec"]).then_some(()))
+    })
+    .await?;
+    let log = ctl.finish()?;
+    assert!(!log.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn nginx_router_promotes_with_a_real_canary_ingress() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "nginx").await?;
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    let user: Ingress = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.example", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
+        ]}}]}
+    }))?;
+    ingresses.create(&PostParams::default(), &user).await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec(
+        "web:1",
+        2,
+        json!([
+            {"setWeight": 10}, {"pause": {"duration": "2s"}},
+            {"setHeaderRoute": {"match": [{"header": "x-canary", "value": "always"}]}},
+            {"setWeight": 40}, {"pause": {"duration": "2s"}}
+        ]),
+    );
+    s["trafficRouting"] = json!({"nginx": {"ingress": "web"}});
+    create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    let annotation = |i: &Ingress, k: &str| {
+        i.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&format!("nginx.ingress.kubernetes.io/{k}")).cloned())
+    };
+    let first = eventually(60, "canary Ingress at 10%", || async {
+        Ok(ingresses
+            .get_opt("web-canary")
+            .await?
+            .filter(|i| annotation(i, "canary-weight").as_deref() == Some("10")))
+    })
+    .await?;
+    let spec = serde_json::to_value(first.spec.clone())?;
+    assert_eq!(spec["ingressClassName"], "nginx");
+    assert_eq!(
+        spec["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+        "web-canary"
+    );
+    eventually(60, "canary Ingress at 40% with a header", || async {
+        Ok(ingresses.get_opt("web-canary").await?.filter(|i| {
+            annotation(i, "canary-weight").as_deref() == Some("40")
+                && annotation(i, "canary-by-header").as_deref() == Some("x-canary")
+        }))
+    })
+    .await?;
+    phase(&client, &ns, "web", "Promoted", 120).await?;
+    eventually(30, "canary Ingress deleted", || async {
+        Ok(ingresses
+            .get_opt("web-canary")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    ctl.finish()?;
+    Ok(())
+}
+
+#[test]
+fn rbac_subjects_follow_a_namespace_overlay() -> TestResult {
+    let env = env()?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let overlay = root.join("target/rbac-overlay-test");
+    std::fs::create_dir_all(&overlay)?;
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../../deploy]\nnamespace: platform\n",
+    )?;
+    let out = env.kubectl()?.arg("kustomize").arg(&overlay).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let mut bindings = 0;
+    for doc in text.split("\n---\n") {
+        let o: Value = serde_saphyr::from_str(doc)?;
+        if o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding" {
+            bindings += 1;
+            assert_eq!(
+                o["subjects"][0]["namespace"], "platform",
+                "the ServiceAccount is in the overlay's namespace: {o}"
+            );
+        }
+    }
+    assert_eq!(bindings, 2);
+    Ok(())
+}
+
+#[test]
+fn a_403_in_a_controller_log_is_found() {
+    let path = std::path::Path::new("controller.log");
+    let refused = "ERROR reconcile failed: ApiError: httproutes is forbidden (403)";
+    assert!(kube_env::forbid_403(refused, path).is_err());
+    assert!(kube_env::forbid_403("status 403 Forbidden", path).is_err());
+    assert!(kube_env::forbid_403("2026-12-07T02:37:54.640328Z INFO step 1", path).is_ok());
+}
