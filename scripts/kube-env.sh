@@ -8,6 +8,8 @@
 #   scripts/kube-env.sh up          build if needed, start (or find running),
 #                                   apply deploy/, print KEY=VALUE lines
 #   scripts/kube-env.sh down        stop every process `up` started
+#   COALMINE_GATEWAY_API_VERSION=v1.2.1 scripts/kube-env.sh up   a second
+#                                   cluster with that release's CRDs
 #   scripts/kube-env.sh kubeconfig [admin|controller]   print a kubeconfig path
 #
 # State lives in target/kube-env (COALMINE_KUBE_ENV to move it): bin/ holds
@@ -17,11 +19,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ENV_DIR=${COALMINE_KUBE_ENV:-$ROOT/target/kube-env}
 BIN=$ENV_DIR/bin
-RUN=$ENV_DIR/run
 MOD=$ROOT/testenv/kube
 K8S_VERSION=v1.37.2
-# The CRDs of the routers' APIs, from their Go modules.
-GATEWAY_API_VERSION=${COALMINE_GATEWAY_API_VERSION:-v1.6.3}
+# The CRDs of the routers' APIs, from their Go modules. Another Gateway API
+# release than the default gets a cluster of its own (run-gateway-api-V).
+GATEWAY_API_DEFAULT=v1.6.3
+GATEWAY_API_VERSION=${COALMINE_GATEWAY_API_VERSION:-$GATEWAY_API_DEFAULT}
+if [ "$GATEWAY_API_VERSION" = "$GATEWAY_API_DEFAULT" ]; then
+  RUN=$ENV_DIR/run
+else
+  RUN=$ENV_DIR/run-gateway-api-$GATEWAY_API_VERSION
+fi
 ISTIO_API_VERSION=v1.32.0
 NODES=${COALMINE_KUBE_NODES:-2}
 
@@ -96,8 +104,9 @@ wait_for() {
   done
 }
 
-down() {
-  local f pid
+# Stops the cluster of run directory $1.
+stop() {
+  local RUN=$1 f pid
   for f in "$RUN"/pids/*; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
@@ -111,6 +120,15 @@ down() {
     rm -f "$f"
   done
   rm -rf "$RUN"
+}
+
+# Stops every cluster `up` started (each Gateway API release's).
+down() {
+  local r
+  for r in "$ENV_DIR"/run "$ENV_DIR"/run-*; do
+    [ -d "$r" ] && stop "$r"
+  done
+  return 0
 }
 
 certs() {
@@ -177,14 +195,14 @@ print_env() {
 up() {
   build
   mkdir -p "$ENV_DIR"
-  exec 9>"$ENV_DIR/lock"
+  exec 9>"$RUN.lock"
   flock 9
   if [ -f "$RUN/env" ] && alive && kubectl_admin get --raw /readyz >/dev/null 2>&1; then
     print_env
     return 0
   fi
   local start=$SECONDS
-  down
+  stop "$RUN"
   mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/etcd"
   certs
   local etcd_port peer_port

@@ -432,7 +432,17 @@ fn weights(route: &DynamicObject, i: usize) -> Vec<(String, i64)> {
 
 #[tokio::test]
 async fn gateway_api_router_promotes_on_a_real_http_route() -> TestResult {
-    let env = env()?;
+    gateway_api_router_promotes(env()?).await
+}
+
+#[tokio::test]
+async fn gateway_api_router_promotes_with_the_gateway_api_1_2_crds() -> TestResult {
+    let env = kube_env::env_gateway_api_1_2()?;
+    assert_eq!(env.var("GATEWAY_API_VERSION")?, "v1.2.1");
+    gateway_api_router_promotes(env).await
+}
+
+async fn gateway_api_router_promotes(env: &kube_env::Env) -> TestResult {
     let client = env.admin().await?;
     let ns = namespace(&client, "gateway").await?;
     let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route());
@@ -457,7 +467,7 @@ async fn gateway_api_router_promotes_on_a_real_http_route() -> TestResult {
         "web:1",
         3,
         json!([
-            {"setWeight": 20}, {"pause": {"duration": "2s"}},
+            {"setWeight": 20}, {"pause": {"duration": "10s"}},
             {"setHeaderRoute": {"match": [{"header": "x-canary", "value": "always"}]}},
             {"setWeight": 60}, {"pause": {"duration": "2s"}}
         ]),
@@ -492,6 +502,31 @@ async fn gateway_api_router_promotes_on_a_real_http_route() -> TestResult {
         vec!["web:1".to_owned(); 3],
         "stable Service: stable pods"
     );
+    // A steady step writes the route no more, although the API server
+    // stored it with defaults (and, on v1.2, without the header rule's name).
+    let before = routes.get("web").await?;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let after = routes.get("web").await?;
+    if weights(&after, 0) == weights(&before, 0) {
+        assert_eq!(
+            before.metadata.resource_version, after.metadata.resource_version,
+            "the HTTPRoute was rewritten with nothing to change"
+        );
+    }
+    // The header rule: first, matching the header, sending to the canary.
+    let at60 = eventually(60, "header rule and 40/60", || async {
+        let r = routes.get("web").await?;
+        Ok((weights(&r, 1) == [("web".to_owned(), 40), ("web-canary".to_owned(), 60)])
+            .then_some(r))
+    })
+    .await?;
+    let rules = at60.data["spec"]["rules"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rules.len(), 3, "one header rule, added once: {rules:?}");
+    assert_eq!(
+        rules[0]["matches"][0]["headers"][0]["value"], "always",
+        "{rules:?}"
+    );
+    assert_eq!(weights(&at60, 0), [("web-canary".to_owned(), 1)]);
     phase(&client, &ns, "web", "Promoted", 120).await?;
     eventually(30, "the route as the user wrote it", || async {
         let r = routes.get("web").await?;

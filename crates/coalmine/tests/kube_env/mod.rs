@@ -38,27 +38,43 @@ fn repo_root() -> PathBuf {
 }
 
 static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
+static ENV_GATEWAY_API_1_2: OnceLock<Result<Env, String>> = OnceLock::new();
 
 /// The environment, started on first use (a build the first time ever).
 pub fn env() -> Result<&'static Env, BoxError> {
-    let env = ENV.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/kube-env.sh"))
-            .arg("up")
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run scripts/kube-env.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("scripts/kube-env.sh up failed: {}", out.status));
-        }
-        let vars = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Ok(Env { vars })
-    });
-    env.as_ref().map_err(|e| e.clone().into())
+    ENV.get_or_init(|| start_env(None))
+        .as_ref()
+        .map_err(|e| e.clone().into())
+}
+
+/// A second cluster, with the CRDs of Gateway API v1.2.1 instead of the
+/// newest release's.
+pub fn env_gateway_api_1_2() -> Result<&'static Env, BoxError> {
+    ENV_GATEWAY_API_1_2
+        .get_or_init(|| start_env(Some("v1.2.1")))
+        .as_ref()
+        .map_err(|e| e.clone().into())
+}
+
+fn start_env(gateway_api: Option<&str>) -> Result<Env, String> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("scripts/kube-env.sh")).arg("up");
+    if let Some(v) = gateway_api {
+        cmd.env("COALMINE_GATEWAY_API_VERSION", v);
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run scripts/kube-env.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("scripts/kube-env.sh up failed: {}", out.status));
+    }
+    let vars = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Ok(Env { vars })
 }
 
 impl Env {
