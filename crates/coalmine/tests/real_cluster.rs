@@ -516,11 +516,16 @@ async fn gateway_api_router_promotes(env: &kube_env::Env) -> TestResult {
     // The header rule: first, matching the header, sending to the canary.
     let at60 = eventually(60, "header rule and 40/60", || async {
         let r = routes.get("web").await?;
-        Ok((weights(&r, 1) == [("web".to_owned(), 40), ("web-canary".to_owned(), 60)])
-            .then_some(r))
+        Ok(
+            (weights(&r, 1) == [("web".to_owned(), 40), ("web-canary".to_owned(), 60)])
+                .then_some(r),
+        )
     })
     .await?;
-    let rules = at60.data["spec"]["rules"].as_array().cloned().unwrap_or_default();
+    let rules = at60.data["spec"]["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(rules.len(), 3, "one header rule, added once: {rules:?}");
     assert_eq!(
         rules[0]["matches"][0]["headers"][0]["value"], "always",
