@@ -476,7 +476,10 @@ async fn gateway_api_router_promotes(env: &kube_env::Env) -> TestResult {
     create(&client, &ns, "web", s).await?;
     phase(&client, &ns, "web", "Idle", 60).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let svc = services.get("web").await?;
+    let svc = eventually(30, "Service web", || async {
+        Ok(services.get_opt("web").await?)
+    })
+    .await?;
     let sel = svc.spec.and_then(|s| s.selector).unwrap_or_default();
     assert_eq!(
         sel.get("coalmine.dev/track").map(String::as_str),
@@ -648,4 +651,180 @@ fn a_403_in_a_controller_log_is_found() {
     assert!(kube_env::forbid_403(refused, path).is_err());
     assert!(kube_env::forbid_403("status 403 Forbidden", path).is_err());
     assert!(kube_env::forbid_403("2026-12-07T02:37:54.640328Z INFO step 1", path).is_ok());
+}
+
+/// The Events of namespace `ns`.
+async fn events(
+    client: &Client,
+    ns: &str,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>, BoxError> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+#[tokio::test]
+async fn a_new_controller_process_resumes_from_the_status() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "resume").await?;
+    let first = Controller::start_as(env, &ns, "first", 2)?;
+    let steps = json!([
+        {"setWeight": 25}, {"pause": {"duration": "3s"}},
+        {"setWeight": 50}, {"pause": {"duration": "1s"}}
+    ]);
+    create(&client, &ns, "web", spec("web:1", 4, steps)).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    let before = eventually(60, "weight 25", || async {
+        let s = kube_env::status(&client, &ns, "web").await?;
+        Ok((s["weight"] == 25 && s["phase"] == "Paused").then_some(s))
+    })
+    .await?;
+    first.finish()?;
+    let second = Controller::start_as(env, &ns, "second", 2)?;
+    let after = eventually(60, "weight 50 after the restart", || async {
+        let s = kube_env::status(&client, &ns, "web").await?;
+        Ok((s["weight"] == 50).then_some(s))
+    })
+    .await?;
+    assert_eq!(
+        after["rolloutStartedAt"], before["rolloutStartedAt"],
+        "same rollout, not restarted"
+    );
+    phase(&client, &ns, "web", "Promoted", 60).await?;
+    let started = events(&client, &ns)
+        .await?
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("RolloutStarted"))
+        .count();
+    assert_eq!(started, 1, "the rollout began once");
+    assert_eq!(
+        shape(&client, &ns, "web").await?,
+        Some((4, "web:2".to_owned()))
+    );
+    second.finish()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn of_two_controller_processes_one_leads_and_the_other_takes_over() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "leader").await?;
+    let a = Controller::start_as(env, &ns, "a", 2)?;
+    let b = Controller::start_as(env, &ns, "b", 2)?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "coalmine-system");
+    let lease = format!("coalmine-{ns}");
+    let holder = eventually(30, "a leader", || async {
+        Ok(leases
+            .get_opt(&lease)
+            .await?
+            .and_then(|l| l.spec?.holder_identity))
+    })
+    .await?;
+    create(
+        &client,
+        &ns,
+        "web",
+        spec(
+            "web:1",
+            2,
+            json!([{"setWeight": 50}, {"pause": {"duration": "8s"}}]),
+        ),
+    )
+    .await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    phase(&client, &ns, "web", "Paused", 60).await?;
+    let instances: Vec<String> = events(&client, &ns)
+        .await?
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Canary"))
+        .filter_map(|e| e.reporting_instance)
+        .collect();
+    assert!(!instances.is_empty());
+    assert!(
+        instances.iter().all(|i| *i == holder),
+        "only {holder} acted: {instances:?}"
+    );
+    // The leader dies without releasing the Lease: the other takes over
+    // once it expires, and carries the rollout on.
+    let (leader, follower) = if holder == "a" { (a, b) } else { (b, a) };
+    leader.finish()?;
+    phase(&client, &ns, "web", "Promoted", 60).await?;
+    let now = leases
+        .get(&lease)
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert_ne!(now, holder, "leadership moved");
+    follower.finish()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_canary_sends_traffic_back_and_the_garbage_collector_takes_the_rest()
+-> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "delete").await?;
+    let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route());
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
+    }))?;
+    let stored = routes.create(&PostParams::default(), &route).await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec("web:1", 2, json!([{"setWeight": 30}, {"pause": {}}]));
+    s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+    create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    eventually(60, "30% on the canary", || async {
+        let r = routes.get("web").await?;
+        Ok(
+            (weights(&r, 0) == [("web".to_owned(), 70), ("web-canary".to_owned(), 30)])
+                .then_some(()),
+        )
+    })
+    .await?;
+    let canaries: Api<coalmine_controller::resource::CanaryResource> =
+        Api::namespaced(client.clone(), &ns);
+    canaries
+        .delete("web", &kube::api::DeleteParams::default())
+        .await?;
+    eventually(60, "the Canary gone", || async {
+        Ok(canaries.get_opt("web").await?.is_none().then_some(()))
+    })
+    .await?;
+    let r = routes.get("web").await?;
+    assert_eq!(
+        r.data["spec"], stored.data["spec"],
+        "all traffic on stable, the route as the user wrote it"
+    );
+    // What the Canary owned goes with it: Deployments, their ReplicaSets
+    // and pods, the Services.
+    eventually(
+        60,
+        "no Deployment, ReplicaSet, Pod or Service left",
+        || async {
+            let lp = ListParams::default();
+            let d: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            let rs: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+                Api::namespaced(client.clone(), &ns);
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+            let left = d.list(&lp).await?.items.len()
+                + rs.list(&lp).await?.items.len()
+                + pods.list(&lp).await?.items.len()
+                + svcs.list(&lp).await?.items.len();
+            Ok((left == 0).then_some(()))
+        },
+    )
+    .await?;
+    ctl.finish()?;
+    Ok(())
 }

@@ -154,9 +154,20 @@ pub struct Controller {
 impl Controller {
     /// Starts it for namespace `ns`, with its Lease in `coalmine-system`.
     pub fn start(env: &Env, ns: &str) -> Result<Controller, BoxError> {
+        Controller::start_as(env, ns, &format!("test-{ns}"), 15)
+    }
+
+    /// Starts replica `identity` for namespace `ns`, its Lease lasting
+    /// `lease_seconds`.
+    pub fn start_as(
+        env: &Env,
+        ns: &str,
+        identity: &str,
+        lease_seconds: u64,
+    ) -> Result<Controller, BoxError> {
         let log = Path::new(env.var("KUBE_ENV_RUN")?)
             .join("logs")
-            .join(format!("controller-{ns}.log"));
+            .join(format!("controller-{ns}-{identity}.log"));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_coalmine"))
             .args(["controller", "--text-logs", "--metrics-addr", "127.0.0.1:0"])
@@ -165,8 +176,9 @@ impl Controller {
             .args(["--namespace", ns, "--lease-namespace", "coalmine-system"])
             .arg("--lease-name")
             .arg(format!("coalmine-{ns}"))
-            .arg("--identity")
-            .arg(format!("test-{ns}"))
+            .args(["--identity", identity])
+            .arg("--lease-seconds")
+            .arg(lease_seconds.to_string())
             .env("RUST_LOG", "info,coalmine_controller=debug")
             .env("NO_COLOR", "1")
             .stdout(file.try_clone()?)
@@ -180,7 +192,8 @@ impl Controller {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Stops it, and fails when its log has a 403 (a verb RBAC lacks).
+    /// Kills it as a crash would (SIGKILL: no Lease release), and fails
+    /// when its log has a 403 (a verb RBAC lacks).
     pub fn finish(mut self) -> Result<String, BoxError> {
         let _ = self.child.kill();
         let _ = self.child.wait();
