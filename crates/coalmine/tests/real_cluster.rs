@@ -828,3 +828,120 @@ async fn deleting_a_canary_sends_traffic_back_and_the_garbage_collector_takes_th
     ctl.finish()?;
     Ok(())
 }
+
+/// Runs `program` with kubeconfig `kc` and `dir` first on PATH: (code,
+/// stdout, stderr).
+fn run_cli(
+    dir: &std::path::Path,
+    kc: &std::path::Path,
+    program: &str,
+    args: &[&str],
+) -> Result<(Option<i32>, String, String), BoxError> {
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kc)
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_the_kubectl_plugin_drive_a_canary_on_a_real_cluster() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "cli").await?;
+    let ctl = Controller::start(env, &ns)?;
+    // A person's kubeconfig: the admin, the test's namespace as default;
+    // kubectl of the cluster's release and the plugin first on PATH.
+    let dir = std::path::Path::new(env.var("KUBE_ENV_RUN")?).join(format!("cli-{ns}"));
+    std::fs::create_dir_all(&dir)?;
+    let kc = dir.join("kubeconfig");
+    std::fs::copy(env.var("ADMIN_KUBECONFIG")?, &kc)?;
+    std::os::unix::fs::symlink(env.var("KUBECTL")?, dir.join("kubectl"))?;
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_coalmine"), dir.join("kubectl-coalmine"))?;
+    let d = dir.clone();
+    let scenario = tokio::task::spawn_blocking(move || -> TestResult {
+        let run = |program: &str, args: &[&str]| run_cli(&d, &kc, program, args);
+        let (code, _, err) = run(
+            "kubectl",
+            &["config", "set-context", "--current", "--namespace", &ns],
+        )?;
+        assert_eq!(code, Some(0), "{err}");
+        let file = d.join("shop.yaml");
+        let file_path = file.to_str().ok_or("a utf-8 path")?;
+        let canary = |image: &str| {
+            let mut c = json!({
+                "apiVersion": "coalmine.dev/v1alpha1", "kind": "Canary",
+                "metadata": {"name": "shop"},
+                "spec": spec(image, 4, json!([
+                    {"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}
+                ])),
+            });
+            c["spec"]["trafficRouting"] = json!({"replicas": {}});
+            serde_json::to_string(&c)
+        };
+        let wait = |secs: u64, ok: &dyn Fn(&Value) -> bool| -> Result<Value, BoxError> {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            let mut last = Value::Null;
+            while std::time::Instant::now() < end {
+                let (code, out, _) = run(
+                    env!("CARGO_BIN_EXE_coalmine"),
+                    &["get", "shop", "-o", "json"],
+                )?;
+                if code == Some(0)
+                    && let Ok(v) = serde_json::from_str::<Value>(&out)
+                {
+                    if ok(&v) {
+                        return Ok(v);
+                    }
+                    last = v;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(format!("status not reached in {secs}s; last: {last}").into())
+        };
+        let bin = env!("CARGO_BIN_EXE_coalmine");
+        std::fs::write(&file, canary("shop:1")?)?;
+        let (code, _, err) = run("kubectl", &["apply", "-f", file_path])?;
+        assert_eq!(code, Some(0), "{err}");
+        wait(60, &|s| {
+            s["phase"] == "Idle" && s["stableRevision"].is_string()
+        })?;
+        std::fs::write(&file, canary("shop:2")?)?;
+        let (code, _, err) = run("kubectl", &["apply", "-f", file_path])?;
+        assert_eq!(code, Some(0), "{err}");
+        wait(60, &|s| s["phase"] == "Paused" && s["weight"] == 25)?;
+        let (code, out, err) = run("kubectl", &["coalmine", "get", "shop"])?;
+        assert_eq!(code, Some(0), "kubectl coalmine get: {err}");
+        assert!(out.contains("Paused"), "{out}");
+        let (code, out, err) = run(bin, &["promote", "shop"])?;
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("promote: done"), "{out}");
+        wait(30, &|s| s["weight"] == 50)?;
+        let (code, _, err) = run("kubectl", &["coalmine", "retry", "shop"])?;
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("ignored"), "{err}");
+        let (code, _, err) = run(bin, &["abort", "shop"])?;
+        assert_eq!(code, Some(0), "{err}");
+        let s = wait(30, &|s| s["phase"] == "RolledBack")?;
+        assert_eq!(s["weight"], 0);
+        let (code, _, err) = run(bin, &["get", "nothing"])?;
+        assert_eq!(code, Some(1));
+        assert!(err.contains("not found"), "{err}");
+        Ok(())
+    });
+    scenario.await??;
+    ctl.finish()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
