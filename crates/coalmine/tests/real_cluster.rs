@@ -350,6 +350,7 @@ async fn replicas_router_promotes_through_the_steps_with_real_pods() -> TestResu
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    eprintln!("serving over the rollout (stable, canary): {seen:?}");
     assert!(
         seen.contains(&(3, 1)),
         "25%: 3 stable and 1 canary pod behind the Service: {seen:?}"
