@@ -946,3 +946,52 @@ async fn the_cli_and_the_kubectl_plugin_drive_a_canary_on_a_real_cluster() -> Te
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_canary_that_cannot_be_scheduled_fails_at_the_progress_deadline() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "deadline").await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}]));
+    s["progressDeadline"] = json!("3s");
+    create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    // The new revision's pods fit no node: the scheduler leaves them
+    // Pending, so they never become Ready.
+    let api: Api<coalmine_controller::resource::CanaryResource> =
+        Api::namespaced(client.clone(), &ns);
+    let patch = json!({"spec": {"template": {"spec": {
+        "nodeSelector": {"coalmine.dev/no-such-node": "true"},
+        "containers": [{"name": "web", "image": "web:2", "ports": [{"containerPort": 8080}]}]}}}});
+    api.patch(
+        "web",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await?;
+    let failed = phase(&client, &ns, "web", "Failed", 60).await?;
+    assert_eq!(failed["rollback"]["reason"], "ProgressDeadlineExceeded");
+    assert_eq!(failed["weight"], 0);
+    eventually(
+        30,
+        "the canary at 0 and 2 Ready web:1 endpoints",
+        || async {
+            let s = serving(&client, &ns, "web").await?;
+            let canary = shape(&client, &ns, "web-canary").await?;
+            Ok(
+                (s == vec!["web:1".to_owned(); 2] && canary.is_some_and(|c| c.0 == 0))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    assert!(
+        events(&client, &ns)
+            .await?
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    );
+    ctl.finish()?;
+    Ok(())
+}
