@@ -995,3 +995,34 @@ async fn a_canary_that_cannot_be_scheduled_fails_at_the_progress_deadline() -> T
     ctl.finish()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_spec_the_api_server_accepts_but_validation_refuses_gets_a_condition() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "invalid").await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec("web:1", 2, json!([{"setWeight": 50}]));
+    // The CRD's schema takes it; the selector does not select the pods.
+    s["selector"] = json!({"matchLabels": {"app": "other"}});
+    create(&client, &ns, "web", s).await?;
+    let valid = eventually(60, "Valid=False", || async {
+        let s = kube_env::status(&client, &ns, "web").await?;
+        let c = s["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Valid").cloned());
+        Ok(c.filter(|c| c["status"] == "False"))
+    })
+    .await?;
+    assert!(
+        valid["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("selector"),
+        "{valid}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(shape(&client, &ns, "web").await?, None, "nothing created");
+    ctl.finish()?;
+    Ok(())
+}
