@@ -48,6 +48,13 @@ build() {
     return 0
   fi
   mkdir -p "$BIN"
+  # One build at a time (two clusters may be started at once).
+  exec 8>"$ENV_DIR/build.lock"
+  flock 8
+  if [ -f "$BIN/.stamp" ] && [ "$(cat "$BIN/.stamp")" = "$want" ]; then
+    exec 8>&-
+    return 0
+  fi
   say "building Kubernetes $K8S_VERSION, etcd and kwok into $BIN (a cold build takes a while)"
   local ld="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -61,6 +68,7 @@ build() {
     [ -x "$BIN/$b" ] || die "go build made no $b"
   done
   echo "$want" >"$BIN/.stamp"
+  exec 8>&-
   say "built in $((SECONDS - start))s"
 }
 
@@ -72,7 +80,7 @@ free_port() {
 start() {
   local name=$1
   shift
-  setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 9>&- &
+  setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$RUN/pids/$name"
 }
 
@@ -112,10 +120,12 @@ stop() {
     pid=$(cat "$f")
     kill "$pid" 2>/dev/null || true
   done
+  # Five seconds for all of them to exit, then SIGKILL.
+  local deadline=$((SECONDS + 5))
   for f in "$RUN"/pids/*; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$f"
   done
