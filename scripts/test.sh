@@ -27,4 +27,21 @@ fi
 # with the machine image (the fake API server's tests drive it).
 export COALMINE_REQUIRE_PROMETHEUS=1
 export COALMINE_REQUIRE_KUBECTL=1
+# The real Kubernetes of the tests (scripts/kube-env.sh, docs/kubernetes.md):
+# its Go build (cached in target/kube-env/bin) runs while cargo compiles; a
+# missing Go toolchain or a failed build fails the tests.
+mkdir -p target
+scripts/kube-env.sh build >target/kube-env-build.log 2>&1 &
+kube_build=$!
+cargo test --workspace --locked --no-run "$@"
+if ! wait "$kube_build"; then
+  cat target/kube-env-build.log >&2
+  echo "scripts/test.sh: building the test cluster failed" >&2
+  exit 1
+fi
+# Started here, stopped here; one that was already up is left up.
+if [ ! -f target/kube-env/run/env ]; then
+  trap 'scripts/kube-env.sh down' EXIT
+fi
+scripts/kube-env.sh up >/dev/null
 cargo test --workspace --locked "$@"

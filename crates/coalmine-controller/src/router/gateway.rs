@@ -14,7 +14,7 @@
 
 use coalmine_core::routes::{HeaderMatch, Routes};
 use futures_util::future::BoxFuture;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{RouteTarget, TrafficRouter};
@@ -86,6 +86,70 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// Whether `rule` is coalmine's header rule: named so, or, where the
+/// installed CRD prunes `rules[].name` (Gateway API before v1.3), a rule
+/// that sends only to the canary Service, which only coalmine writes.
+fn is_header_rule(rule: &Value, canary: &str) -> bool {
+    if rule.get("name").and_then(Value::as_str) == Some(HEADER_RULE) {
+        return true;
+    }
+    rule.get("backendRefs")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| !refs.is_empty() && refs.iter().all(|b| refers_to(b, canary)))
+}
+
+/// `spec` without what the API server adds or drops on its own: backendRef
+/// defaults (`group: ""`, `kind: Service`, `weight: 1`) and the header
+/// rule's name. Two specs equal after this need no write.
+pub fn normalized(spec: &Value) -> Value {
+    fn backend(b: &mut Value) {
+        if let Some(o) = b.as_object_mut() {
+            if o.get("group").and_then(Value::as_str) == Some("") {
+                o.remove("group");
+            }
+            if o.get("kind").and_then(Value::as_str) == Some("Service") {
+                o.remove("kind");
+            }
+            if o.get("weight").and_then(Value::as_i64) == Some(1) {
+                o.remove("weight");
+            }
+        }
+    }
+    let mut spec = spec.clone();
+    for rule in spec
+        .get_mut("rules")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(r) = rule.as_object_mut() else {
+            continue;
+        };
+        if r.get("name").and_then(Value::as_str) == Some(HEADER_RULE) {
+            r.remove("name");
+        }
+        for b in r
+            .get_mut("backendRefs")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            backend(b);
+        }
+        for f in r
+            .get_mut("filters")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(b) = f.pointer_mut("/requestMirror/backendRef") {
+                backend(b);
+            }
+        }
+    }
+    spec
+}
+
 /// Whether any rule of the route's spec sends to Service `service`.
 pub fn sends_to(spec: &Value, service: &str) -> bool {
     spec.get("rules")
@@ -103,7 +167,7 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
     let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) else {
         return spec;
     };
-    rules.retain(|r| r.get("name").and_then(Value::as_str) != Some(HEADER_RULE));
+    rules.retain(|r| !is_header_rule(r, canary));
     let live = routes.reaches_canary();
     let w = i64::from(routes.canary_weight.min(100));
     let mut first_matches: Option<Value> = None;
@@ -189,6 +253,17 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
     spec
 }
 
+/// The merge patch that writes `spec` onto `route`: the whole spec (lists
+/// are replaced whole by a merge patch), guarded by the resourceVersion read,
+/// so a concurrent change is a 409 rather than lost. A patch, because the
+/// controller's RBAC grants `patch` on HTTPRoutes and not `update`.
+pub fn spec_patch(route: &DynamicObject, spec: Value) -> Value {
+    json!({
+        "metadata": {"resourceVersion": route.metadata.resource_version},
+        "spec": spec,
+    })
+}
+
 impl TrafficRouter for GatewayApi {
     fn kind(&self) -> &'static str {
         "gatewayAPI"
@@ -210,7 +285,7 @@ impl TrafficRouter for GatewayApi {
                 &http_route_resource(),
             );
             for _ in 0..crate::CONFLICT_RETRIES {
-                let Some(mut route) = api.get_opt(&self.http_route).await? else {
+                let Some(route) = api.get_opt(&self.http_route).await? else {
                     return Err(Error::Missing {
                         field: "spec.trafficRouting.gatewayAPI.httpRoute",
                         what: format!(
@@ -230,12 +305,15 @@ impl TrafficRouter for GatewayApi {
                     });
                 }
                 let wanted = rewrite(&spec, &target.name, &target.canary_service, routes);
-                if wanted == spec {
+                if normalized(&wanted) == normalized(&spec) {
                     return Ok(());
                 }
-                route.data["spec"] = wanted;
                 match api
-                    .replace(&self.http_route, &PostParams::default(), &route)
+                    .patch(
+                        &self.http_route,
+                        &PatchParams::default(),
+                        &Patch::Merge(spec_patch(&route, wanted)),
+                    )
                     .await
                 {
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
@@ -287,6 +365,83 @@ mod tests {
         assert_eq!(
             rewrite(&out, "web", "web-canary", &Routes::all_stable()),
             route()
+        );
+    }
+
+    #[test]
+    fn a_header_rule_whose_name_was_pruned_is_still_replaced() {
+        let routes = Routes {
+            canary_weight: 10,
+            header_routes: vec![HeaderMatch {
+                header: Some("x-canary".into()),
+                value: Some("always".into()),
+                ..HeaderMatch::default()
+            }],
+            ..Routes::default()
+        };
+        let mut stored = rewrite(&route(), "web", "web-canary", &routes);
+        // What a Gateway API v1.2 CRD keeps of it.
+        if let Some(r) = stored["rules"][0].as_object_mut() {
+            r.remove("name");
+        }
+        let again = rewrite(&stored, "web", "web-canary", &routes);
+        assert_eq!(again["rules"].as_array().map(Vec::len), Some(3));
+        assert_eq!(normalized(&again), normalized(&stored));
+        assert_eq!(
+            rewrite(&stored, "web", "web-canary", &Routes::all_stable()),
+            route()
+        );
+    }
+
+    #[test]
+    fn api_server_defaults_are_no_change() {
+        let routes = Routes {
+            canary_weight: 30,
+            header_routes: vec![HeaderMatch {
+                header: Some("x-canary".into()),
+                value: Some("always".into()),
+                ..HeaderMatch::default()
+            }],
+            ..Routes::default()
+        };
+        let wanted = rewrite(&route(), "web", "web-canary", &routes);
+        // As the API server stores it: every backendRef with its defaults.
+        let mut stored = wanted.clone();
+        for rule in stored["rules"].as_array_mut().expect("rules") {
+            for b in rule["backendRefs"].as_array_mut().expect("refs") {
+                b["group"] = json!("");
+                b["kind"] = json!("Service");
+                if b.get("weight").is_none() {
+                    b["weight"] = json!(1);
+                }
+            }
+        }
+        assert_ne!(stored, wanted);
+        assert_eq!(
+            normalized(&rewrite(&stored, "web", "web-canary", &routes)),
+            normalized(&stored)
+        );
+        let changed = Routes {
+            canary_weight: 40,
+            ..routes
+        };
+        assert_ne!(
+            normalized(&rewrite(&stored, "web", "web-canary", &changed)),
+            normalized(&stored)
+        );
+    }
+
+    #[test]
+    fn the_route_is_written_with_a_guarded_merge_patch() {
+        let stored: DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute", "metadata": {"name": "web", "resourceVersion": "42"},
+                "spec": route()}))
+            .expect("a route");
+        let p = spec_patch(&stored, json!({"rules": []}));
+        assert_eq!(
+            p,
+            json!({"metadata": {"resourceVersion": "42"}, "spec": {"rules": []}})
         );
     }
 

@@ -96,10 +96,13 @@ pub fn canary_ingress(user: &Value, target: &RouteTarget, routes: &Routes) -> Op
         spec["ingressClassName"] = class.clone();
     }
     let mut annotations = annotations(routes);
-    // An Ingress class given by the old annotation must match too.
+    // An Ingress class given by the old annotation must match too; the API
+    // server refuses an Ingress with both the annotation and the field, so
+    // the field, when the user's Ingress has it, is the only one copied.
     if let Some(class) = user
         .pointer("/metadata/annotations/kubernetes.io~1ingress.class")
         .and_then(Value::as_str)
+        .filter(|_| spec.get("ingressClassName").is_none())
     {
         annotations.insert("kubernetes.io/ingress.class".into(), class.to_owned());
     }
@@ -230,7 +233,8 @@ mod tests {
             a["nginx.ingress.kubernetes.io/canary-by-header-value"],
             "always"
         );
-        assert_eq!(a["kubernetes.io/ingress.class"], "nginx");
+        // The API server refuses the class both as a field and annotation.
+        assert_eq!(a.get("kubernetes.io/ingress.class"), None);
         assert_eq!(out["spec"]["ingressClassName"], "nginx");
         let rules = out["spec"]["rules"].as_array().expect("rules");
         assert_eq!(rules.len(), 1);
@@ -239,5 +243,25 @@ mod tests {
             rules[0]["http"]["paths"],
             json!([{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web-canary", "port": {"number": 80}}}}])
         );
+    }
+
+    #[tokio::test]
+    async fn a_class_given_by_the_annotation_is_copied_as_the_annotation() {
+        let user = json!({
+            "metadata": {"name": "web", "annotations": {"kubernetes.io/ingress.class": "nginx"}},
+            "spec": {"rules": [{"http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
+            ]}}]}
+        });
+        let routes = Routes {
+            canary_weight: 5,
+            ..Routes::default()
+        };
+        let out = canary_ingress(&user, &target(), &routes).expect("a canary ingress");
+        assert_eq!(
+            out["metadata"]["annotations"]["kubernetes.io/ingress.class"],
+            "nginx"
+        );
+        assert_eq!(out["spec"].get("ingressClassName"), None);
     }
 }
