@@ -4,12 +4,12 @@
 //! blocks a reconcile.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use coalmine_core::Time;
 use coalmine_core::rollout::Event;
 use coalmine_core::spec::NotificationSpec;
-use coalmine_core::status::CanaryStatus;
+use coalmine_core::status::{CanaryStatus, NotificationStatus};
 use coalmine_notify::{Notifier, notice_for};
 
 /// The notifiers of every Canary this replica reconciles, by
@@ -22,6 +22,7 @@ impl Notifiers {
     /// people are told about; `status` is the one the decision left.
     pub fn tell(
         &self,
+        metrics: &crate::ops::Metrics,
         name: &str,
         namespace: &str,
         specs: &[NotificationSpec],
@@ -38,7 +39,11 @@ impl Notifiers {
         }
         let stale = all.get(&key).is_none_or(|(known, _)| known != specs);
         if stale {
-            all.insert(key.clone(), (specs.to_vec(), Notifier::start(specs)));
+            let counts = Arc::new(metrics.notification_counts(namespace, name));
+            all.insert(
+                key.clone(),
+                (specs.to_vec(), Notifier::with_counts(specs, counts)),
+            );
         }
         let Some((_, notifier)) = all.get(&key) else {
             return;
@@ -54,6 +59,14 @@ impl Notifiers {
         ) {
             notifier.notify(notice);
         }
+    }
+
+    /// What became of a Canary's notifications, for its status; `None`
+    /// while it has sent none.
+    pub fn status(&self, name: &str, namespace: &str) -> Option<NotificationStatus> {
+        let all = self.0.lock().ok()?;
+        all.get(&format!("{namespace}/{name}"))
+            .map(|(_, n)| n.status())
     }
 
     /// Forgets a deleted Canary's webhooks.

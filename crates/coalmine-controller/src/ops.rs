@@ -49,6 +49,7 @@ pub struct Metrics {
     phase: Family<Labels, Gauge>,
     e_value: Family<Labels, Gauge<f64, AtomicU64>>,
     leader: Gauge,
+    notifications: Family<Labels, Counter>,
     ready: AtomicBool,
 }
 
@@ -77,6 +78,7 @@ impl Metrics {
         let phase = Family::<Labels, Gauge>::default();
         let e_value = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let leader = Gauge::default();
+        let notifications = Family::<Labels, Counter>::default();
         registry.register(
             "coalmine_controller_reconciles",
             "Reconciles of Canaries",
@@ -112,7 +114,13 @@ impl Metrics {
             "The judge's e-value per metric (evidence that the canary is worse)",
             e_value.clone(),
         );
+        registry.register(
+            "coalmine_notifications",
+            "Notifications of spec.notifications, by Canary and result (sent, failed, dropped, failed_try)",
+            notifications.clone(),
+        );
         Metrics {
+            notifications,
             registry,
             reconciles,
             errors,
@@ -159,6 +167,25 @@ impl Metrics {
                 self.e_value.get_or_create(&l).set(e);
             }
         }
+    }
+
+    /// The counters a Canary's notifications are counted in.
+    pub fn notification_counts(&self, namespace: &str, name: &str) -> coalmine_notify::Counts {
+        let counter = |result: &str| {
+            self.notifications
+                .get_or_create(&vec![
+                    ("namespace".to_owned(), namespace.to_owned()),
+                    ("name".to_owned(), name.to_owned()),
+                    ("result".to_owned(), result.to_owned()),
+                ])
+                .clone()
+        };
+        coalmine_notify::Counts::new(
+            counter("sent"),
+            counter("failed"),
+            counter("dropped"),
+            counter("failed_try"),
+        )
     }
 
     /// Drops a deleted Canary's series.

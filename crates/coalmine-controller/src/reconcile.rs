@@ -389,6 +389,10 @@ async fn step(
         })
         .flatten();
     remember_stable_template(&mut decision.status, stable_d.as_ref(), from_spec);
+    // Counted as of this reconcile; sending goes on in the background.
+    if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
+        decision.status.notifications = Some(counts);
+    }
     if decision.status != status {
         write_status(api, c, ctx, &decision.status).await?;
     }
@@ -515,6 +519,7 @@ async fn carry_out(
             e.message
         );
         ctx.notifiers.tell(
+            &ctx.metrics,
             c.name(),
             c.namespace(),
             &checked.canary.spec.notifications,

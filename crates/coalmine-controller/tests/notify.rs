@@ -46,6 +46,13 @@ async fn the_controller_tells_the_webhook_why_it_rolled_back() -> TestResult {
     assert_eq!(rollback["reason"], "AnalysisFailed");
     assert_eq!(rollback["metrics"][0]["name"], "p99-latency", "{rollback}");
     assert_eq!(rollback["metrics"][0]["value"], 0.9, "{rollback}");
+    // Counted on the Canary's status.
+    let counted = eventually(10, "status.notifications", || async {
+        let st = status(&client, "web").await?;
+        Ok((st["notifications"]["sent"].as_u64() >= Some(2)).then_some(st))
+    })
+    .await?;
+    assert!(counted["notifications"]["failed"] == 0, "{counted}");
     ctl.stop().await;
     Ok(())
 }

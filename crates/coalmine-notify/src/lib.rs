@@ -21,7 +21,6 @@
 pub mod testing;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +34,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -136,28 +136,41 @@ pub fn body(format: NotificationFormat, n: &Notice) -> String {
     }
 }
 
-/// Outcomes so far, over every webhook.
+/// Outcomes so far, over every webhook. The counters are Prometheus
+/// counters, so a program can register them (or clones of its own) on its
+/// `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counts {
     /// Messages a webhook accepted (2xx).
-    pub sent: AtomicU64,
+    pub sent: Counter,
     /// Messages given up on after every try.
-    pub failed: AtomicU64,
+    pub failed: Counter,
     /// Messages dropped because a webhook's queue was full.
-    pub dropped: AtomicU64,
+    pub dropped: Counter,
     /// Tries that failed (including those a later try made good).
-    pub failed_tries: AtomicU64,
+    pub failed_tries: Counter,
     last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Counts {
+    /// Counts kept in the given counters (clones share their value).
+    pub fn new(sent: Counter, failed: Counter, dropped: Counter, failed_tries: Counter) -> Counts {
+        Counts {
+            sent,
+            failed,
+            dropped,
+            failed_tries,
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+
     /// The last failure, as `URL: what went wrong`.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
     fn failed_try(&self, url: &str, why: &str) {
-        self.failed_tries.fetch_add(1, Ordering::Relaxed);
+        self.failed_tries.inc();
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(format!("{url}: {why}"));
         }
@@ -179,13 +192,26 @@ impl Notifier {
         Notifier::with_timing(specs, TIMEOUT, BACKOFF)
     }
 
+    /// [`Notifier::start`] counting in the given counters.
+    pub fn with_counts(specs: &[NotificationSpec], counts: Arc<Counts>) -> Notifier {
+        Notifier::build(specs, counts, TIMEOUT, BACKOFF)
+    }
+
     /// [`Notifier::start`] with other bounds, for tests.
     pub fn with_timing(
         specs: &[NotificationSpec],
         timeout: Duration,
         backoff: Duration,
     ) -> Notifier {
-        let counts = Arc::new(Counts::default());
+        Notifier::build(specs, Arc::new(Counts::default()), timeout, backoff)
+    }
+
+    fn build(
+        specs: &[NotificationSpec],
+        counts: Arc<Counts>,
+        timeout: Duration,
+        backoff: Duration,
+    ) -> Notifier {
         let client = client();
         let targets = specs
             .iter()
@@ -222,7 +248,7 @@ impl Notifier {
                 continue;
             }
             if tx.try_send(notice.clone()).is_err() {
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counts.dropped.inc();
                 tracing::warn!(url = %spec.url, "notification dropped: the webhook's queue is full");
             }
         }
@@ -237,9 +263,9 @@ impl Notifier {
     pub fn status(&self) -> coalmine_core::status::NotificationStatus {
         let c = &self.counts;
         coalmine_core::status::NotificationStatus {
-            sent: c.sent.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
+            sent: c.sent.get(),
+            failed: c.failed.get(),
+            dropped: c.dropped.get(),
             last_error: c.last_error(),
         }
     }
@@ -314,7 +340,7 @@ async fn deliver(
         } else {
             &counts.failed
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
     }
 }
 

@@ -2,7 +2,6 @@
 //! what it gets, one that fails before it succeeds, one that always fails,
 //! and one that accepts connections but never answers.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -206,7 +205,7 @@ async fn json_and_slack_bodies_reach_their_webhooks_filtered_by_transition() {
         text.contains("`errors`: canary 5.0% vs stable 0.50%, ratio 10.0, evidence 177 of 40"),
         "{text}"
     );
-    assert_eq!(notifier.counts().sent.load(Ordering::Relaxed), 3);
+    assert_eq!(notifier.counts().sent.get(), 3);
 }
 
 #[tokio::test]
@@ -238,16 +237,9 @@ async fn failures_are_retried_with_backoff_then_counted() {
         start.elapsed()
     );
     let c = notifier.counts();
-    assert!(
-        until(Duration::from_secs(10), || c.failed.load(Ordering::Relaxed)
-            == 1)
-        .await
-    );
-    assert_eq!(c.sent.load(Ordering::Relaxed), 1);
-    assert_eq!(
-        c.failed_tries.load(Ordering::Relaxed),
-        2 + u64::from(ATTEMPTS)
-    );
+    assert!(until(Duration::from_secs(10), || c.failed.get() == 1).await);
+    assert_eq!(c.sent.get(), 1);
+    assert_eq!(c.failed_tries.get(), 2 + u64::from(ATTEMPTS));
     let last = c.last_error().unwrap_or_default();
     assert!(last.contains("answered 503"), "{last}");
 }
@@ -283,11 +275,7 @@ async fn a_hanging_webhook_blocks_neither_the_caller_nor_the_others() {
         start.elapsed()
     );
     let c = notifier.counts();
-    assert!(
-        until(Duration::from_secs(20), || c.failed.load(Ordering::Relaxed)
-            == 3)
-        .await
-    );
+    assert!(until(Duration::from_secs(20), || c.failed.get() == 3).await);
     assert!(
         c.last_error()
             .unwrap_or_default()
@@ -307,7 +295,7 @@ async fn a_full_queue_drops_and_counts() {
         notifier.notify(rollback_notice());
     }
     // One is being sent, QUEUE wait; the rest are dropped.
-    let dropped = notifier.counts().dropped.load(Ordering::Relaxed);
+    let dropped = notifier.counts().dropped.get();
     assert!((9..=10).contains(&dropped), "{dropped}");
 }
 
