@@ -99,6 +99,38 @@ async fn a_clients_broken_upload_is_a_400_and_no_upstream_error() {
     .await;
 }
 
+#[tokio::test]
+async fn a_client_that_stalls_mid_upload_is_a_408_and_no_upstream_error() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(
+            canary.url(),
+            Limits {
+                request_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+        )
+        .await;
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\npart")
+            .await
+            .expect("write");
+        let mut got = vec![0u8; 200];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        let got = String::from_utf8_lossy(&got[..n]);
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert_eq!(
+            proxy.proxy.metrics().track(Track::Canary).counts(),
+            [0, 0, 1, 0, 0],
+            "counted as the client's 4xx, not as an error"
+        );
+    })
+    .await;
+}
+
 /// An upstream that answers every request with `head_and_part`, then
 /// closes the connection or (`stall`) keeps it open without a byte more.
 async fn breaking_upstream(head_and_part: &'static [u8], stall: bool) -> String {
