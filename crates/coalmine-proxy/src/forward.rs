@@ -136,6 +136,10 @@ pub struct Limits {
     /// keep-alive connection stays open (HAProxy: `timeout http-request`
     /// and `timeout http-keep-alive`).
     pub header_timeout: Duration,
+    /// Time a client may take no byte of an answer that waits to be
+    /// written to it (HAProxy: `timeout client`); then its connection,
+    /// and the upstream's, are closed.
+    pub client_write_timeout: Duration,
     /// Client connections open at once at most; more wait in the listen
     /// backlog (HAProxy: `maxconn`). Lowered at start to what the process's
     /// file-descriptor limit allows ([`crate::server::fd_budget`]).
@@ -151,6 +155,7 @@ impl Default for Limits {
             mirror_max_body: 64 * 1024,
             body_idle_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(30),
+            client_write_timeout: Duration::from_secs(30),
             max_connections: 8192,
         }
     }

@@ -220,6 +220,55 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off_and_counted_as_an_error() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_its_answer_is_cut_off() {
+    bounded(LIMIT, async {
+        // An upstream with an endless answer; records when its writes fail
+        // (the proxy closed the connection).
+        let (listener, addr) = listen().await;
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<Instant>();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+                .await;
+            let chunk = vec![b'x'; 64 * 1024];
+            while s.write_all(&chunk).await.is_ok() {}
+            let _ = cut_tx.send(Instant::now());
+        });
+        let proxy = all_to_canary(
+            format!("http://{addr}"),
+            Limits {
+                client_write_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+        )
+        .await;
+        // Asks, then never reads.
+        let mut client = TcpStream::connect(proxy.addr).await.expect("connect");
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let start = Instant::now();
+        let cut = tokio::time::timeout(Duration::from_secs(10), cut_rx)
+            .await
+            .expect("the upstream connection was closed within 10 s")
+            .expect("the upstream task reports");
+        assert!(
+            cut.duration_since(start) < Duration::from_secs(8),
+            "closed after {:?}",
+            cut.duration_since(start)
+        );
+        drop(client);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn silent_and_idle_clients_are_closed_after_the_header_timeout() {
     bounded(LIMIT, async {
         let canary = Upstream::start("canary").await;
