@@ -233,6 +233,7 @@ pub async fn serve<H, F>(
     };
     let limits = ServeLimits {
         header_timeout: Duration::from_secs(10),
+        client_write_timeout: Duration::from_secs(10),
         max_connections: 64,
     };
     server::serve_with(listener, guarded, shutdown, Duration::from_secs(1), limits).await;
@@ -257,6 +258,7 @@ pub async fn serve_metrics(
     };
     let limits = ServeLimits {
         header_timeout: Duration::from_secs(10),
+        client_write_timeout: Duration::from_secs(10),
         max_connections: 64,
     };
     server::serve_with(listener, handler, shutdown, Duration::from_secs(1), limits).await;

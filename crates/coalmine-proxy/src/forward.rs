@@ -10,12 +10,13 @@
 //! after its head counts as `error`, not as its status; a request whose
 //! own body broke off (the client aborted an upload, or sent a malformed
 //! chunked body) is the client's fault and is answered and counted as a
-//! `400`, never as an upstream error.
+//! `400`, never as an upstream error; so is one still sending its body
+//! when the request timeout strikes (`408`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -40,19 +41,28 @@ use crate::upstream::{Pool, Upstream};
 /// Request bodies: streamed from the client, or made here.
 pub type Body = Either<ClientBody, Full<Bytes>>;
 
-/// A client's request body, streamed, noting whether it broke off, so a
-/// failed exchange can be put down to the client rather than the upstream.
+/// A client's request body, streamed, noting whether it has ended or
+/// broke off, so a failed or late exchange can be put down to the client
+/// rather than the upstream.
 pub struct ClientBody {
     inner: Incoming,
-    /// Set when the body failed; absent for a body that was empty from the
-    /// start (most requests), which cannot fail.
-    failed: Option<Arc<AtomicBool>>,
+    /// [`UPLOADING`], [`UPLOADED`] or [`UPLOAD_FAILED`]; absent for a body
+    /// that was empty from the start (most requests), which can neither
+    /// fail nor keep anyone waiting.
+    upload: Option<Arc<AtomicU8>>,
 }
+
+/// The client is still sending its body.
+const UPLOADING: u8 = 0;
+/// The client's body has ended.
+const UPLOADED: u8 = 1;
+/// The client's body broke off or was malformed.
+const UPLOAD_FAILED: u8 = 2;
 
 impl ClientBody {
     fn new(inner: Incoming) -> Self {
-        let failed = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
-        ClientBody { inner, failed }
+        let upload = (!inner.is_end_stream()).then(|| Arc::new(AtomicU8::new(UPLOADING)));
+        ClientBody { inner, upload }
     }
 }
 
@@ -66,8 +76,15 @@ impl hyper::body::Body for ClientBody {
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let (Some(Err(_)), Some(failed)) = (&frame, &this.failed) {
-            failed.store(true, Ordering::Relaxed);
+        if let Some(upload) = &this.upload {
+            match &frame {
+                Some(Err(_)) => upload.store(UPLOAD_FAILED, Ordering::Relaxed),
+                None => upload.store(UPLOADED, Ordering::Relaxed),
+                Some(Ok(_)) if this.inner.is_end_stream() => {
+                    upload.store(UPLOADED, Ordering::Relaxed);
+                }
+                Some(Ok(_)) => {}
+            }
         }
         Poll::Ready(frame)
     }
@@ -119,6 +136,10 @@ pub struct Limits {
     /// keep-alive connection stays open (HAProxy: `timeout http-request`
     /// and `timeout http-keep-alive`).
     pub header_timeout: Duration,
+    /// Time a client may take no byte of an answer that waits to be
+    /// written to it (HAProxy: `timeout client`); then its connection,
+    /// and the upstream's, are closed.
+    pub client_write_timeout: Duration,
     /// Client connections open at once at most; more wait in the listen
     /// backlog (HAProxy: `maxconn`). Lowered at start to what the process's
     /// file-descriptor limit allows ([`crate::server::fd_budget`]).
@@ -134,6 +155,7 @@ impl Default for Limits {
             mirror_max_body: 64 * 1024,
             body_idle_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(30),
+            client_write_timeout: Duration::from_secs(30),
             max_connections: 8192,
         }
     }
@@ -210,7 +232,12 @@ impl Forwarder {
             return self.fail(choice.track, start, StatusCode::BAD_REQUEST, why);
         }
         let body = ClientBody::new(body);
-        let upload_failed = body.failed.clone();
+        let upload = body.upload.clone();
+        let upload_is = |state: u8| {
+            upload
+                .as_ref()
+                .is_some_and(|u| u.load(Ordering::Relaxed) == state)
+        };
         let original_uri = std::mem::take(&mut parts.uri);
         forwarded_headers(&mut parts.headers, &original_uri, &peer, upgrade);
         let client_version = parts.version;
@@ -277,7 +304,7 @@ impl Forwarder {
         .await;
         let mut resp = match sent {
             Ok(Ok(resp)) => resp,
-            Ok(Err(_)) if upload_failed.is_some_and(|f| f.load(Ordering::Relaxed)) => {
+            Ok(Err(_)) if upload_is(UPLOAD_FAILED) => {
                 // The client's body broke off: its fault, not the upstream's.
                 return self.fail(
                     choice.track,
@@ -295,6 +322,16 @@ impl Forwarder {
                     "the upstream closed the connection without answering"
                 };
                 return self.fail(choice.track, start, StatusCode::BAD_GATEWAY, why);
+            }
+            Err(_) if upload_is(UPLOADING) => {
+                // The client had not finished sending its body: a slow or
+                // stalled client, not a slow upstream.
+                return self.fail(
+                    choice.track,
+                    start,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                );
             }
             Err(_) => {
                 upstream.metrics.record(Class::Error);

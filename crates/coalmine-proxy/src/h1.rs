@@ -92,7 +92,8 @@ impl Conn {
     /// has neither closed it nor sent anything since the last answer ended.
     /// Anything it sent would be read as the next request's answer, so such
     /// a connection is dropped instead. Costs no system call when tokio
-    /// already knows the socket has nothing to read.
+    /// already knows the socket has nothing to read, which is the rule
+    /// after a whole answer ([`Conn::poll_fill`]).
     pub fn is_clean(&mut self) -> bool {
         if !self.read.is_empty() {
             return false;
@@ -149,15 +150,14 @@ impl Conn {
     }
 
     /// Reads what the socket has into the buffer; `Ok(0)` at its end.
+    ///
+    /// Through tokio's `poll_read`, which takes a read that did not fill
+    /// the buffer as proof that the socket is drained and forgets its
+    /// readiness: then [`Conn::is_clean`] needs no system call until the
+    /// upstream sends again.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            self.read.reserve(READ_SIZE);
-            match self.stream.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return Poll::Ready(other),
-            }
-        }
+        self.read.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.read)
     }
 }
 

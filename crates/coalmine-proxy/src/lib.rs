@@ -170,6 +170,7 @@ impl Proxy {
         let fwd = self.forwarder.clone();
         let limits = server::ServeLimits {
             header_timeout: fwd.limits().header_timeout,
+            client_write_timeout: fwd.limits().client_write_timeout,
             max_connections: fwd.limits().max_connections,
         };
         let handler = move |req, peer| {

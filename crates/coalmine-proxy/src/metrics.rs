@@ -30,7 +30,8 @@ pub enum Class {
     ClientError,
     /// 5xx from the upstream.
     ServerError,
-    /// No answer from the upstream: refused, reset, timed out.
+    /// No answer from the upstream (refused, reset, timed out), or an
+    /// answer that broke off or stalled after its head.
     Error,
 }
 
@@ -225,7 +226,7 @@ impl Metrics {
         let mirror_failed = Counter::default();
         registry.register(
             "coalmine_proxy_requests",
-            "Requests answered, by track and class (2xx, 3xx, 4xx, 5xx, error = no answer from the upstream)",
+            "Requests answered, by track and class (2xx, 3xx, 4xx, 5xx, error = no answer from the upstream, or one that broke off)",
             requests.clone(),
         );
         registry.register(

@@ -3,13 +3,16 @@
 //! Each loop bounds what a client can hold: connections open at once (a
 //! semaphore taken before `accept`, so the surplus waits in the kernel's
 //! backlog instead of failing), the time to send a request head, which is
-//! also how long an idle keep-alive connection lives, and the largest
-//! request head.
+//! also how long an idle keep-alive connection lives, the time a client
+//! may leave an answer unread, and the largest request head.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
@@ -19,8 +22,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
 /// Largest request head read (hyper's default is about 400 KiB; HAProxy's
 /// whole buffer is 16 KiB).
@@ -49,6 +54,8 @@ pub fn fd_budget() -> Option<usize> {
 pub struct ServeLimits {
     /// Time to send a request head, and to keep an idle connection.
     pub header_timeout: Duration,
+    /// Time a client may take nothing of an answer waiting for it.
+    pub client_write_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
 }
@@ -58,6 +65,7 @@ impl Default for ServeLimits {
     fn default() -> Self {
         ServeLimits {
             header_timeout: Duration::from_secs(30),
+            client_write_timeout: Duration::from_secs(30),
             max_connections: 8192,
         }
     }
@@ -129,6 +137,7 @@ pub async fn serve_with<H, F, B>(
     });
     let slots = Arc::new(Semaphore::new(max.max(1)));
     let header_timeout = limits.header_timeout;
+    let write_timeout = limits.client_write_timeout;
     let graceful = GracefulShutdown::new();
     let mut last_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
@@ -171,7 +180,8 @@ pub async fn serve_with<H, F, B>(
                         Ok(Ok(1..)) => {}
                         _ => return,
                     }
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let io = TokioIo::new(Stalls::new(stream, write_timeout));
+                    let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -205,4 +215,95 @@ async fn accept(
         .map_err(|_| std::io::Error::other("the connection slots were closed"))?;
     let (stream, remote) = listener.accept().await?;
     Ok((stream, remote, slot))
+}
+
+/// A client connection whose writes fail once the client has taken nothing
+/// for `timeout` while an answer waits: without it, a client that stops
+/// reading holds its connection, the answer's upstream connection and
+/// their buffers for as long as it likes. The timer is only made when a
+/// write has to wait.
+struct Stalls<T> {
+    io: T,
+    timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> Stalls<T> {
+    fn new(io: T, timeout: Duration) -> Self {
+        Stalls {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write or flush returned `result`: clears the timer when the
+    /// client took something; fails when it has waited too long.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took nothing of its answer for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Stalls<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Stalls<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.watch(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.watch(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.watch(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -99,6 +99,38 @@ async fn a_clients_broken_upload_is_a_400_and_no_upstream_error() {
     .await;
 }
 
+#[tokio::test]
+async fn a_client_that_stalls_mid_upload_is_a_408_and_no_upstream_error() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(
+            canary.url(),
+            Limits {
+                request_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+        )
+        .await;
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\npart")
+            .await
+            .expect("write");
+        let mut got = vec![0u8; 200];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        let got = String::from_utf8_lossy(&got[..n]);
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert_eq!(
+            proxy.proxy.metrics().track(Track::Canary).counts(),
+            [0, 0, 1, 0, 0],
+            "counted as the client's 4xx, not as an error"
+        );
+    })
+    .await;
+}
+
 /// An upstream that answers every request with `head_and_part`, then
 /// closes the connection or (`stall`) keeps it open without a byte more.
 async fn breaking_upstream(head_and_part: &'static [u8], stall: bool) -> String {
@@ -183,6 +215,55 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off_and_counted_as_an_error() {
             proxy.proxy.metrics().track(Track::Canary).counts(),
             [0, 0, 0, 0, 1]
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_is_cut_off() {
+    bounded(LIMIT, async {
+        // An upstream with an endless answer; records when its writes fail
+        // (the proxy closed the connection).
+        let (listener, addr) = listen().await;
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<Instant>();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+                .await;
+            let chunk = vec![b'x'; 64 * 1024];
+            while s.write_all(&chunk).await.is_ok() {}
+            let _ = cut_tx.send(Instant::now());
+        });
+        let proxy = all_to_canary(
+            format!("http://{addr}"),
+            Limits {
+                client_write_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+        )
+        .await;
+        // Asks, then never reads.
+        let mut client = TcpStream::connect(proxy.addr).await.expect("connect");
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let start = Instant::now();
+        let cut = tokio::time::timeout(Duration::from_secs(10), cut_rx)
+            .await
+            .expect("the upstream connection was closed within 10 s")
+            .expect("the upstream task reports");
+        assert!(
+            cut.duration_since(start) < Duration::from_secs(8),
+            "closed after {:?}",
+            cut.duration_since(start)
+        );
+        drop(client);
     })
     .await;
 }

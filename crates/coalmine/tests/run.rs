@@ -469,6 +469,31 @@ fn bad_files_and_unreachable_upstreams_exit_1() {
     );
 }
 
+#[test]
+fn a_state_file_with_values_the_plan_cannot_hold_is_refused() {
+    let r = rollout("tampered", "0", "    - setWeight: 10\n    - pause: {}");
+    let state = r.path("state.json");
+    for (step, weight, why) in [(999, 10, "step 999"), (1, 200, "weight 200")] {
+        let mut saved = serde_json::to_value(coalmine_core::status::CanaryStatus::default())
+            .expect("a status as JSON");
+        saved["phase"] = "Progressing".into();
+        saved["step"] = step.into();
+        saved["weight"] = weight.into();
+        std::fs::write(&state, saved.to_string()).expect("write the state file");
+        let out = Command::new(BIN)
+            .arg("run")
+            .arg(r.dir.join("canary.yaml"))
+            .args(["--listen", &r.listen.to_string()])
+            .args(["--admin", &r.admin.to_string()])
+            .args(["--state", state.to_str().expect("utf-8 path")])
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{saved}: {err}");
+        assert!(err.contains(why), "{saved}: {err}");
+    }
+}
+
 /// Runs a `coalmine` client command; its exit code and stdout, stderr.
 fn cli(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)

@@ -301,7 +301,7 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
     }
     let desired = canary.spec.desired_revision();
     let status = match &options.state {
-        Some(path) if path.exists() => read_state(path)?,
+        Some(path) if path.exists() => checked_state(read_state(path)?, &plan, path)?,
         _ => CanaryStatus {
             stable_revision: canary.spec.local_stable_revision(),
             ..CanaryStatus::default()
@@ -760,6 +760,35 @@ fn read_state(path: &Path) -> Result<CanaryStatus, String> {
             path.display()
         )
     })
+}
+
+/// A saved status whose values the plan can hold: a step past the last
+/// would promote at once, a weight above 100 would be refused by the proxy
+/// mid-rollout. The file is only trusted as far as it is checked.
+fn checked_state(status: CanaryStatus, plan: &Plan, path: &Path) -> Result<CanaryStatus, String> {
+    let steps = plan.steps.len();
+    let problem = if usize::try_from(status.step).map_or(true, |step| step > steps) {
+        Some(format!(
+            "step {} is past the plan's {steps} steps",
+            status.step
+        ))
+    } else if status.weight > 100 {
+        Some(format!("weight {} is above 100", status.weight))
+    } else if status.mirror_percent > 100 {
+        Some(format!(
+            "mirrorPercent {} is above 100",
+            status.mirror_percent
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(why) => Err(format!(
+            "--state {}: {why}; not a status of this rollout (remove the file to start over)",
+            path.display()
+        )),
+        None => Ok(status),
+    }
 }
 
 /// Whether the last `--state` write failed (and so is due again).
