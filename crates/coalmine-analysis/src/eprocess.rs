@@ -73,6 +73,20 @@ pub fn prior_weights() -> Vec<f64> {
     logs.into_iter().map(|l| l - norm).collect()
 }
 
+/// Width of the share bins of the confidence sequence, in `logit(rho)`.
+const SHARE_BIN: f64 = 0.02;
+
+/// The centre of `rho`'s bin. Only the confidence interval uses it (the
+/// e-process that rolls back uses each interval's exact share): within a
+/// bin `theta` moves by at most `0.01 theta (1 - theta)`, far below the
+/// interval's own width, and the bins keep its cost bounded (a few
+/// hundred bins between shares of 1% and 99%) however long the run.
+fn share_bin(rho: f64) -> f64 {
+    let logit = (rho / (1.0 - rho)).ln();
+    let centre = (logit / SHARE_BIN).round() * SHARE_BIN;
+    1.0 / (1.0 + (-centre).exp())
+}
+
 /// One interval's counts for one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {
@@ -84,18 +98,30 @@ pub struct Interval {
     pub stable_total: u64,
     /// Stable bad events.
     pub stable_bad: u64,
-    /// The canary's routing share in the interval, in `[0, 1]`, fixed before
-    /// it started (the weight); `None` to estimate it from the totals.
+    /// The canary's routing share in the interval, in `[0, 1]` (the
+    /// weight): used only when the interval has no request counts.
     pub canary_share: Option<f64>,
 }
 
 impl Interval {
-    /// The share used: the routing share, or `n_c / (n_c + n_b)`.
+    /// The share used: the share of the interval's requests that reached
+    /// the canary, `n_c / (n_c + n_b)`, or the routing share when the
+    /// provider gave no request counts.
+    ///
+    /// The counts are what reached each version, whatever the weight was:
+    /// requests routed by header or cookie, replicas that take unequal
+    /// connections, or a weight change all show in them. Given `n_c` and
+    /// `n_b`, and per-request bad-event rates `p_c = e^d p_b` that hold
+    /// through the interval, a bad event is the canary's with probability
+    /// `n_c e^d / (n_c e^d + n_b)`: the e-process is valid conditionally on
+    /// the counts, so taking the share from them costs nothing.
     pub fn share(&self) -> Option<f64> {
-        self.canary_share.or_else(|| {
-            let n = self.canary_total + self.stable_total;
-            (n > 0).then(|| self.canary_total as f64 / n as f64)
-        })
+        let n = self.canary_total + self.stable_total;
+        if self.canary_total > 0 && self.stable_total > 0 {
+            return Some(self.canary_total as f64 / n as f64);
+        }
+        self.canary_share
+            .or_else(|| (n > 0).then(|| self.canary_total as f64 / n as f64))
     }
 }
 
@@ -111,9 +137,11 @@ pub struct RatioEProcess {
     /// [`RatioEProcess::set_dispersion`]).
     phi: f64,
     totals: Interval,
-    /// Bad events per distinct share, for the confidence sequence. Exact:
-    /// the log-likelihood only depends on the sums at each share (the
-    /// split-invariance property), and shares change only at steps.
+    /// Bad events per share, for the confidence sequence: the
+    /// log-likelihood only depends on the sums at each share (the
+    /// split-invariance property). Shares measured from request counts
+    /// differ in every interval, so they are pooled in bins of
+    /// [`SHARE_BIN`] in `logit(rho)` (see [`share_bin`]).
     by_share: Vec<(f64, f64, f64)>,
 }
 
@@ -158,16 +186,17 @@ impl RatioEProcess {
         if xc + xb == 0.0 {
             return;
         }
+        let binned = share_bin(rho);
         match self
             .by_share
             .iter_mut()
-            .find(|(r, _, _)| r.to_bits() == rho.to_bits())
+            .find(|(r, _, _)| r.to_bits() == binned.to_bits())
         {
             Some(entry) => {
                 entry.1 += xc;
                 entry.2 += xb;
             }
-            None => self.by_share.push((rho, xc, xb)),
+            None => self.by_share.push((binned, xc, xb)),
         }
         let (ln_rho, ln_1m_rho) = (rho.ln(), (1.0 - rho).ln());
         let (ln_th0, ln_1m_th0) = log_theta(ln_rho, ln_1m_rho, self.delta0);
@@ -339,11 +368,13 @@ fn log_sum_exp(xs: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// An interval whose request counts give share `rho`.
     fn iv(xc: u64, xb: u64, rho: f64) -> Interval {
+        let canary = (1000.0 * rho).round() as u64;
         Interval {
-            canary_total: 1000,
+            canary_total: canary,
             canary_bad: xc,
-            stable_total: 1000,
+            stable_total: 1000 - canary,
             stable_bad: xb,
             canary_share: Some(rho),
         }
