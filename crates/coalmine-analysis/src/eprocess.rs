@@ -285,6 +285,18 @@ impl RatioEProcess {
         Some((lower, upper))
     }
 
+    /// Whether the interval at level `1 - alpha` lies below `ratio`: the
+    /// "below" test of [`Self::confidence_interval`] rejects `ratio` (the
+    /// upper bound is the smallest ratio it rejects, and it rejects every
+    /// larger one). One evaluation instead of a bisection: what a PASS
+    /// check needs.
+    pub fn below(&self, ratio: f64, alpha: f64) -> bool {
+        if self.by_share.iter().all(|(_, xc, xb)| xc + xb == 0.0) || ratio <= 0.0 {
+            return false;
+        }
+        self.mixture_log_e(ratio.ln(), -1.0) >= (2.0 / alpha).ln()
+    }
+
     /// `ln E` of the mixture test of `delta_0 = d` against alternatives on
     /// the side `sign` (+1 above, -1 below), from the per-share sums.
     fn mixture_log_e(&self, d0: f64, sign: f64) -> f64 {
@@ -522,6 +534,19 @@ mod tests {
             hi2 / lo2 < width,
             "[{lo2}, {hi2}] not narrower than [{lo}, {hi}]"
         );
+    }
+
+    #[test]
+    fn below_agrees_with_the_interval() {
+        let mut e = RatioEProcess::new(1.5);
+        assert!(!e.below(1.5, 0.05));
+        for _ in 0..300 {
+            e.update(&iv(10, 10, 0.5));
+        }
+        let (_, hi) = e.confidence_interval(0.05).expect("an interval");
+        assert!(hi < 1.5, "{hi}");
+        assert!(e.below(1.5, 0.05) && e.below(hi * 1.001, 0.05));
+        assert!(!e.below(hi * 0.999, 0.05));
     }
 
     #[test]

@@ -243,6 +243,13 @@ impl Judge {
         self.metrics.iter().any(Metric::fails)
     }
 
+    /// Whether every metric passes: the verdict [`Self::report`] gives as
+    /// Pass, without computing the intervals (for callers that ask often,
+    /// the simulator).
+    pub fn passes(&self) -> bool {
+        !self.metrics.is_empty() && self.metrics.iter().all(Metric::passes)
+    }
+
     /// The verdict on every metric and the overall one.
     pub fn report(&self) -> (Verdict, Vec<MetricStatus>) {
         let statuses: Vec<MetricStatus> = self.metrics.iter().map(Metric::status).collect();
@@ -261,6 +268,21 @@ impl Judge {
 }
 
 impl Metric {
+    fn passes(&self) -> bool {
+        if self.fails() || !self.seen_data {
+            return false;
+        }
+        match &self.state {
+            State::Compare {
+                max_ratio,
+                alpha,
+                eprocess,
+                ..
+            } => eprocess.below(*max_ratio, *alpha),
+            State::Threshold { checks, .. } => *checks > 0,
+        }
+    }
+
     fn fails(&self) -> bool {
         match &self.state {
             State::Compare {
@@ -431,6 +453,7 @@ mod tests {
         }
         let (v, m) = judge.report();
         assert_eq!(v, Verdict::Pass, "{m:?}");
+        assert!(judge.passes());
     }
 
     #[test]

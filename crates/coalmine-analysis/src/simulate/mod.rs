@@ -22,7 +22,6 @@ use coalmine_core::spec::BuiltinMetric;
 
 use crate::eprocess::Interval;
 use crate::judge::{Judge, Observed};
-use coalmine_core::status::Verdict;
 use peers::{MannWhitney, Msprt, PlainEProcess, Rule, Threshold};
 use traffic::{Minute, Tick, Traffic};
 
@@ -317,10 +316,9 @@ impl Rule for JudgeRule {
                 },
             );
         }
-        // PASS needs the confidence interval, which is dearer than the
-        // e-value: it is checked once a minute, as a gate would be.
+        // PASS is checked once a minute (it costs a pass over the shares).
         if minute.is_some() && !self.passed {
-            self.passed = self.judge.report().0 == Verdict::Pass;
+            self.passed = self.judge.passes();
         }
         self.judge.fails()
     }
