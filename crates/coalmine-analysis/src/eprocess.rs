@@ -73,6 +73,35 @@ pub fn prior_weights() -> Vec<f64> {
     logs.into_iter().map(|l| l - norm).collect()
 }
 
+/// The PASS test's weights over the grid offsets below the tolerance,
+/// `delta_0 - 0.1 j` (`j = 1..40`): `0.9 N_j + 0.1 H_j` as in
+/// [`prior_weights`], with the normal centred on the offset of a canary
+/// exactly as good as stable (`delta_0`, at least 0.2) and sd 0.15.
+///
+/// A healthy canary is the one a gate should pass: its ratio is 1, so the
+/// evidence that the ratio is below `maxRatio` is largest at the offset
+/// `ln maxRatio`. The rollback prior, centred 0.6 above the tolerance,
+/// would put most of this test's mass on canaries much better than stable
+/// (0.82x at `maxRatio` 1.5) and cost about 1.6 nats of evidence at 1x.
+fn pass_weights(delta0: f64) -> Vec<f64> {
+    let centre = delta0.max(0.2);
+    let offsets: Vec<f64> = (1..=GRID).map(|j| SPAN * j as f64 / GRID as f64).collect();
+    let normalised = |f: &dyn Fn(f64) -> f64| -> Vec<f64> {
+        let raw: Vec<f64> = offsets.iter().map(|x| f(*x)).collect();
+        let sum: f64 = raw.iter().sum();
+        raw.into_iter().map(|r| r / sum).collect()
+    };
+    let main = normalised(&|x| (-((x - centre) / WIDTH).powi(2) / 2.0).exp());
+    let tail = normalised(&|x| (-(x / TAIL_SD).powi(2) / 2.0).exp());
+    let logs: Vec<f64> = main
+        .iter()
+        .zip(&tail)
+        .map(|(m, t)| ((1.0 - TAIL) * m + TAIL * t).ln())
+        .collect();
+    let norm = log_sum_exp(&logs);
+    logs.into_iter().map(|l| l - norm).collect()
+}
+
 /// Width of the share bins of the confidence sequence, in `logit(rho)`.
 const SHARE_BIN: f64 = 0.02;
 
@@ -131,6 +160,9 @@ pub struct RatioEProcess {
     delta0: f64,
     grid: Vec<f64>,
     log_weights: Vec<f64>,
+    /// The PASS test's weights over alternatives below the tolerance (see
+    /// [`pass_weights`]).
+    pass_log_weights: Vec<f64>,
     log_lr: Vec<f64>,
     max_log_e: f64,
     /// Dispersion factor: the log-likelihood is divided by it (see
@@ -155,6 +187,7 @@ impl RatioEProcess {
         RatioEProcess {
             delta0,
             log_weights: prior_weights(),
+            pass_log_weights: pass_weights(delta0),
             log_lr: vec![0.0; grid.len()],
             grid,
             max_log_e: 0.0,
@@ -285,16 +318,43 @@ impl RatioEProcess {
         Some((lower, upper))
     }
 
-    /// Whether the interval at level `1 - alpha` lies below `ratio`: the
-    /// "below" test of [`Self::confidence_interval`] rejects `ratio` (the
-    /// upper bound is the smallest ratio it rejects, and it rejects every
-    /// larger one). One evaluation instead of a bisection: what a PASS
-    /// check needs.
-    pub fn below(&self, ratio: f64, alpha: f64) -> bool {
-        if self.by_share.iter().all(|(_, xc, xb)| xc + xb == 0.0) || ratio <= 0.0 {
+    /// Whether the evidence that the ratio is below the tolerance has
+    /// reached `1/alpha`: the one-sided test of "ratio >= maxRatio"
+    /// against alternatives below it, with the weights of
+    /// [`pass_weights`], tempered like the rest. Under any ratio at or
+    /// above `maxRatio` it is a test supermartingale, so a canary that bad
+    /// passes with probability at most `alpha`. This is what PASS uses; it
+    /// is a different mixture from the interval's upper end, which is
+    /// two-sided at `alpha / 2`, so at PASS that end can still be a little
+    /// above `maxRatio`.
+    pub fn passes(&self, alpha: f64) -> bool {
+        if self.by_share.iter().all(|(_, xc, xb)| xc + xb == 0.0) {
             return false;
         }
-        self.mixture_log_e(ratio.ln(), -1.0) >= (2.0 / alpha).ln()
+        let terms: Vec<f64> = self
+            .pass_log_weights
+            .iter()
+            .enumerate()
+            .map(|(j, lw)| {
+                let d = self.delta0 - SPAN * (j + 1) as f64 / GRID as f64;
+                lw + self.log_likelihood(self.delta0, d) / self.phi
+            })
+            .collect();
+        log_sum_exp(&terms) >= -alpha.ln()
+    }
+
+    /// `sum_s [x_c ln(theta(d)/theta(d0)) + x_b ln((1-theta(d))/(1-theta(d0)))]`
+    /// over the share bins.
+    fn log_likelihood(&self, d0: f64, d: f64) -> f64 {
+        self.by_share
+            .iter()
+            .map(|&(rho, xc, xb)| {
+                let (lr, l1r) = (rho.ln(), (1.0 - rho).ln());
+                let (a, b) = log_theta(lr, l1r, d);
+                let (a0, b0) = log_theta(lr, l1r, d0);
+                xc * (a - a0) + xb * (b - b0)
+            })
+            .sum()
     }
 
     /// `ln E` of the mixture test of `delta_0 = d` against alternatives on
@@ -306,17 +366,7 @@ impl RatioEProcess {
             .enumerate()
             .map(|(j, lw)| {
                 let d = d0 + sign * SPAN * (j + 1) as f64 / GRID as f64;
-                let ll: f64 = self
-                    .by_share
-                    .iter()
-                    .map(|&(rho, xc, xb)| {
-                        let (lr, l1r) = (rho.ln(), (1.0 - rho).ln());
-                        let (a, b) = log_theta(lr, l1r, d);
-                        let (a0, b0) = log_theta(lr, l1r, d0);
-                        (xc * (a - a0) + xb * (b - b0)) / self.phi
-                    })
-                    .sum();
-                lw + ll
+                lw + self.log_likelihood(d0, d) / self.phi
             })
             .collect();
         log_sum_exp(&terms)
@@ -537,16 +587,32 @@ mod tests {
     }
 
     #[test]
-    fn below_agrees_with_the_interval() {
+    fn an_equal_canary_passes_and_one_at_the_tolerance_rarely_does() {
         let mut e = RatioEProcess::new(1.5);
-        assert!(!e.below(1.5, 0.05));
-        for _ in 0..300 {
+        assert!(!e.passes(0.05));
+        for _ in 0..40 {
             e.update(&iv(10, 10, 0.5));
         }
-        let (_, hi) = e.confidence_interval(0.05).expect("an interval");
-        assert!(hi < 1.5, "{hi}");
-        assert!(e.below(1.5, 0.05) && e.below(hi * 1.001, 0.05));
-        assert!(!e.below(hi * 0.999, 0.05));
+        assert!(e.passes(0.05), "400 events split evenly");
+        // At exactly 1.5x: a false PASS at most alpha of the time.
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        let runs = 400;
+        let passed = (0..runs)
+            .filter(|_| {
+                let mut e = RatioEProcess::new(1.5);
+                (0..120).any(|_| {
+                    e.update(&Interval {
+                        canary_total: 500,
+                        canary_bad: rng.binomial(500, 0.015),
+                        stable_total: 500,
+                        stable_bad: rng.binomial(500, 0.01),
+                        canary_share: None,
+                    });
+                    e.passes(0.05)
+                })
+            })
+            .count();
+        assert!(passed <= runs * 5 / 100, "{passed} of {runs}");
     }
 
     #[test]

@@ -81,7 +81,6 @@ impl Observed {
 
 enum State {
     Compare {
-        max_ratio: f64,
         /// The e-process's share of the metric's alpha.
         alpha: f64,
         eprocess: Box<RatioEProcess>,
@@ -147,7 +146,6 @@ impl Judge {
                         // slow-request rate and half on the shape check.
                         let alpha = if latency { alpha_j / 2.0 } else { alpha_j };
                         State::Compare {
-                            max_ratio,
                             alpha,
                             eprocess: Box::new(RatioEProcess::new(max_ratio)),
                             guard: Dispersion::new(block_len),
@@ -273,12 +271,7 @@ impl Metric {
             return false;
         }
         match &self.state {
-            State::Compare {
-                max_ratio,
-                alpha,
-                eprocess,
-                ..
-            } => eprocess.below(*max_ratio, *alpha),
+            State::Compare { alpha, eprocess, .. } => eprocess.passes(*alpha),
             State::Threshold { checks, .. } => *checks > 0,
         }
     }
@@ -307,7 +300,6 @@ impl Metric {
         };
         let verdict = match &self.state {
             State::Compare {
-                max_ratio,
                 alpha,
                 eprocess,
                 shape,
@@ -351,7 +343,7 @@ impl Metric {
                     Verdict::Fail
                 } else if !self.seen_data {
                     Verdict::NoData
-                } else if interval.is_some_and(|(_, hi)| hi < *max_ratio) {
+                } else if eprocess.passes(*alpha) {
                     Verdict::Pass
                 } else {
                     Verdict::Running
