@@ -271,7 +271,9 @@ impl Metric {
             return false;
         }
         match &self.state {
-            State::Compare { alpha, eprocess, .. } => eprocess.passes(*alpha),
+            State::Compare {
+                alpha, eprocess, ..
+            } => eprocess.passes(*alpha),
             State::Threshold { checks, .. } => *checks > 0,
         }
     }
