@@ -265,44 +265,80 @@ impl PrometheusCollector {
 
 /// The metric names a PromQL query selects: identifiers followed by a
 /// label matcher `{`. Names without matchers are not seen (the check is
-/// then made on the others, or not at all).
+/// then made on the others, or not at all). Template fields (`{{track}}`)
+/// and quoted strings are skipped.
 pub(crate) fn metric_names(query: &str) -> Vec<String> {
-    let bytes = query.as_bytes();
+    const KEYWORDS: [&str; 10] = [
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+    ];
+    // Template fields become a neutral character first.
+    let mut text = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        text.push_str(&rest[..start]);
+        text.push('0');
+        rest = rest[start..]
+            .find("}}")
+            .map_or("", |end| &rest[start + end + 2..]);
+    }
+    text.push_str(rest);
+    let chars: Vec<char> = text.chars().collect();
+    let skip_quoted = |mut i: usize| -> usize {
+        let quote = chars[i];
+        i += 1;
+        while i < chars.len() && chars[i] != quote {
+            i += if chars[i] == '\\' { 2 } else { 1 };
+        }
+        i + 1
+    };
+    let skip_matcher = |mut i: usize| -> usize {
+        while i < chars.len() && chars[i] != '}' {
+            i = if matches!(chars[i], '"' | '\'' | '`') {
+                skip_quoted(i)
+            } else {
+                i + 1
+            };
+        }
+        i + 1
+    };
     let mut names = Vec::new();
     let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c.is_ascii_alphabetic() || c == b'_' || c == b':' {
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_alphabetic() || c == '_' || c == ':' {
             let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
             {
                 i += 1;
             }
+            let name: String = chars[start..i].iter().collect();
             let mut j = i;
-            while j < bytes.len() && bytes[j] == b' ' {
+            while j < chars.len() && chars[j].is_whitespace() {
                 j += 1;
             }
-            // Inside a matcher (`{track="x"}`) identifiers are label names
-            // and values: skip to its end.
-            if bytes.get(j) == Some(&b'{') {
-                names.push(query[start..i].to_owned());
-                while j < bytes.len() && bytes[j] != b'}' {
-                    j += 1;
+            if chars.get(j) == Some(&'{') {
+                if !KEYWORDS.contains(&name.as_str()) {
+                    names.push(name);
                 }
-                i = j;
+                i = skip_matcher(j + 1);
             }
-        } else if c == b'{' {
-            while i < bytes.len() && bytes[i] != b'}' {
-                i += 1;
-            }
-        } else if c == b'"' {
+        } else if c == '{' {
+            i = skip_matcher(i + 1);
+        } else if matches!(c, '"' | '\'' | '`') {
+            i = skip_quoted(i);
+        } else {
             i += 1;
-            while i < bytes.len() && bytes[i] != b'"' {
-                i += 1;
-            }
         }
-        i += 1;
     }
     names
 }
@@ -465,6 +501,10 @@ mod tests {
             ["errors:total"]
         );
         assert!(metric_names("0/0").is_empty());
+        assert_eq!(
+            metric_names(r#"sum by (code) (rate(y{path="/{a}"}[5m])) / on() z {le="+Inf"}"#),
+            ["y", "z"]
+        );
     }
 
     #[test]

@@ -291,7 +291,7 @@ async fn queries_against_a_real_prometheus() {
 
         // The exact difference over an interval reaching back before the
         // traffic: the counts themselves, not an extrapolation.
-        let exact = compare(
+        let mut exact = compare(
             &address,
             r#"sum(coalmine_proxy_requests_total{track="{{track}}"}) - sum(coalmine_proxy_requests_total{track="{{track}}"} offset {{interval}})"#,
             r#"sum(coalmine_proxy_requests_total{track="{{track}}",class=~"5xx|error"}) - sum(coalmine_proxy_requests_total{track="{{track}}",class=~"5xx|error"} offset {{interval}})"#,
