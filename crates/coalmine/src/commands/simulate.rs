@@ -386,3 +386,37 @@ fn print_table(report: &Report) {
         println!("{line}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn steps_parse_with_clear_errors() {
+        assert_eq!(
+            steps("5%@0m, 25%@10m,50%@1h"),
+            Ok(vec![(0, 0.05), (600, 0.25), (3600, 0.5)])
+        );
+        let why = steps("5%").unwrap_err();
+        assert!(why.contains("WEIGHT@TIME"), "{why}");
+        assert!(steps("150%@0m").is_err());
+        assert!(steps("5%@soon").is_err());
+    }
+
+    #[test]
+    fn a_matrix_line_parses_like_the_command() {
+        let line = Line::try_parse_from(
+            "--rps 50 --steps 5%@0m,25%@10m --header-share 3% --onset 15m --noise-period 10s"
+                .split_whitespace(),
+        )
+        .expect("parses");
+        let (s, methods, _) = build(&line.args).expect("builds");
+        assert_eq!(methods.len(), 5);
+        assert_eq!((s.rps, s.onset_secs, s.noise_period_secs), (50.0, 900, 10));
+        assert_eq!(s.steps, vec![(0, 0.05), (600, 0.25)]);
+        assert!((s.header_share - 0.03).abs() < 1e-12);
+        let bad = Line::try_parse_from(["--extrapolation", "0.5"]).expect("parses");
+        assert!(build(&bad.args).unwrap_err().contains("--extrapolation"));
+    }
+}
