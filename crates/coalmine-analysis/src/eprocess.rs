@@ -1,8 +1,8 @@
 //! The anytime-valid e-process for a count metric's canary/stable rate ratio.
 //!
-//! From `shared/brief/analysis.md`: per interval `s`, the canary's routing
-//! share `rho_s` (fixed before the interval started), and the bad events
-//! `x_c,s` (canary) and `x_b,s` (stable). Conditioning on which arm each bad
+//! Per interval `s`: the canary's share of the interval's requests
+//! `rho_s = n_c,s / (n_c,s + n_b,s)` (see [`Interval::share`]), and the bad
+//! events `x_c,s` (canary) and `x_b,s` (stable). Conditioning on which arm each bad
 //! event came from removes the load both versions share, however it varies:
 //! under a rate ratio `e^d`, a bad event is the canary's with probability
 //!
@@ -53,7 +53,7 @@ const TAIL_SD: f64 = 1.5;
 /// Any fixed prior keeps the e-process valid (a mixture of test
 /// martingales is a test martingale); the prior only decides which
 /// regressions are caught fastest. Most of its mass is on ratios of about
-/// 1.4x to 2.4x, the regressions that issue 4 asks to catch within
+/// 1.4x to 2.4x, the regressions to catch within
 /// minutes; the tail keeps every ratio up to `e^4` in the mixture.
 pub fn prior_weights() -> Vec<f64> {
     let offsets: Vec<f64> = (1..=GRID).map(|j| SPAN * j as f64 / GRID as f64).collect();

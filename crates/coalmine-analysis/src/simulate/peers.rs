@@ -1,5 +1,6 @@
-//! The rules coalmine is compared with in `coalmine simulate`, as the brief
-//! describes them (`shared/brief/analysis.md`), each fed the same traffic:
+//! The rules coalmine is compared with in `coalmine simulate`, as their
+//! projects document them (docs/analysis.md, section 2), each fed the same
+//! traffic:
 //!
 //! - `threshold` (Flagger): every minute the canary's success rate must be
 //!   at least 99% (and, in latency scenarios, its p99 at most
