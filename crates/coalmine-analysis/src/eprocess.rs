@@ -1,8 +1,8 @@
 //! The anytime-valid e-process for a count metric's canary/stable rate ratio.
 //!
-//! From `shared/brief/analysis.md`: per interval `s`, the canary's routing
-//! share `rho_s` (fixed before the interval started), and the bad events
-//! `x_c,s` (canary) and `x_b,s` (stable). Conditioning on which arm each bad
+//! Per interval `s`: the canary's share of the interval's requests
+//! `rho_s = n_c,s / (n_c,s + n_b,s)` (see [`Interval::share`]), and the bad
+//! events `x_c,s` (canary) and `x_b,s` (stable). Conditioning on which arm each bad
 //! event came from removes the load both versions share, however it varies:
 //! under a rate ratio `e^d`, a bad event is the canary's with probability
 //!
@@ -53,7 +53,7 @@ const TAIL_SD: f64 = 1.5;
 /// Any fixed prior keeps the e-process valid (a mixture of test
 /// martingales is a test martingale); the prior only decides which
 /// regressions are caught fastest. Most of its mass is on ratios of about
-/// 1.4x to 2.4x, the regressions that issue 4 asks to catch within
+/// 1.4x to 2.4x, the regressions to catch within
 /// minutes; the tail keeps every ratio up to `e^4` in the mixture.
 pub fn prior_weights() -> Vec<f64> {
     let offsets: Vec<f64> = (1..=GRID).map(|j| SPAN * j as f64 / GRID as f64).collect();
@@ -73,6 +73,49 @@ pub fn prior_weights() -> Vec<f64> {
     logs.into_iter().map(|l| l - norm).collect()
 }
 
+/// The PASS test's weights over the grid offsets below the tolerance,
+/// `delta_0 - 0.1 j` (`j = 1..40`): `0.9 N_j + 0.1 H_j` as in
+/// [`prior_weights`], with the normal centred on the offset of a canary
+/// exactly as good as stable (`delta_0`, at least 0.2) and sd 0.15.
+///
+/// A healthy canary is the one a gate should pass: its ratio is 1, so the
+/// evidence that the ratio is below `maxRatio` is largest at the offset
+/// `ln maxRatio`. The rollback prior, centred 0.6 above the tolerance,
+/// would put most of this test's mass on canaries much better than stable
+/// (0.82x at `maxRatio` 1.5) and cost about 1.6 nats of evidence at 1x.
+fn pass_weights(delta0: f64) -> Vec<f64> {
+    let centre = delta0.max(0.2);
+    let offsets: Vec<f64> = (1..=GRID).map(|j| SPAN * j as f64 / GRID as f64).collect();
+    let normalised = |f: &dyn Fn(f64) -> f64| -> Vec<f64> {
+        let raw: Vec<f64> = offsets.iter().map(|x| f(*x)).collect();
+        let sum: f64 = raw.iter().sum();
+        raw.into_iter().map(|r| r / sum).collect()
+    };
+    let main = normalised(&|x| (-((x - centre) / WIDTH).powi(2) / 2.0).exp());
+    let tail = normalised(&|x| (-(x / TAIL_SD).powi(2) / 2.0).exp());
+    let logs: Vec<f64> = main
+        .iter()
+        .zip(&tail)
+        .map(|(m, t)| ((1.0 - TAIL) * m + TAIL * t).ln())
+        .collect();
+    let norm = log_sum_exp(&logs);
+    logs.into_iter().map(|l| l - norm).collect()
+}
+
+/// Width of the share bins of the confidence sequence, in `logit(rho)`.
+const SHARE_BIN: f64 = 0.02;
+
+/// The centre of `rho`'s bin. Only the confidence interval uses it (the
+/// e-process that rolls back uses each interval's exact share): within a
+/// bin `theta` moves by at most `0.01 theta (1 - theta)`, far below the
+/// interval's own width, and the bins keep its cost bounded (a few
+/// hundred bins between shares of 1% and 99%) however long the run.
+fn share_bin(rho: f64) -> f64 {
+    let logit = (rho / (1.0 - rho)).ln();
+    let centre = (logit / SHARE_BIN).round() * SHARE_BIN;
+    1.0 / (1.0 + (-centre).exp())
+}
+
 /// One interval's counts for one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {
@@ -84,18 +127,30 @@ pub struct Interval {
     pub stable_total: u64,
     /// Stable bad events.
     pub stable_bad: u64,
-    /// The canary's routing share in the interval, in `[0, 1]`, fixed before
-    /// it started (the weight); `None` to estimate it from the totals.
+    /// The canary's routing share in the interval, in `[0, 1]` (the
+    /// weight): used only when the interval has no request counts.
     pub canary_share: Option<f64>,
 }
 
 impl Interval {
-    /// The share used: the routing share, or `n_c / (n_c + n_b)`.
+    /// The share used: the share of the interval's requests that reached
+    /// the canary, `n_c / (n_c + n_b)`, or the routing share when the
+    /// provider gave no request counts.
+    ///
+    /// The counts are what reached each version, whatever the weight was:
+    /// requests routed by header or cookie, replicas that take unequal
+    /// connections, or a weight change all show in them. Given `n_c` and
+    /// `n_b`, and per-request bad-event rates `p_c = e^d p_b` that hold
+    /// through the interval, a bad event is the canary's with probability
+    /// `n_c e^d / (n_c e^d + n_b)`: the e-process is valid conditionally on
+    /// the counts, so taking the share from them costs nothing.
     pub fn share(&self) -> Option<f64> {
-        self.canary_share.or_else(|| {
-            let n = self.canary_total + self.stable_total;
-            (n > 0).then(|| self.canary_total as f64 / n as f64)
-        })
+        let n = self.canary_total + self.stable_total;
+        if self.canary_total > 0 && self.stable_total > 0 {
+            return Some(self.canary_total as f64 / n as f64);
+        }
+        self.canary_share
+            .or_else(|| (n > 0).then(|| self.canary_total as f64 / n as f64))
     }
 }
 
@@ -105,15 +160,20 @@ pub struct RatioEProcess {
     delta0: f64,
     grid: Vec<f64>,
     log_weights: Vec<f64>,
+    /// The PASS test's weights over alternatives below the tolerance (see
+    /// [`pass_weights`]).
+    pass_log_weights: Vec<f64>,
     log_lr: Vec<f64>,
     max_log_e: f64,
     /// Dispersion factor: the log-likelihood is divided by it (see
     /// [`RatioEProcess::set_dispersion`]).
     phi: f64,
     totals: Interval,
-    /// Bad events per distinct share, for the confidence sequence. Exact:
-    /// the log-likelihood only depends on the sums at each share (the
-    /// split-invariance property), and shares change only at steps.
+    /// Bad events per share, for the confidence sequence: the
+    /// log-likelihood only depends on the sums at each share (the
+    /// split-invariance property). Shares measured from request counts
+    /// differ in every interval, so they are pooled in bins of
+    /// [`SHARE_BIN`] in `logit(rho)` (see [`share_bin`]).
     by_share: Vec<(f64, f64, f64)>,
 }
 
@@ -127,6 +187,7 @@ impl RatioEProcess {
         RatioEProcess {
             delta0,
             log_weights: prior_weights(),
+            pass_log_weights: pass_weights(delta0),
             log_lr: vec![0.0; grid.len()],
             grid,
             max_log_e: 0.0,
@@ -158,16 +219,17 @@ impl RatioEProcess {
         if xc + xb == 0.0 {
             return;
         }
+        let binned = share_bin(rho);
         match self
             .by_share
             .iter_mut()
-            .find(|(r, _, _)| r.to_bits() == rho.to_bits())
+            .find(|(r, _, _)| r.to_bits() == binned.to_bits())
         {
             Some(entry) => {
                 entry.1 += xc;
                 entry.2 += xb;
             }
-            None => self.by_share.push((rho, xc, xb)),
+            None => self.by_share.push((binned, xc, xb)),
         }
         let (ln_rho, ln_1m_rho) = (rho.ln(), (1.0 - rho).ln());
         let (ln_th0, ln_1m_th0) = log_theta(ln_rho, ln_1m_rho, self.delta0);
@@ -256,6 +318,45 @@ impl RatioEProcess {
         Some((lower, upper))
     }
 
+    /// Whether the evidence that the ratio is below the tolerance has
+    /// reached `1/alpha`: the one-sided test of "ratio >= maxRatio"
+    /// against alternatives below it, with the weights of
+    /// [`pass_weights`], tempered like the rest. Under any ratio at or
+    /// above `maxRatio` it is a test supermartingale, so a canary that bad
+    /// passes with probability at most `alpha`. This is what PASS uses; it
+    /// is a different mixture from the interval's upper end, which is
+    /// two-sided at `alpha / 2`, so at PASS that end can still be a little
+    /// above `maxRatio`.
+    pub fn passes(&self, alpha: f64) -> bool {
+        if self.by_share.iter().all(|(_, xc, xb)| xc + xb == 0.0) {
+            return false;
+        }
+        let terms: Vec<f64> = self
+            .pass_log_weights
+            .iter()
+            .enumerate()
+            .map(|(j, lw)| {
+                let d = self.delta0 - SPAN * (j + 1) as f64 / GRID as f64;
+                lw + self.log_likelihood(self.delta0, d) / self.phi
+            })
+            .collect();
+        log_sum_exp(&terms) >= -alpha.ln()
+    }
+
+    /// `sum_s [x_c ln(theta(d)/theta(d0)) + x_b ln((1-theta(d))/(1-theta(d0)))]`
+    /// over the share bins.
+    fn log_likelihood(&self, d0: f64, d: f64) -> f64 {
+        self.by_share
+            .iter()
+            .map(|&(rho, xc, xb)| {
+                let (lr, l1r) = (rho.ln(), (1.0 - rho).ln());
+                let (a, b) = log_theta(lr, l1r, d);
+                let (a0, b0) = log_theta(lr, l1r, d0);
+                xc * (a - a0) + xb * (b - b0)
+            })
+            .sum()
+    }
+
     /// `ln E` of the mixture test of `delta_0 = d` against alternatives on
     /// the side `sign` (+1 above, -1 below), from the per-share sums.
     fn mixture_log_e(&self, d0: f64, sign: f64) -> f64 {
@@ -265,17 +366,7 @@ impl RatioEProcess {
             .enumerate()
             .map(|(j, lw)| {
                 let d = d0 + sign * SPAN * (j + 1) as f64 / GRID as f64;
-                let ll: f64 = self
-                    .by_share
-                    .iter()
-                    .map(|&(rho, xc, xb)| {
-                        let (lr, l1r) = (rho.ln(), (1.0 - rho).ln());
-                        let (a, b) = log_theta(lr, l1r, d);
-                        let (a0, b0) = log_theta(lr, l1r, d0);
-                        (xc * (a - a0) + xb * (b - b0)) / self.phi
-                    })
-                    .sum();
-                lw + ll
+                lw + self.log_likelihood(d0, d) / self.phi
             })
             .collect();
         log_sum_exp(&terms)
@@ -339,11 +430,13 @@ fn log_sum_exp(xs: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// An interval whose request counts give share `rho`.
     fn iv(xc: u64, xb: u64, rho: f64) -> Interval {
+        let canary = (1000.0 * rho).round() as u64;
         Interval {
-            canary_total: 1000,
+            canary_total: canary,
             canary_bad: xc,
-            stable_total: 1000,
+            stable_total: 1000 - canary,
             stable_bad: xb,
             canary_share: Some(rho),
         }
@@ -491,6 +584,35 @@ mod tests {
             hi2 / lo2 < width,
             "[{lo2}, {hi2}] not narrower than [{lo}, {hi}]"
         );
+    }
+
+    #[test]
+    fn an_equal_canary_passes_and_one_at_the_tolerance_rarely_does() {
+        let mut e = RatioEProcess::new(1.5);
+        assert!(!e.passes(0.05));
+        for _ in 0..40 {
+            e.update(&iv(10, 10, 0.5));
+        }
+        assert!(e.passes(0.05), "400 events split evenly");
+        // At exactly 1.5x: a false PASS at most alpha of the time.
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        let runs = 400;
+        let passed = (0..runs)
+            .filter(|_| {
+                let mut e = RatioEProcess::new(1.5);
+                (0..120).any(|_| {
+                    e.update(&Interval {
+                        canary_total: 500,
+                        canary_bad: rng.binomial(500, 0.015),
+                        stable_total: 500,
+                        stable_bad: rng.binomial(500, 0.01),
+                        canary_share: None,
+                    });
+                    e.passes(0.05)
+                })
+            })
+            .count();
+        assert!(passed <= runs * 5 / 100, "{passed} of {runs}");
     }
 
     #[test]

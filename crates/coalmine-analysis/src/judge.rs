@@ -43,9 +43,44 @@ pub enum Observed {
     NoData(String),
 }
 
+impl Observed {
+    /// Tags an interval's counts with the routing share it started with,
+    /// as a fallback for providers without request counts (the share that
+    /// the judge uses is measured from the counts, see
+    /// [`Interval::share`]), and leaves out the counts of an interval in
+    /// which the weight changed.
+    ///
+    /// Such an interval mixes two splits of the traffic: if the bad-event
+    /// rates changed within it too, its measured share does not say which
+    /// part of its bad events each version should have had, so it is
+    /// dropped. Missing one interval per step costs little evidence.
+    pub fn tagged(self, share: f64, weight_changed: bool) -> Observed {
+        let left_out = || {
+            Observed::NoData(format!(
+                "the weight changed during this interval (from {:.0}%): its counts are left out",
+                100.0 * share
+            ))
+        };
+        match self {
+            Observed::Counts(_) | Observed::Latency { .. } if weight_changed => left_out(),
+            Observed::Counts(mut c) => {
+                c.canary_share = Some(share);
+                Observed::Counts(c)
+            }
+            Observed::Latency {
+                mut slow,
+                histograms,
+            } => {
+                slow.canary_share = Some(share);
+                Observed::Latency { slow, histograms }
+            }
+            other => other,
+        }
+    }
+}
+
 enum State {
     Compare {
-        max_ratio: f64,
         /// The e-process's share of the metric's alpha.
         alpha: f64,
         eprocess: Box<RatioEProcess>,
@@ -111,7 +146,6 @@ impl Judge {
                         // slow-request rate and half on the shape check.
                         let alpha = if latency { alpha_j / 2.0 } else { alpha_j };
                         State::Compare {
-                            max_ratio,
                             alpha,
                             eprocess: Box::new(RatioEProcess::new(max_ratio)),
                             guard: Dispersion::new(block_len),
@@ -207,6 +241,13 @@ impl Judge {
         self.metrics.iter().any(Metric::fails)
     }
 
+    /// Whether every metric passes: the verdict [`Self::report`] gives as
+    /// Pass, without computing the intervals (for callers that ask often,
+    /// the simulator).
+    pub fn passes(&self) -> bool {
+        !self.metrics.is_empty() && self.metrics.iter().all(Metric::passes)
+    }
+
     /// The verdict on every metric and the overall one.
     pub fn report(&self) -> (Verdict, Vec<MetricStatus>) {
         let statuses: Vec<MetricStatus> = self.metrics.iter().map(Metric::status).collect();
@@ -225,6 +266,18 @@ impl Judge {
 }
 
 impl Metric {
+    fn passes(&self) -> bool {
+        if self.fails() || !self.seen_data {
+            return false;
+        }
+        match &self.state {
+            State::Compare {
+                alpha, eprocess, ..
+            } => eprocess.passes(*alpha),
+            State::Threshold { checks, .. } => *checks > 0,
+        }
+    }
+
     fn fails(&self) -> bool {
         match &self.state {
             State::Compare {
@@ -249,7 +302,6 @@ impl Metric {
         };
         let verdict = match &self.state {
             State::Compare {
-                max_ratio,
                 alpha,
                 eprocess,
                 shape,
@@ -293,7 +345,7 @@ impl Metric {
                     Verdict::Fail
                 } else if !self.seen_data {
                     Verdict::NoData
-                } else if interval.is_some_and(|(_, hi)| hi < *max_ratio) {
+                } else if eprocess.passes(*alpha) {
                     Verdict::Pass
                 } else {
                     Verdict::Running
@@ -395,6 +447,7 @@ mod tests {
         }
         let (v, m) = judge.report();
         assert_eq!(v, Verdict::Pass, "{m:?}");
+        assert!(judge.passes());
     }
 
     #[test]
@@ -411,6 +464,45 @@ mod tests {
         let (_, m) = judge.report();
         assert_eq!(m[0].e_threshold, Some(40.0));
         assert_eq!(m[1].e_threshold, Some(40.0));
+    }
+
+    #[test]
+    fn intervals_across_a_weight_change_are_left_out() {
+        let tagged = counts(3, 9).tagged(0.1, false);
+        let Observed::Counts(c) = tagged else {
+            panic!("{tagged:?}")
+        };
+        // Tagged with the weight, judged by the counts (1000 of 10000).
+        assert_eq!(c.canary_share, Some(0.1));
+        assert_eq!(c.share(), Some(0.1));
+        let moved = counts(3, 9).tagged(0.1, true);
+        assert!(
+            matches!(&moved, Observed::NoData(why) if why.contains("from 10%")),
+            "{moved:?}"
+        );
+        assert_eq!(Observed::Value(1.0).tagged(0.0, true), Observed::Value(1.0));
+    }
+
+    #[test]
+    fn the_share_is_what_reached_the_canary_not_the_weight() {
+        // 5% weight, but testers' header-routed requests take the canary
+        // to 8% of requests: at equal rates, bad events split 8/92.
+        let mut judge = Judge::new(&plan(&[Check::Compare { max_ratio: 1.0 }]));
+        for _ in 0..100 {
+            judge.observe(
+                0,
+                Observed::Counts(Interval {
+                    canary_total: 800,
+                    canary_bad: 8,
+                    stable_total: 9200,
+                    stable_bad: 92,
+                    canary_share: Some(0.05),
+                }),
+            );
+        }
+        let (v, m) = judge.report();
+        assert_ne!(v, Verdict::Fail, "{m:?}");
+        assert!(m[0].e_value.is_some_and(|e| e < 1.0), "{m:?}");
     }
 
     #[test]

@@ -1,5 +1,16 @@
-//! Latency: per-track histograms of one interval, and (issue 4) the
-//! sequential distribution-shift check and quantile shifts built on them.
+//! Latency: per-track histograms of one interval, and the sequential
+//! distribution-shift check and quantile shifts built on them.
+//!
+//! The check compares like with like: latency moves with load and time of
+//! day for both versions, and the canary's share of requests moves with
+//! the weight, so pooling each version's histograms over a rollout would
+//! compare a canary that served mostly late intervals with a stable that
+//! served mostly early ones (a Simpson effect). Stable's histogram of each
+//! interval is instead weighted by the canary's requests in that interval,
+//! `n_c,s / n_b,s` per stable request: the reference is the distribution
+//! stable would have shown on the canary's schedule. Intervals in which one
+//! version had no requests (weight 0 or 100, header-routed steps) add
+//! nothing.
 
 /// One interval's latency histograms for both tracks, over the same bucket
 /// bounds. Counts are per bucket (not cumulative); the last count is the
@@ -63,13 +74,20 @@ pub struct QuantileShift {
 /// distribution is stochastically larger than stable's by more than both
 /// tracks' bands allow, i.e. `max_x [F_b(x) - F_c(x)] > eps(n_b) + eps(n_c)`
 /// at the histogram's bucket edges (evaluating at fixed edges keeps the
-/// band valid).
+/// band valid). `F_b` is stable's weighted histogram (see the module
+/// docs) and `n_b` its effective sample size, `(sum w)^2 / sum w^2` over
+/// stable's requests: equal to stable's requests while the split is
+/// steady, smaller when it moves. The band for a weighted sample with that
+/// effective size is an approximation (exact for a steady split).
 #[derive(Debug, Clone)]
 pub struct ShapeCheck {
     alpha: f64,
     bounds: Vec<f64>,
-    canary: Vec<u64>,
-    stable: Vec<u64>,
+    canary: Vec<f64>,
+    /// Stable's requests per bucket, each weighted by `n_c,s / n_b,s`.
+    stable: Vec<f64>,
+    /// `sum w^2` over stable's requests: `sum_s n_c,s^2 / n_b,s`.
+    stable_square_weights: f64,
     failed: bool,
     mismatched: bool,
 }
@@ -82,6 +100,7 @@ impl ShapeCheck {
             bounds: Vec::new(),
             canary: Vec::new(),
             stable: Vec::new(),
+            stable_square_weights: 0.0,
             failed: false,
             mismatched: false,
         }
@@ -94,28 +113,46 @@ impl ShapeCheck {
             self.mismatched = true;
             return;
         }
+        let (nc, nb) = (
+            h.canary.iter().sum::<u64>() as f64,
+            h.stable.iter().sum::<u64>() as f64,
+        );
+        // Without both versions the interval compares nothing.
+        if nc == 0.0 || nb == 0.0 {
+            return;
+        }
         if self.bounds.is_empty() && self.canary.is_empty() {
             self.bounds = h.bounds.clone();
-            self.canary = vec![0; h.canary.len()];
-            self.stable = vec![0; h.stable.len()];
+            self.canary = vec![0.0; h.canary.len()];
+            self.stable = vec![0.0; h.stable.len()];
         } else if self.bounds != h.bounds {
             self.mismatched = true;
             return;
         }
+        let w = nc / nb;
         for (a, b) in self.canary.iter_mut().zip(&h.canary) {
-            *a += b;
+            *a += *b as f64;
         }
         for (a, b) in self.stable.iter_mut().zip(&h.stable) {
-            *a += b;
+            *a += w * *b as f64;
         }
+        self.stable_square_weights += w * w * nb;
         // Once crossed, the check stays failed: the band is time-uniform,
         // so the crossing was already a valid rejection.
         self.failed |= self.crosses();
     }
 
-    /// Requests per track so far.
+    /// The canary's requests so far and stable's effective sample size
+    /// (its requests while the split is steady).
     pub fn totals(&self) -> (u64, u64) {
-        (self.canary.iter().sum(), self.stable.iter().sum())
+        let nc: f64 = self.canary.iter().sum();
+        let weighted: f64 = self.stable.iter().sum();
+        let nb = if self.stable_square_weights > 0.0 {
+            weighted * weighted / self.stable_square_weights
+        } else {
+            0.0
+        };
+        (nc.round() as u64, (nb + 1e-6).floor() as u64)
     }
 
     /// Whether some histogram had other bucket bounds.
@@ -125,15 +162,16 @@ impl ShapeCheck {
 
     /// `max_x [F_b(x) - F_c(x)]` at the bucket edges (0 before data).
     pub fn statistic(&self) -> f64 {
-        let (nc, nb) = self.totals();
-        if nc == 0 || nb == 0 {
+        let nc: f64 = self.canary.iter().sum();
+        let nb: f64 = self.stable.iter().sum();
+        if nc == 0.0 || nb == 0.0 {
             return 0.0;
         }
-        let (mut cc, mut cb, mut best) = (0u64, 0u64, 0.0f64);
+        let (mut cc, mut cb, mut best) = (0.0, 0.0, 0.0f64);
         for (c, b) in self.canary.iter().zip(&self.stable) {
             cc += c;
             cb += b;
-            best = best.max(cb as f64 / nb as f64 - cc as f64 / nc as f64);
+            best = best.max(cb / nb - cc / nc);
         }
         best
     }
@@ -193,16 +231,18 @@ impl ShapeCheck {
 
 /// The upper edge of the bucket holding quantile `q`; `None` when it is
 /// the `+Inf` bucket or `q > 1`.
-fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
-    let n: u64 = counts.iter().sum();
-    if n == 0 || q > 1.0 {
+fn quantile(bounds: &[f64], counts: &[f64], q: f64) -> Option<f64> {
+    let n: f64 = counts.iter().sum();
+    if n <= 0.0 || q > 1.0 {
         return None;
     }
-    let target = (q.max(0.0) * n as f64).ceil().max(1.0);
-    let mut seen = 0u64;
+    // Within a rounding error of the target counts as reaching it (the
+    // weighted counts are not whole).
+    let target = q.max(0.0) * n * (1.0 - 1e-12);
+    let mut seen = 0.0;
     for (i, c) in counts.iter().enumerate() {
         seen += c;
-        if seen as f64 >= target {
+        if seen > 0.0 && seen >= target {
             return bounds.get(i).copied();
         }
     }
@@ -211,19 +251,19 @@ fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
 
 /// The lower edge of the bucket holding quantile `q` (0 for the first
 /// bucket or `q <= 0`).
-fn lower_quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
-    let n: u64 = counts.iter().sum();
-    if n == 0 {
+fn lower_quantile(bounds: &[f64], counts: &[f64], q: f64) -> Option<f64> {
+    let n: f64 = counts.iter().sum();
+    if n <= 0.0 {
         return None;
     }
     if q <= 0.0 {
         return Some(0.0);
     }
-    let target = (q.min(1.0) * n as f64).ceil().max(1.0);
-    let mut seen = 0u64;
+    let target = q.min(1.0) * n * (1.0 - 1e-12);
+    let mut seen = 0.0;
     for (i, c) in counts.iter().enumerate() {
         seen += c;
-        if seen as f64 >= target {
+        if seen > 0.0 && seen >= target {
             return Some(if i == 0 { 0.0 } else { bounds[i - 1] });
         }
     }
@@ -294,6 +334,35 @@ mod tests {
         });
         assert!(c.mismatched());
         assert_eq!(c.totals(), (4, 4));
+    }
+
+    #[test]
+    fn a_drift_common_to_both_is_not_a_shift_when_the_split_moves() {
+        // Both versions slow down from the first bucket to the third while
+        // the canary's share grows from 10% to 50%: pooled, the canary's
+        // requests are mostly slow ones and stable's mostly fast ones.
+        let mut c = ShapeCheck::new(0.05);
+        for _ in 0..200 {
+            c.update(&hist(&[100, 0, 0, 0], &[900, 0, 0, 0]));
+        }
+        for _ in 0..200 {
+            c.update(&hist(&[0, 0, 500, 0], &[0, 0, 500, 0]));
+        }
+        assert!(!c.fails(), "{} vs {}", c.statistic(), c.threshold());
+        assert!(c.statistic() < 1e-9, "{}", c.statistic());
+        // Stable's effective size is below its 280,000 requests.
+        let (nc, nb) = c.totals();
+        assert_eq!(nc, 120_000);
+        assert!(nb < 280_000 && nb > 100_000, "{nb}");
+    }
+
+    #[test]
+    fn intervals_without_canary_requests_are_skipped() {
+        let mut c = ShapeCheck::new(0.05);
+        c.update(&hist(&[0, 0, 0, 0], &[0, 0, 0, 900]));
+        c.update(&hist(&[50, 0, 0, 0], &[50, 0, 0, 0]));
+        assert_eq!(c.totals(), (50, 50));
+        assert_eq!(c.statistic(), 0.0);
     }
 
     #[test]

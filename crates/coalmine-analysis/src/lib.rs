@@ -1,12 +1,17 @@
 //! coalmine's judge: decides, with anytime-valid guarantees, when a canary
 //! is worse than stable. Pure code: it is fed numbers and never fetches them.
 //!
-//! Layout (issue 4 builds the rest):
+//! Layout:
 //! - [`eprocess`]: the e-process for the canary/stable rate ratio of a count
-//!   metric (errors, slow requests), from `shared/brief/analysis.md`, with
-//!   its anytime-valid confidence interval for the ratio;
+//!   metric (errors, slow requests), with its anytime-valid confidence
+//!   interval and PASS test;
+//! - [`dispersion`]: the guard that tempers the evidence when bad events
+//!   come in clumps;
+//! - [`latency`]: the sequential distribution-shift check on histograms;
 //! - [`judge`]: per-metric and overall verdicts (Running, Pass, Fail,
-//!   Inconclusive comes from the gate's timeout, NoData) for the rollout.
+//!   NoData; Inconclusive comes from the gate's timeout) for the rollout;
+//! - [`simulate`]: seeded traffic and the peers' rules, for
+//!   `coalmine simulate`.
 
 #![forbid(unsafe_code)]
 

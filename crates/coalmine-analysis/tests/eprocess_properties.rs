@@ -1,6 +1,7 @@
 //! Property tests of the ratio e-process: never negative, the same evidence
-//! however an interval is split, more evidence for worse canaries, and no
-//! evidence added by tempering.
+//! however an interval is split, a share taken from the request counts
+//! (not the weight tag), more evidence for worse canaries, and no evidence
+//! added by tempering.
 
 use coalmine_analysis::eprocess::{Interval, RatioEProcess};
 use proptest::prelude::*;
@@ -46,13 +47,34 @@ proptest! {
         xc in 0u64..300, xb in 0u64..300, rho in 0.01f64..0.99,
         cut_c in 0.0f64..=1.0, cut_b in 0.0f64..=1.0,
     ) {
-        let whole = Interval { canary_total: 5000, canary_bad: xc, stable_total: 5000, stable_bad: xb, canary_share: Some(rho) };
+        // Request counts at share rho, halved evenly so both halves have it.
+        let nc = 2 * (5000.0 * rho).round().max(1.0) as u64;
+        let nb = 2 * (5000.0 * (1.0 - rho)).round().max(1.0) as u64;
+        let whole = Interval { canary_total: nc, canary_bad: xc, stable_total: nb, stable_bad: xb, canary_share: Some(rho) };
         let (ac, ab) = ((xc as f64 * cut_c) as u64, (xb as f64 * cut_b) as u64);
-        let first = Interval { canary_total: 2500, canary_bad: ac, stable_total: 2500, stable_bad: ab, canary_share: Some(rho) };
-        let second = Interval { canary_total: 2500, canary_bad: xc - ac, stable_total: 2500, stable_bad: xb - ab, canary_share: Some(rho) };
+        let first = Interval { canary_total: nc / 2, canary_bad: ac, stable_total: nb / 2, stable_bad: ab, canary_share: Some(rho) };
+        let second = Interval { canary_total: nc / 2, canary_bad: xc - ac, stable_total: nb / 2, stable_bad: xb - ab, canary_share: Some(rho) };
         let a = run(max_ratio, &[whole]).log_e();
         let b = run(max_ratio, &[first, second]).log_e();
         prop_assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{} vs {}", a, b);
+    }
+
+    #[test]
+    fn the_share_comes_from_the_counts_not_the_weight(
+        max_ratio in 0.5f64..3.0,
+        intervals in prop::collection::vec(interval(), 1..20),
+        weight in 0.0f64..=1.0,
+        scale in 1u64..5,
+    ) {
+        // Any weight tag, and the same split of requests at any volume,
+        // give the same evidence: only n_c / (n_c + n_b) enters.
+        let tagged: Vec<Interval> = intervals.iter().map(|i| Interval { canary_share: Some(weight), ..*i }).collect();
+        let scaled: Vec<Interval> = intervals.iter().map(|i| Interval { canary_total: i.canary_total * scale, stable_total: i.stable_total * scale, ..*i }).collect();
+        let a = run(max_ratio, &intervals).log_e();
+        let b = run(max_ratio, &tagged).log_e();
+        let c = run(max_ratio, &scaled).log_e();
+        prop_assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{} vs {}", a, b);
+        prop_assert!((a - c).abs() <= 1e-9 * a.abs().max(1.0), "{} vs {}", a, c);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use coalmine_analysis::judge::{Judge, Observed};
+use coalmine_analysis::judge::Judge;
 use coalmine_core::Time;
 use coalmine_core::plan::Plan;
 use coalmine_core::rollout::AnalysisReport;
@@ -30,8 +30,11 @@ struct Judging {
     /// mid-rollout gets a new judge.
     settings: String,
     since: Time,
-    /// The canary's share of requests during the interval being collected.
+    /// The canary's share of requests when the interval being collected
+    /// started...
     share: f64,
+    /// ...and whether it has changed since (the interval is left out).
+    share_changed: bool,
     next: Instant,
     interval: StdDuration,
     report: Option<AnalysisReport>,
@@ -101,6 +104,7 @@ impl Analyses {
                     settings: settings.clone(),
                     since: Time::now(),
                     share,
+                    share_changed: false,
                     next: Instant::now() + interval,
                     interval,
                     report: None,
@@ -117,24 +121,12 @@ impl Analyses {
         let j = &mut *guard;
         if Instant::now() >= j.next {
             let interval = j.interval;
-            let share_then = j.share;
             for (i, source) in j.sources.iter_mut().enumerate() {
-                let observed = match source.collect(&ctx).await {
-                    Observed::Counts(mut c) => {
-                        c.canary_share = Some(share_then);
-                        Observed::Counts(c)
-                    }
-                    Observed::Latency {
-                        mut slow,
-                        histograms,
-                    } => {
-                        slow.canary_share = Some(share_then);
-                        Observed::Latency { slow, histograms }
-                    }
-                    other => other,
-                };
+                let observed = source.collect(&ctx).await.tagged(j.share, j.share_changed);
                 j.judge.observe(i, observed);
             }
+            j.share = share;
+            j.share_changed = false;
             let (verdict, metrics) = j.judge.report();
             j.report = Some(AnalysisReport {
                 revision: j.revision.clone(),
@@ -147,8 +139,12 @@ impl Analyses {
             // rather than collecting several at once.
             j.next = (j.next + interval).max(Instant::now());
         }
-        // The share is fixed at the start of the next interval.
-        j.share = share;
+        // A weight set after the collection (by this reconcile) is seen at
+        // the next call: the interval it falls in is left out, the cost of
+        // one interval per step.
+        if share.to_bits() != j.share.to_bits() {
+            j.share_changed = true;
+        }
         Ok(Findings {
             report: j.report.clone(),
             next_in: Some(j.next.saturating_duration_since(Instant::now())),

@@ -92,7 +92,7 @@ enum Command {
     SampleApp(commands::sample_app::Args),
     /// Compare the judge with the peers' rules on simulated traffic.
     #[command(after_help = "Example:\n  coalmine simulate --rps 10 --canary-errors 1% --runs 200")]
-    Simulate(commands::simulate::Args),
+    Simulate(Box<commands::simulate::Args>),
     /// Serve the web dashboard of a Canary in Kubernetes on loopback, acting
     /// with your kubeconfig.
     #[command(

@@ -125,6 +125,26 @@ pub struct Scenario {
     pub alpha: f64,
     /// coalmine's tolerance.
     pub max_ratio: f64,
+    /// The plan's weight steps: from each second on, the canary's routing
+    /// weight in `[0, 1]`. Empty: both versions get `rps` (a 50/50 split);
+    /// otherwise the versions share `2 rps` by the weight.
+    pub steps: Vec<(u64, f64)>,
+    /// The second from which the canary has `canary_errors` (before it,
+    /// stable's rate): a regression that starts mid-rollout.
+    pub onset_secs: u64,
+    /// How long a wobble's multiplier lasts (`noise_stable`,
+    /// `noise_canary`), in seconds: redrawn every period.
+    pub noise_period_secs: u64,
+    /// Requests routed to the canary by header or cookie, outside the
+    /// weight, as a share of all requests (testers, sticky sessions).
+    pub header_share: f64,
+    /// Prometheus-style extrapolated counts: each interval's counts of
+    /// each version scaled by a factor drawn uniformly in `[1, this]` (1:
+    /// exact counts).
+    pub extrapolation: f64,
+    /// Latency drift common to both versions: medians grow by this share
+    /// over the run (0.1: 10% slower at the end).
+    pub latency_drift: f64,
 }
 
 impl Default for Scenario {
@@ -144,6 +164,12 @@ impl Default for Scenario {
             slower_than: 0.3,
             alpha: 0.05,
             max_ratio: 1.0,
+            steps: Vec::new(),
+            onset_secs: 0,
+            noise_period_secs: 60,
+            header_share: 0.0,
+            extrapolation: 1.0,
+            latency_drift: 0.0,
         }
     }
 }
@@ -237,11 +263,17 @@ impl Method {
             })
     }
 
+    /// Whether the method has a PASS verdict (the others only roll back).
+    pub fn has_pass(self) -> bool {
+        self == Method::Coalmine
+    }
+
     fn rule(self, s: &Scenario) -> Box<dyn Rule> {
         match self {
             Method::Coalmine => Box::new(JudgeRule {
                 judge: Judge::new(&s.analysis_plan()),
                 latency: s.has_latency(),
+                passed: false,
             }),
             Method::CoalminePlain => {
                 Box::new(PlainEProcess::new(s.alpha, s.max_ratio, s.has_latency()))
@@ -257,17 +289,19 @@ impl Method {
 struct JudgeRule {
     judge: Judge,
     latency: bool,
+    passed: bool,
 }
 
 impl Rule for JudgeRule {
-    fn observe(&mut self, tick: &Tick, _: Option<&Minute>) -> bool {
-        // Each version gets `rps`: the canary's routing share is one half.
+    fn observe(&mut self, tick: &Tick, minute: Option<&Minute>) -> bool {
+        // Tagged with the routing weight, as `coalmine run` does; the judge
+        // measures the share from the counts.
         let interval = |canary_bad, stable_bad| Interval {
             canary_total: tick.canary_total,
             canary_bad,
             stable_total: tick.stable_total,
             stable_bad,
-            canary_share: Some(0.5),
+            canary_share: Some(tick.weight),
         };
         self.judge.observe(
             0,
@@ -282,7 +316,15 @@ impl Rule for JudgeRule {
                 },
             );
         }
+        // PASS is checked once a minute (it costs a pass over the shares).
+        if minute.is_some() && !self.passed {
+            self.passed = self.judge.passes();
+        }
         self.judge.fails()
+    }
+
+    fn passed(&self) -> bool {
+        self.passed
     }
 }
 
@@ -293,25 +335,41 @@ struct Rollback {
     canary_requests: u64,
 }
 
-/// One run: for each method, its rollback if it rolled back.
-fn run_one(s: &Scenario, methods: &[Method], seed: u64, run: u64) -> Vec<Option<Rollback>> {
+/// One run's outcome for one method.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Outcome {
+    rollback: Option<Rollback>,
+    /// Seconds to the first PASS, if it came before any rollback.
+    pass: Option<u64>,
+}
+
+/// One run: for each method, its rollback if it rolled back and its PASS
+/// if it passed first. A run goes on after a PASS (a false rollback is
+/// counted over the whole duration, as if every gate were a long pause).
+fn run_one(s: &Scenario, methods: &[Method], seed: u64, run: u64) -> Vec<Outcome> {
     let mut traffic = Traffic::new(s, seed, run);
     let mut rules: Vec<Box<dyn Rule>> = methods.iter().map(|m| m.rule(s)).collect();
-    let mut outcome = vec![None; methods.len()];
+    let mut outcome = vec![Outcome::default(); methods.len()];
     let mut canary_requests = 0;
     let intervals = s.duration_secs / s.interval_secs.max(1);
     for i in 0..intervals {
         let (tick, minute) = traffic.next_tick();
         canary_requests += tick.canary_total;
+        let seconds = (i + 1) * s.interval_secs;
         for (rule, out) in rules.iter_mut().zip(outcome.iter_mut()) {
-            if out.is_none() && rule.observe(&tick, minute.as_ref()) {
-                *out = Some(Rollback {
-                    seconds: (i + 1) * s.interval_secs,
+            if out.rollback.is_some() {
+                continue;
+            }
+            if rule.observe(&tick, minute.as_ref()) {
+                out.rollback = Some(Rollback {
+                    seconds,
                     canary_requests,
                 });
+            } else if out.pass.is_none() && rule.passed() {
+                out.pass = Some(seconds);
             }
         }
-        if outcome.iter().all(Option::is_some) {
+        if outcome.iter().all(|o| o.rollback.is_some()) {
             break;
         }
     }
@@ -362,6 +420,11 @@ pub struct MethodSummary {
     pub canary_requests_to_rollback: Option<Spread>,
     /// Share of runs that reached the end without a rollback (promoted).
     pub promoted_rate: f64,
+    /// Share of runs the method passed (PASS before any rollback), for
+    /// methods with a PASS verdict.
+    pub pass_rate: Option<f64>,
+    /// Seconds to PASS over the runs that passed.
+    pub seconds_to_pass: Option<Spread>,
 }
 
 /// The results of a simulation.
@@ -379,7 +442,7 @@ pub struct Report {
 /// Runs `runs` simulations of `scenario` on `threads` threads.
 pub fn simulate(s: &Scenario, methods: &[Method], runs: u64, seed: u64, threads: usize) -> Report {
     let threads = threads.clamp(1, 64) as u64;
-    let outcomes: Vec<Vec<Option<Rollback>>> = std::thread::scope(|scope| {
+    let outcomes: Vec<Vec<Outcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
@@ -400,7 +463,11 @@ pub fn simulate(s: &Scenario, methods: &[Method], runs: u64, seed: u64, threads:
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let rolled: Vec<Rollback> = outcomes.iter().filter_map(|o| o[i]).collect();
+            let rolled: Vec<Rollback> = outcomes.iter().filter_map(|o| o[i].rollback).collect();
+            let passes: Vec<f64> = outcomes
+                .iter()
+                .filter_map(|o| o[i].pass.map(|s| s as f64))
+                .collect();
             let k = rolled.len() as u64;
             MethodSummary {
                 method: *m,
@@ -413,6 +480,8 @@ pub fn simulate(s: &Scenario, methods: &[Method], runs: u64, seed: u64, threads:
                     rolled.iter().map(|r| r.canary_requests as f64).collect(),
                 ),
                 promoted_rate: ratio(n - k, n),
+                pass_rate: m.has_pass().then(|| ratio(passes.len() as u64, n)),
+                seconds_to_pass: Spread::of(passes),
             }
         })
         .collect();

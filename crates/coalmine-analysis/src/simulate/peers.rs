@@ -1,5 +1,6 @@
-//! The rules coalmine is compared with in `coalmine simulate`, as the brief
-//! describes them (`shared/brief/analysis.md`), each fed the same traffic:
+//! The rules coalmine is compared with in `coalmine simulate`, as their
+//! projects document them (docs/analysis.md, section 2), each fed the same
+//! traffic:
 //!
 //! - `threshold` (Flagger): every minute the canary's success rate must be
 //!   at least 99% (and, in latency scenarios, its p99 at most
@@ -20,6 +21,12 @@ use crate::eprocess::{Interval, RatioEProcess};
 pub trait Rule {
     /// Takes one interval (and the minute it completed); true to roll back.
     fn observe(&mut self, tick: &Tick, minute: Option<&Minute>) -> bool;
+
+    /// Whether the rule has passed the canary (only coalmine's judge has a
+    /// PASS verdict).
+    fn passed(&self) -> bool {
+        false
+    }
 }
 
 /// Flagger's rule.
@@ -274,7 +281,7 @@ impl Rule for PlainEProcess {
             canary_bad: tick.canary_bad,
             stable_total: tick.stable_total,
             stable_bad: tick.stable_bad,
-            canary_share: Some(0.5),
+            canary_share: Some(tick.weight),
         });
         if let Some(slow) = &mut self.slow {
             slow.update(&Interval {
@@ -282,7 +289,7 @@ impl Rule for PlainEProcess {
                 canary_bad: tick.canary_slow,
                 stable_total: tick.stable_total,
                 stable_bad: tick.stable_slow,
-                canary_share: Some(0.5),
+                canary_share: Some(tick.weight),
             });
         }
         self.errors.rejects(self.alpha) || self.slow.as_ref().is_some_and(|s| s.rejects(self.alpha))

@@ -27,6 +27,9 @@ pub struct Tick {
     pub stable_slow: u64,
     /// Both versions' latency histograms (latency scenarios).
     pub histograms: Option<Histograms>,
+    /// The canary's routing weight in the interval (header-routed
+    /// requests come on top of it).
+    pub weight: f64,
 }
 
 /// One minute's per-version figures, as per-minute rules see them.
@@ -56,6 +59,11 @@ pub struct Traffic<'a> {
     canary_rate: f64,
     stable_rate: f64,
     load: f64,
+    /// The current wobble multipliers and the period they were drawn for.
+    wobble: (f64, f64),
+    wobble_period: Option<u64>,
+    /// The shared multiplier of the minute (incident and daily swing).
+    shared: f64,
     minute: Minute,
     canary_samples: Vec<f64>,
     stable_samples: Vec<f64>,
@@ -73,6 +81,9 @@ impl<'a> Traffic<'a> {
             canary_rate: 0.0,
             stable_rate: 0.0,
             load: 1.0,
+            wobble: (1.0, 1.0),
+            wobble_period: None,
+            shared: 1.0,
             minute: Minute::default(),
             canary_samples: Vec::new(),
             stable_samples: Vec::new(),
@@ -86,15 +97,42 @@ impl<'a> Traffic<'a> {
         if self.minute_index != Some(minute) {
             self.start_minute(minute);
         }
+        let period = self.second / s.noise_period_secs.max(1);
+        if self.wobble_period != Some(period) {
+            self.wobble_period = Some(period);
+            self.wobble = (self.noise(s.noise_canary), self.noise(s.noise_stable));
+        }
+        let canary_base = if self.second >= s.onset_secs {
+            s.canary_errors
+        } else {
+            s.baseline_errors
+        };
+        self.canary_rate = (canary_base * self.wobble.0 * self.shared).clamp(0.0, 1.0);
+        self.stable_rate = (s.baseline_errors * self.wobble.1 * self.shared).clamp(0.0, 1.0);
         let interval = s.interval_secs as f64;
-        let mean = s.rps * self.load * interval;
+        let weight = s
+            .steps
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= self.second)
+            .map(|(_, w)| w.clamp(0.0, 1.0));
+        // Without steps each version gets `rps`; with them, `2 rps` is
+        // split by the weight.
+        let all = s.rps * self.load * interval * if weight.is_some() { 2.0 } else { 1.0 };
+        let (canary_mean, stable_mean) = match weight {
+            Some(w) => (all * w, all * (1.0 - w)),
+            None => (all, all),
+        };
+        let header = self.poisson(all * s.header_share);
         let mut tick = Tick {
-            canary_total: self.poisson(mean),
-            stable_total: self.poisson(mean),
+            canary_total: self.poisson(canary_mean) + header,
+            stable_total: self.poisson(stable_mean),
+            weight: weight.unwrap_or(0.5),
             ..Tick::default()
         };
         tick.canary_bad = self.binomial(tick.canary_total, self.canary_rate);
         tick.stable_bad = self.binomial(tick.stable_total, self.stable_rate);
+        let drift = 1.0 + s.latency_drift * self.second as f64 / s.duration_secs.max(1) as f64;
         if let (Some(cm), Some(bm)) = (s.canary_latency, s.baseline_latency) {
             let mut h = Histograms {
                 bounds: LATENCY_BUCKETS.to_vec(),
@@ -102,18 +140,21 @@ impl<'a> Traffic<'a> {
                 stable: vec![0; LATENCY_BUCKETS.len() + 1],
             };
             for _ in 0..tick.canary_total {
-                let l = self.latency(&cm);
+                let l = self.latency(&cm) * drift;
                 tick.canary_slow += u64::from(l > s.slower_than);
                 h.canary[LATENCY_BUCKETS.partition_point(|b| *b < l)] += 1;
                 self.canary_samples.push(l);
             }
             for _ in 0..tick.stable_total {
-                let l = self.latency(&bm);
+                let l = self.latency(&bm) * drift;
                 tick.stable_slow += u64::from(l > s.slower_than);
                 h.stable[LATENCY_BUCKETS.partition_point(|b| *b < l)] += 1;
                 self.stable_samples.push(l);
             }
             tick.histograms = Some(h);
+        }
+        if s.extrapolation > 1.0 {
+            self.extrapolate(&mut tick);
         }
         let m = &mut self.minute;
         m.canary_total += tick.canary_total;
@@ -150,11 +191,23 @@ impl<'a> Traffic<'a> {
             Some((prob, factor)) if self.uniform() < prob => factor,
             _ => 1.0,
         };
-        let shared = incident * load_errors;
-        let zc = self.noise(s.noise_canary);
-        let zb = self.noise(s.noise_stable);
-        self.canary_rate = (s.canary_errors * zc * shared).clamp(0.0, 1.0);
-        self.stable_rate = (s.baseline_errors * zb * shared).clamp(0.0, 1.0);
+        self.shared = incident * load_errors;
+    }
+
+    /// Scales each version's counts by a factor in `[1, extrapolation]`, as
+    /// `increase()` does when the samples in its window span less than the
+    /// window (the factor is the window over the span covered).
+    fn extrapolate(&mut self, tick: &mut Tick) {
+        let top = self.scenario.extrapolation;
+        let fc = 1.0 + (top - 1.0) * self.uniform();
+        let fb = 1.0 + (top - 1.0) * self.uniform();
+        let scale = |v: u64, f: f64| (v as f64 * f).round() as u64;
+        tick.canary_total = scale(tick.canary_total, fc);
+        tick.canary_bad = scale(tick.canary_bad, fc);
+        tick.canary_slow = scale(tick.canary_slow, fc);
+        tick.stable_total = scale(tick.stable_total, fb);
+        tick.stable_bad = scale(tick.stable_bad, fb);
+        tick.stable_slow = scale(tick.stable_slow, fb);
     }
 
     /// A mean-one lognormal multiplier: the rate wobbles but its average

@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use coalmine_analysis::judge::{Judge, Observed};
+use coalmine_analysis::judge::Judge;
 use coalmine_core::Time;
 use coalmine_core::plan::{Plan, Target};
 use coalmine_core::rollout::{Action, AnalysisReport, Command, CommandKind, Observation, decide};
@@ -251,9 +251,26 @@ struct Judging {
     sources: Vec<MetricSource>,
     revision: String,
     since: Time,
-    /// The canary's share during the interval being collected.
-    share: f64,
+    /// The canary's weight when the interval being collected started...
+    weight: u8,
+    /// ...and whether it has changed since (the interval is left out).
+    weight_changed: bool,
     report: Option<AnalysisReport>,
+}
+
+/// Follows the weight that the interval being collected sees. `decide`
+/// runs after a collection, so a weight it sets then is the next
+/// interval's from its start; any later move makes the interval one to
+/// leave out.
+fn track_weight(judging: Option<&mut Judging>, weight: u8, collected: bool) {
+    if let Some(j) = judging {
+        if collected {
+            j.weight = weight;
+            j.weight_changed = false;
+        } else if weight != j.weight {
+            j.weight_changed = true;
+        }
+    }
 }
 
 /// Runs a rollout until it ends (or `stop` completes); returns the outcome.
@@ -487,11 +504,13 @@ impl Prepared {
                     sources,
                     revision: status.canary_revision.clone().unwrap_or_default(),
                     since: now,
-                    share: f64::from(status.weight) / 100.0,
+                    weight: status.weight,
+                    weight_changed: false,
                     report: None,
                 });
                 next_collect = tokio::time::Instant::now() + interval;
             }
+            let mut collected = false;
             if tokio::time::Instant::now() >= next_collect {
                 next_collect += interval;
                 if let Some(j) = judging.as_mut().filter(|_| active) {
@@ -500,25 +519,12 @@ impl Prepared {
                         namespace: canary.metadata.namespace.clone().unwrap_or_default(),
                         interval,
                     };
+                    let share = f64::from(j.weight) / 100.0;
                     for (i, source) in j.sources.iter_mut().enumerate() {
-                        let observed = match source.collect(&ctx).await {
-                            Observed::Counts(mut c) => {
-                                c.canary_share = Some(j.share);
-                                Observed::Counts(c)
-                            }
-                            Observed::Latency {
-                                mut slow,
-                                histograms,
-                            } => {
-                                slow.canary_share = Some(j.share);
-                                Observed::Latency { slow, histograms }
-                            }
-                            other => other,
-                        };
+                        let observed = source.collect(&ctx).await.tagged(share, j.weight_changed);
                         j.judge.observe(i, observed);
                     }
-                    // The share is fixed at the start of the next interval.
-                    j.share = f64::from(status.weight) / 100.0;
+                    collected = true;
                     let (verdict, metrics) = j.judge.report();
                     history.push(HistoryEntry {
                         at: Time::now(),
@@ -573,6 +579,7 @@ impl Prepared {
                 }
             }
             status = decision.status.clone();
+            track_weight(judging.as_mut(), status.weight, collected);
             for action in &decision.actions {
                 match action {
                     Action::SetRoutes(r) => {

@@ -57,6 +57,28 @@ pub struct Args {
     /// coalmine's tolerance: canary rate above maxRatio x stable's is a regression.
     #[arg(long, default_value_t = 1.0)]
     max_ratio: f64,
+    /// The plan's weight steps, WEIGHT@TIME comma-separated, e.g.
+    /// 5%@0m,25%@10m,50%@20m (the versions then share 2 x --rps by weight).
+    #[arg(long)]
+    steps: Option<String>,
+    /// When the canary's error rate becomes --canary-errors (before: stable's).
+    #[arg(long, default_value = "0s")]
+    onset: Duration,
+    /// How long each wobble (--noise-stable, --noise-canary) lasts before it is redrawn.
+    #[arg(long, default_value = "60s")]
+    noise_period: Duration,
+    /// Requests routed to the canary by header or cookie, outside the weight, e.g. 3%.
+    #[arg(long, default_value = "0%")]
+    header_share: String,
+    /// Prometheus-style extrapolated counts: each interval's counts scaled by up to this factor.
+    #[arg(long, default_value_t = 1.0)]
+    extrapolation: f64,
+    /// Latency drift common to both versions over the run, e.g. 10%.
+    #[arg(long, default_value = "0%")]
+    latency_drift: String,
+    /// Runs each line of a scenario matrix file (NAME: FLAGS) and prints a Markdown table.
+    #[arg(long, value_name = "FILE")]
+    matrix: Option<std::path::PathBuf>,
     /// Methods to compare, comma-separated.
     #[arg(
         long,
@@ -74,6 +96,15 @@ pub struct Args {
 
 /// Runs the simulation and prints the report.
 pub fn run(args: &Args) -> ExitCode {
+    if let Some(path) = &args.matrix {
+        return match run_matrix(args, path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("coalmine simulate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match build(args) {
         Ok((scenario, methods, json)) => {
             let threads = args
@@ -198,10 +229,100 @@ fn build(args: &Args) -> Result<(Scenario, Vec<Method>, bool), String> {
             slower_than: args.slower_than.as_secs_f64(),
             alpha: args.alpha,
             max_ratio: positive("max-ratio", args.max_ratio)?,
+            steps: args
+                .steps
+                .as_deref()
+                .map(steps)
+                .transpose()?
+                .unwrap_or_default(),
+            onset_secs: args.onset.as_millis() / 1000,
+            noise_period_secs: (args.noise_period.as_millis() / 1000).max(1),
+            header_share: rate("header-share", &args.header_share)?,
+            extrapolation: if args.extrapolation.is_finite() && args.extrapolation >= 1.0 {
+                args.extrapolation
+            } else {
+                return Err(format!(
+                    "--extrapolation: must be a factor >= 1, got {}",
+                    args.extrapolation
+                ));
+            },
+            latency_drift: rate("latency-drift", &args.latency_drift)?,
         },
         methods,
         json,
     ))
+}
+
+/// One line of a matrix file, parsed like the command's own flags.
+#[derive(Debug, clap::Parser)]
+#[command(name = "simulate", no_binary_name = true)]
+struct Line {
+    #[command(flatten)]
+    args: Args,
+}
+
+/// Runs every scenario of a matrix file: one per line, `NAME: FLAGS`
+/// (blank lines and lines starting with `#` are skipped), with this
+/// command's `--runs`, `--seed` and `--threads`. Prints one Markdown table
+/// row per scenario and method.
+fn run_matrix(outer: &Args, path: &std::path::Path) -> Result<(), String> {
+    use clap::Parser;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--matrix: cannot read {}: {e}", path.display()))?;
+    let threads = outer
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "| scenario | method | rolled back | 95% interval | median s to rollback | passed | median s to pass |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), number + 1);
+        let (name, flags) = line
+            .split_once(':')
+            .ok_or_else(|| format!("{at}: expected NAME: FLAGS"))?;
+        let parsed = Line::try_parse_from(flags.split_whitespace())
+            .map_err(|e| format!("{at}: {}", e.to_string().trim()))?;
+        let (scenario, methods, _) = build(&parsed.args).map_err(|e| format!("{at}: {e}"))?;
+        let report = simulate(&scenario, &methods, outer.runs, outer.seed, threads);
+        let pct = |v: f64| format!("{:.1}%", v * 100.0);
+        for m in &report.methods {
+            println!(
+                "| {} | {} | {} | {}–{} | {} | {} | {} |",
+                name.trim(),
+                m.method.name(),
+                pct(m.rollback_rate),
+                pct(m.rollback_interval[0]),
+                pct(m.rollback_interval[1]),
+                m.seconds_to_rollback
+                    .map_or_else(|| "-".into(), |s| format!("{:.0}", s.median)),
+                m.pass_rate.map_or_else(|| "-".into(), pct),
+                m.seconds_to_pass
+                    .map_or_else(|| "-".into(), |s| format!("{:.0}", s.median)),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `5%@0m,25%@10m`: weights from each time on.
+fn steps(text: &str) -> Result<Vec<(u64, f64)>, String> {
+    text.split(',')
+        .map(|part| {
+            let (w, t) = part.trim().split_once('@').ok_or_else(|| {
+                format!("--steps: `{part}` is not WEIGHT@TIME, e.g. 5%@0m,25%@10m")
+            })?;
+            let weight = rate("steps", w)?;
+            let at = t
+                .parse::<Duration>()
+                .map_err(|e| format!("--steps: `{part}`: {e}"))?;
+            Ok((at.as_millis() / 1000, weight))
+        })
+        .collect()
 }
 
 /// `0.005` or `0.5%`.
@@ -228,6 +349,20 @@ fn print_table(report: &Report) {
         "p90 reqs",
         "promoted"
     );
+    let passes: Vec<String> = report
+        .methods
+        .iter()
+        .filter_map(|m| {
+            let rate = m.pass_rate?;
+            Some(format!(
+                "{} passed {:.1}% of runs (median {} s)",
+                m.method.name(),
+                100.0 * rate,
+                m.seconds_to_pass
+                    .map_or_else(|| "-".into(), |s| format!("{:.0}", s.median))
+            ))
+        })
+        .collect();
     let pct = |v: f64| format!("{:.1}%", v * 100.0);
     let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
     for m in &report.methods {
@@ -246,5 +381,42 @@ fn print_table(report: &Report) {
             num(m.canary_requests_to_rollback.map(|s| s.p90)),
             pct(m.promoted_rate),
         );
+    }
+    for line in passes {
+        println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn steps_parse_with_clear_errors() {
+        assert_eq!(
+            steps("5%@0m, 25%@10m,50%@1h"),
+            Ok(vec![(0, 0.05), (600, 0.25), (3600, 0.5)])
+        );
+        let why = steps("5%").unwrap_err();
+        assert!(why.contains("WEIGHT@TIME"), "{why}");
+        assert!(steps("150%@0m").is_err());
+        assert!(steps("5%@soon").is_err());
+    }
+
+    #[test]
+    fn a_matrix_line_parses_like_the_command() {
+        let line = Line::try_parse_from(
+            "--rps 50 --steps 5%@0m,25%@10m --header-share 3% --onset 15m --noise-period 10s"
+                .split_whitespace(),
+        )
+        .expect("parses");
+        let (s, methods, _) = build(&line.args).expect("builds");
+        assert_eq!(methods.len(), 5);
+        assert_eq!((s.rps, s.onset_secs, s.noise_period_secs), (50.0, 900, 10));
+        assert_eq!(s.steps, vec![(0, 0.05), (600, 0.25)]);
+        assert!((s.header_share - 0.03).abs() < 1e-12);
+        let bad = Line::try_parse_from(["--extrapolation", "0.5"]).expect("parses");
+        assert!(build(&bad.args).unwrap_err().contains("--extrapolation"));
     }
 }
