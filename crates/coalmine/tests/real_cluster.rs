@@ -468,7 +468,8 @@ async fn gateway_api_router_promotes(env: &kube_env::Env) -> TestResult {
         "web:1",
         3,
         json!([
-            {"setWeight": 20}, {"pause": {"duration": "10s"}},
+            // Long enough for a loaded machine to see the step and its pods.
+            {"setWeight": 20}, {"pause": {"duration": "30s"}},
             {"setHeaderRoute": {"match": [{"header": "x-canary", "value": "always"}]}},
             {"setWeight": 60}, {"pause": {"duration": "2s"}}
         ]),
