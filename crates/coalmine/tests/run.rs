@@ -425,6 +425,17 @@ fn the_admin_api_takes_a_token_and_refuses_other_hosts_and_cross_site_commands()
     let form = format!("{authorized}Content-Type: application/x-www-form-urlencoded\r\n");
     assert_eq!(status_of(admin, "POST /abort", &form), Some(403));
     assert_eq!(status_of(admin, "POST /pause", &authorized), Some(202));
+    // The CLI: without the token it is told why; with the file it acts.
+    let url = format!("http://{admin}");
+    let (code, _, err) = cli(&["get", "--admin", &url]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("401"), "{err}");
+    let file = token.to_str().expect("utf-8 path");
+    let (code, out, err) = cli(&["get", "--admin", &url, "--admin-token-file", file]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Paused"), "{out}");
+    let (code, _, err) = cli(&["resume", "--admin", &url, "--admin-token-file", file]);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]

@@ -42,6 +42,28 @@ pub struct Target {
     /// Namespace (Kubernetes).
     #[arg(short = 'n', long, value_name = "NS")]
     namespace: Option<String>,
+    /// With --admin: a file whose first line is the admin API's token (the
+    /// one given to `coalmine run --admin-token-file`).
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    admin_token_file: Option<std::path::PathBuf>,
+}
+
+/// The admin API at `url`, with the target's token if it names one.
+async fn admin_base(url: &str, target: &Target) -> Result<Base, String> {
+    let mut base = Base::parse(url, "--admin").await?;
+    if let Some(path) = &target.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--admin-token-file {}: cannot read: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(format!(
+                "--admin-token-file {}: the first line is empty; write the token there",
+                path.display()
+            ));
+        }
+        base.token = Some(token.to_owned());
+    }
+    Ok(base)
 }
 
 /// Arguments of `coalmine get`.
@@ -187,7 +209,7 @@ fn command(target: &Target, verb: Verb) -> ExitCode {
         runtime()?.block_on(async {
             match dest {
                 Destination::Admin(url) => {
-                    let base = Base::parse(&url, "--admin").await?;
+                    let base = admin_base(&url, target).await?;
                     send(&base, verb).await
                 }
                 Destination::Kubernetes { name, namespace } => {
@@ -292,7 +314,7 @@ pub fn get(args: &GetArgs) -> ExitCode {
                         .await;
                 }
             };
-            let base = Base::parse(&url, "--admin").await?;
+            let base = admin_base(&url, &args.target).await?;
             let mut last = String::new();
             let mut seen = false;
             loop {

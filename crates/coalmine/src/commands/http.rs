@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
@@ -21,6 +21,8 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     host: HeaderValue,
+    /// The `Authorization` header of every request, if any.
+    pub auth: Option<HeaderValue>,
 }
 
 impl Connection {
@@ -39,7 +41,11 @@ impl Connection {
         });
         let host =
             HeaderValue::from_str(host).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-        Ok(Connection { sender, host })
+        Ok(Connection {
+            sender,
+            host,
+            auth: None,
+        })
     }
 
     /// Whether another request can be sent on this connection.
@@ -58,6 +64,9 @@ impl Connection {
             .method(method)
             .uri(path)
             .header(HOST, self.host.clone());
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
         if body.is_some() {
             req = req.header(CONTENT_TYPE, "application/json");
         }
@@ -90,6 +99,8 @@ pub struct Base {
     pub addr: SocketAddr,
     /// The `Host` header (the URL's authority).
     pub host: String,
+    /// Sent as `Authorization: Bearer TOKEN` when the admin API wants one.
+    pub token: Option<String>,
 }
 
 impl Base {
@@ -123,6 +134,7 @@ impl Base {
         Ok(Base {
             addr,
             host: authority.to_string(),
+            token: None,
         })
     }
 }
@@ -139,6 +151,9 @@ pub async fn call(
         let mut conn = Connection::open(base.addr, &base.host)
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        if let Some(token) = &base.token {
+            conn.auth = HeaderValue::from_str(&format!("Bearer {token}")).ok();
+        }
         let resp = conn
             .send(method, path, None)
             .await
