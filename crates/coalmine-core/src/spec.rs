@@ -1,6 +1,6 @@
 //! The `Canary` resource as users write it, in Kubernetes and for `coalmine run`.
 //!
-//! These types mirror `shared/brief/product.md` field by field. They are
+//! Every field is described in `docs/validation.md` and the CRD. They are
 //! deliberately permissive in their number types (`i64` weights, say) so
 //! that out-of-range values reach [`crate::validate`] and get an error that
 //! names the field and the fix, instead of a bare serde message. Everything
