@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Blast radius of a faulty canary in local mode (issue 5): `coalmine demo
+# Blast radius of a faulty canary in local mode: `coalmine demo
 # --scenario faulty` is `coalmine run`'s own code (proxy, rollout, judge)
 # in front of two sample apps, stable at 0.5% errors and the canary at 5%,
 # with steps starting at 5% and a steady load through the proxy.
