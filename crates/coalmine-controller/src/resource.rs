@@ -155,13 +155,6 @@ impl CanaryResource {
         };
         let mut problems = Vec::new();
         match &router {
-            Router::Istio { .. } => problems.push(
-                Problem::error(
-                    "spec.trafficRouting.istio",
-                    "the controller has no Istio router yet",
-                )
-                .hint("use replicas, gatewayAPI or nginx"),
-            ),
             Router::Proxy => problems.push(
                 Problem::error(
                     "spec.trafficRouting.proxy",
@@ -385,10 +378,7 @@ mod tests {
         assert_eq!(problems[0].path, "spec.analysis.metrics[0].builtin");
         let mut s = spec();
         s["trafficRouting"] = json!({"istio": {"virtualService": "web"}});
-        let problems = CanaryResource::new("default", "web", s)
-            .check()
-            .expect_err("no istio router yet");
-        assert_eq!(problems[0].path, "spec.trafficRouting.istio");
+        assert!(CanaryResource::new("default", "web", s).check().is_ok());
         let mut s = spec();
         s["analysis"] = json!({"metrics": [{"name": "p99",
             "webhook": {"url": "https://metrics.example/p99", "value": "$.v"},

@@ -14,6 +14,7 @@
 //! only when they differ; a 409 is retried from a fresh read.
 
 pub mod gateway;
+pub mod istio;
 pub mod nginx;
 pub mod replicas;
 
@@ -80,7 +81,7 @@ pub trait TrafficRouter: Send + Sync {
     }
 }
 
-/// The router a plan names. Istio and the proxy are refused earlier, by
+/// The router a plan names. The proxy is refused earlier, by
 /// [`crate::resource::CanaryResource::check`].
 pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
     match router {
@@ -90,6 +91,13 @@ pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
         Router::Nginx { ingress } => Box::new(nginx::Nginx {
             ingress: ingress.clone(),
         }),
-        Router::Replicas | Router::Istio { .. } | Router::Proxy => Box::new(replicas::Replicas),
+        Router::Istio {
+            virtual_service,
+            route,
+        } => Box::new(istio::Istio {
+            virtual_service: virtual_service.clone(),
+            route: route.clone(),
+        }),
+        Router::Replicas | Router::Proxy => Box::new(replicas::Replicas),
     }
 }
