@@ -1,7 +1,8 @@
 //! The `istio` router against a real API server (`scripts/kube-env.sh`)
-//! with Istio's own CRDs (from the `istio.io/api` module): the
-//! VirtualService of `examples/kubernetes/istio.yaml`, unchanged but for
-//! its namespace, through a whole rollout, checked after every step; a
+//! with Istio's own CRDs (from the `istio.io/api` module): the Canary of
+//! `examples/kubernetes/istio.yaml` and its VirtualService
+//! (`examples/kubernetes/istio/virtual-service.yaml`), unchanged but for
+//! their namespace, through a whole rollout, checked after every step; a
 //! user's edit mid-rollout that coalmine keeps; and a Canary naming a
 //! VirtualService that does not exist. A 403 in the controller's log
 //! fails the test (`deploy/rbac.yaml` must grant what the router does).
@@ -21,19 +22,20 @@ fn virtual_services(client: &Client, ns: &str) -> Api<DynamicObject> {
     )
 }
 
-/// The example's objects (the VirtualService, then the Canary), moved to `ns`.
+/// The example's VirtualService and Canary, moved to `ns`.
 fn example(ns: &str) -> Result<(Value, Value), BoxError> {
-    let path = format!(
-        "{}/../../examples/kubernetes/istio.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(path)?)?;
-    for d in &mut docs {
-        d["metadata"]["namespace"] = json!(ns);
-    }
-    let canary = docs.pop().ok_or("no Canary in the example")?;
-    let vs = docs.pop().ok_or("no VirtualService in the example")?;
-    Ok((vs, canary))
+    let read = |file: &str| -> Result<Value, BoxError> {
+        let path = format!(
+            "{}/../../examples/kubernetes/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        // The namespace is also in the VirtualService's host names.
+        let text = std::fs::read_to_string(path)?.replace(".shop.svc", &format!(".{ns}.svc"));
+        let mut doc: Value = serde_saphyr::from_str(&text)?;
+        doc["metadata"]["namespace"] = json!(ns);
+        Ok(doc)
+    };
+    Ok((read("istio/virtual-service.yaml")?, read("istio.yaml")?))
 }
 
 /// (host, weight) of each destination of HTTP route `i`.
