@@ -12,9 +12,25 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_env::{Controller, TestResult, create, env, eventually, namespace, phase, set_image};
 use serde_json::json;
 
+/// Applies `deploy/`, so the cluster has the CRD (with `urlFrom`) and the
+/// RBAC in the tree.
+fn apply_deploy(env: &kube_env::Env) -> TestResult {
+    let deploy = format!("{}/../../deploy", env!("CARGO_MANIFEST_DIR"));
+    let out = env.kubectl()?.args(["apply", "-k", &deploy]).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl apply -k deploy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_webhook_url_from_a_secret_is_used_and_never_shown() -> TestResult {
     let env = env()?;
+    apply_deploy(env)?;
     let client = env.admin().await?;
     let ns = namespace(&client, "notify-secret").await?;
     let hook = Recorder::start().await?;
@@ -95,6 +111,7 @@ async fn a_webhook_url_from_a_secret_is_used_and_never_shown() -> TestResult {
 #[tokio::test]
 async fn a_secret_the_controller_may_not_read_is_a_counted_failure() -> TestResult {
     let env = env()?;
+    apply_deploy(env)?;
     let client = env.admin().await?;
     let ns = namespace(&client, "notify-denied").await?;
     let secret = json!({"apiVersion": "v1", "kind": "Secret",
