@@ -154,15 +154,14 @@ impl CanaryResource {
             }
         };
         let mut problems = Vec::new();
-        match &router {
-            Router::Proxy => problems.push(
+        if router == Router::Proxy {
+            problems.push(
                 Problem::error(
                     "spec.trafficRouting.proxy",
                     "the controller has no proxy router yet",
                 )
-                .hint("use replicas, gatewayAPI or nginx"),
-            ),
-            _ => {}
+                .hint("use replicas, gatewayAPI, nginx or istio"),
+            );
         }
         problems.extend(router_limits(&router, &plan));
         if let Some(analysis) = &plan.analysis {

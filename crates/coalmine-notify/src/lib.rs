@@ -450,7 +450,10 @@ async fn deliver(
             let tried = match target.url.url().await {
                 Ok(url) if is_http_url(&url) => post(&client, &url, body.clone(), timeout).await,
                 // The value is not echoed: it may be a secret gone wrong.
-                Ok(_) => Err(("the URL is not an http:// or https:// URL".to_owned(), false)),
+                Ok(_) => Err((
+                    "the URL is not an http:// or https:// URL".to_owned(),
+                    false,
+                )),
                 Err(why) => Err((why, true)),
             };
             match tried {

@@ -382,7 +382,10 @@ async fn a_url_from_a_source_is_read_per_message_and_never_named() {
         "{last}"
     );
     let status = serde_json::to_string(&notifier.status()).unwrap_or_default();
-    assert!(!status.contains("s3cr3t") && !status.contains("127.0.0.1"), "{status}");
+    assert!(
+        !status.contains("s3cr3t") && !status.contains("127.0.0.1"),
+        "{status}"
+    );
 }
 
 #[tokio::test]

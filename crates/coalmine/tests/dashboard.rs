@@ -785,11 +785,13 @@ fn viewer_kubeconfig(
                "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": home}]}),
     ];
     for ns in namespaces {
-        objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        objects.push(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": "canary-viewer", "namespace": ns},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                         "name": format!("{home}-canary-viewer")},
-            "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": home}]}));
+            "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": home}]}),
+        );
     }
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
     let out = env.kubectl_with_input(&["apply", "-f", "-"], &list.to_string())?;
@@ -886,7 +888,11 @@ async fn the_kubernetes_dashboard_lists_the_canaries_rbac_lets_the_user_read_and
         let (_dashboard, addr) = kube_dashboard(&kubeconfig, &["--all-namespaces"]);
         let browser = Browser::start();
         browser.goto(&format!("http://{addr}/"));
-        let want = vec![format!("{a2}/api"), format!("{a2}/web"), format!("{b2}/shop")];
+        let want = [
+            format!("{a2}/api"),
+            format!("{a2}/web"),
+            format!("{b2}/shop"),
+        ];
         let listed = wait_for(Duration::from_secs(20), "the list of Canaries", || {
             let rows = browser.script(
                 "return Array.from(document.querySelectorAll('tr[data-canary]'))
@@ -913,7 +919,9 @@ async fn the_kubernetes_dashboard_lists_the_canaries_rbac_lets_the_user_read_and
         assert_eq!(row["phase"], "Paused", "{row}");
         assert_eq!(row["weight"], "50%", "{row}");
         assert!(
-            row["note"].as_str().is_some_and(|n| n.contains("not readable")),
+            row["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("not readable")),
             "{row}"
         );
 

@@ -114,10 +114,7 @@ async fn the_istio_example_rolls_out_through_its_virtual_service() -> TestResult
     // setWeight 20: the primary route only.
     let at20 = eventually(60, "80/20 on the primary route", || async {
         let v = vss.get("myapp").await?;
-        Ok(
-            (weights(&v, 1) == [(stable.clone(), 80), (canary_host.clone(), 20)])
-                .then_some(v),
-        )
+        Ok((weights(&v, 1) == [(stable.clone(), 80), (canary_host.clone(), 20)]).then_some(v))
     })
     .await?;
     assert_eq!(
@@ -176,7 +173,10 @@ async fn the_istio_example_rolls_out_through_its_virtual_service() -> TestResult
     let h = &headers.data["spec"]["http"][2];
     assert_eq!(h["timeout"], "9s", "the user's edit is carried: {h}");
     assert_eq!(h["retries"], stored.data["spec"]["http"][1]["retries"]);
-    assert_eq!(h["match"][0]["headers"]["x-canary"]["exact"], "always", "{h}");
+    assert_eq!(
+        h["match"][0]["headers"]["x-canary"]["exact"], "always",
+        "{h}"
+    );
     assert_eq!(
         h["match"][1]["headers"]["cookie"]["regex"], "^(.*;\\s*)?beta=yes(;.*)?$",
         "{h}"
@@ -197,10 +197,7 @@ async fn the_istio_example_rolls_out_through_its_virtual_service() -> TestResult
     // setWeight 50.
     eventually(60, "50/50", || async {
         let v = vss.get("myapp").await?;
-        Ok(
-            (weights(&v, 3) == [(stable.clone(), 50), (canary_host.clone(), 50)])
-                .then_some(()),
-        )
+        Ok((weights(&v, 3) == [(stable.clone(), 50), (canary_host.clone(), 50)]).then_some(()))
     })
     .await?;
 
@@ -216,7 +213,10 @@ async fn the_istio_example_rolls_out_through_its_virtual_service() -> TestResult
     .await?;
     let mut want = stored.data["spec"].clone();
     want["http"][1]["timeout"] = json!("9s");
-    let http = done.data["spec"]["http"].as_array().cloned().unwrap_or_default();
+    let http = done.data["spec"]["http"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(json!(http[1..]), want["http"], "{}", done.data);
     ctl.finish()?;
     Ok(())
@@ -283,8 +283,10 @@ async fn a_missing_virtual_service_is_reported_and_nothing_breaks() -> TestResul
     phase(&client, &ns, "web", "RolledBack", 60).await?;
     eventually(30, "all on stable", || async {
         let v = vss.get("nowhere").await?;
-        Ok((v.data["spec"]["http"][0]["route"] == json!([{"destination": {"host": "web"}}]))
-            .then_some(()))
+        Ok(
+            (v.data["spec"]["http"][0]["route"] == json!([{"destination": {"host": "web"}}]))
+                .then_some(()),
+        )
     })
     .await?;
     ctl.finish()?;

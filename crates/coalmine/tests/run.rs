@@ -728,5 +728,8 @@ fn notifications_reach_a_webhook_and_the_status_counts_them() {
         metrics.contains("coalmine_notifications_total{name=\"notify\",result=\"sent\"} 3\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("coalmine_proxy_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("coalmine_proxy_requests_total"),
+        "{metrics}"
+    );
 }

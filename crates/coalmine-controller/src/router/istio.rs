@@ -183,7 +183,7 @@ pub fn rewrite(
         Some(name) => r.get("name").and_then(Value::as_str) == Some(name),
         None => sends_to_stable(r, hosts),
     };
-    let Some(first) = http.iter().position(|r| chosen(r)) else {
+    let Some(first) = http.iter().position(chosen) else {
         if !live {
             return Ok(spec);
         }
@@ -210,10 +210,7 @@ pub fn rewrite(
             .find_map(|d| d.get("destination").filter(|d| hosts.is_stable(d)))
             .cloned()
         else {
-            return Err(format!(
-                "{label} does not send to Service {}",
-                hosts.stable
-            ));
+            return Err(format!("{label} does not send to Service {}", hosts.stable));
         };
         if list.len() > 1 {
             return Err(format!(
@@ -319,7 +316,9 @@ fn normalized(spec: &Value) -> Value {
                 .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
                 .map_or_else(|| v.clone(), |f| json!(f as i64)),
             Value::Array(a) => Value::Array(a.iter().map(walk).collect()),
-            Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), walk(v))).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), walk(v))).collect())
+            }
             other => other.clone(),
         }
     }
@@ -366,12 +365,13 @@ impl TrafficRouter for Istio {
                     });
                 };
                 let spec = vs.data.get("spec").cloned().unwrap_or(json!({}));
-                let wanted = rewrite(&spec, hosts, self.route.as_deref(), routes).map_err(
-                    |why| Error::Missing {
-                        field: FIELD,
-                        what: format!("VirtualService {} {why}", self.virtual_service),
-                    },
-                )?;
+                let wanted =
+                    rewrite(&spec, hosts, self.route.as_deref(), routes).map_err(|why| {
+                        Error::Missing {
+                            field: FIELD,
+                            what: format!("VirtualService {} {why}", self.virtual_service),
+                        }
+                    })?;
                 if normalized(&wanted) == normalized(&spec) {
                     return Ok(());
                 }
@@ -439,7 +439,11 @@ mod tests {
     #[test]
     fn a_weight_goes_to_the_stable_route_with_the_canary_written_alike() {
         let out = rewrite(&vs(), HOSTS, None, &at(20)).expect("rewritten");
-        assert_eq!(out["http"][0], vs()["http"][0], "the admin route is the user's");
+        assert_eq!(
+            out["http"][0],
+            vs()["http"][0],
+            "the admin route is the user's"
+        );
         assert_eq!(
             out["http"][1]["route"],
             json!([
@@ -569,7 +573,10 @@ mod tests {
     fn routes_it_cannot_weigh_are_refused_with_the_reason() {
         let other = json!({"http": [{"route": [{"destination": {"host": "api"}}]}]});
         let err = rewrite(&other, HOSTS, None, &at(10)).expect_err("nothing to stable");
-        assert!(err.contains("no http route sending to Service web"), "{err}");
+        assert!(
+            err.contains("no http route sending to Service web"),
+            "{err}"
+        );
         // All stable is fine: there is nothing to remove.
         assert_eq!(
             rewrite(&other, HOSTS, None, &Routes::all_stable()).expect("untouched"),

@@ -170,9 +170,9 @@ async fn read_canary(
 ) -> Result<CanaryResource, String> {
     let api: Api<CanaryResource> = Api::namespaced(client.clone(), namespace);
     api.get(name).await.map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 404 => format!(
-            "Canary {namespace}/{name} not found (kubectl get canaries -n {namespace})"
-        ),
+        kube::Error::Api(s) if s.code == 404 => {
+            format!("Canary {namespace}/{name} not found (kubectl get canaries -n {namespace})")
+        }
         other => format!("Canary {namespace}/{name}: {other}"),
     })
 }
@@ -229,9 +229,7 @@ async fn serve_list(args: Args, client: kube::Client, namespace: String) -> Resu
         identity: identity(),
         views: tokio::sync::Mutex::new(HashMap::new()),
     });
-    eprintln!(
-        "coalmine dashboard: the Canaries of {scope} at http://{addr}/ (Ctrl-C to stop)"
-    );
+    eprintln!("coalmine dashboard: the Canaries of {scope} at http://{addr}/ (Ctrl-C to stop)");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let guard = coalmine_proxy::admin::Guard::new(addr, None).with_public(PUBLIC_PATHS);
     let stop_views = stop_rx.clone();
@@ -301,8 +299,7 @@ async fn list(lister: &Lister) -> Result<Value, (StatusCode, String)> {
                     })?;
                     let mut hidden = 0;
                     for ns in all.items.iter().filter_map(|n| n.metadata.name.as_deref()) {
-                        let api: Api<CanaryResource> =
-                            Api::namespaced(lister.client.clone(), ns);
+                        let api: Api<CanaryResource> = Api::namespaced(lister.client.clone(), ns);
                         match api.list(&ListParams::default()).await {
                             Ok(l) => rows.extend(l.items.iter().map(row)),
                             Err(e) if forbidden(&e) => hidden += 1,
@@ -336,7 +333,10 @@ async fn answer_list(
     if let Some(rest) = path.strip_prefix("/c/") {
         let mut parts = rest.splitn(3, '/');
         let (Some(ns), Some(name)) = (parts.next(), parts.next()) else {
-            return text(StatusCode::NOT_FOUND, "not found: /c/NAMESPACE/NAME/\n".into());
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found: /c/NAMESPACE/NAME/\n".into(),
+            );
         };
         let Some(sub) = parts.next() else {
             // Its page's requests are relative to the trailing slash.
@@ -355,7 +355,11 @@ async fn answer_list(
             .last_asked
             .store(Time::now().unix_millis(), Ordering::Relaxed);
         let (mut parts, body) = req.into_parts();
-        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         match format!("{sub}{query}").parse() {
             Ok(uri) => parts.uri = uri,
             Err(_) => return text(StatusCode::BAD_REQUEST, "a malformed path\n".into()),
