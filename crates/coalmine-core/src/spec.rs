@@ -367,9 +367,28 @@ pub struct NginxRouting {
 pub struct IstioRouting {
     /// Name of the VirtualService.
     pub virtual_service: String,
-    /// Name of the HTTP route inside it; the only one when absent.
+    /// Name of the HTTP route inside it to weigh; every HTTP route that
+    /// sends to the stable Service when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// Send to two subsets of this DestinationRule (both versions behind
+    /// the Service `NAME`) instead of the Services `NAME` and `NAME-canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<IstioDestinationRule>,
+}
+
+/// The DestinationRule subsets the istio router sends to. The user writes
+/// the DestinationRule; its subsets select pods by the label
+/// `coalmine.dev/track` (`stable` or `canary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioDestinationRule {
+    /// The DestinationRule's name.
+    pub name: String,
+    /// The subset of the stable pods (`coalmine.dev/track: stable`).
+    pub stable_subset_name: String,
+    /// The subset of the canary pods (`coalmine.dev/track: canary`).
+    pub canary_subset_name: String,
 }
 
 /// One step of a rollout. Written as a one-key map: `- setWeight: 5`.

@@ -428,9 +428,20 @@ impl Validator {
                 "spec.trafficRouting.istio.virtualService",
                 &i.virtual_service,
             );
+            if let Some(dr) = &i.destination_rule {
+                let at = "spec.trafficRouting.istio.destinationRule";
+                self.non_empty(&format!("{at}.name"), &dr.name);
+                self.non_empty(&format!("{at}.stableSubsetName"), &dr.stable_subset_name);
+                self.non_empty(&format!("{at}.canarySubsetName"), &dr.canary_subset_name);
+                if dr.stable_subset_name == dr.canary_subset_name {
+                    self.error(format!("{at}.canarySubsetName"), "is the stable subset too")
+                        .hint = Some("name two subsets, e.g. stable and canary".into());
+                }
+            }
             set.push(Router::Istio {
                 virtual_service: i.virtual_service.clone(),
                 route: i.route.clone(),
+                destination_rule: i.destination_rule.clone(),
             });
         }
         if tr.proxy.is_some() {

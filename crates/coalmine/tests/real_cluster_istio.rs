@@ -292,3 +292,84 @@ async fn a_missing_virtual_service_is_reported_and_nothing_breaks() -> TestResul
     ctl.finish()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn destination_rule_subsets_split_one_service() -> TestResult {
+    let env = env()?;
+    apply_deploy(env)?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "istio-subsets").await?;
+    let vss = virtual_services(&client, &ns);
+    vss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"hosts": ["web"], "http": [
+                {"route": [{"destination": {"host": "web", "port": {"number": 80}}}]}]}
+        }))?,
+    )
+    .await?;
+    let rules: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+            "destinationrules",
+        ),
+    );
+    rules
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"name": "web", "namespace": ns},
+                "spec": {"host": "web", "subsets": [
+                    {"name": "stable", "labels": {"coalmine.dev/track": "stable"}},
+                    {"name": "canary", "labels": {"coalmine.dev/track": "canary"}}]}
+            }))?,
+        )
+        .await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = kube_env::spec("web:1", 2, json!([{"setWeight": 40}, {"pause": {}}]));
+    s["trafficRouting"] = json!({"istio": {"virtualService": "web", "destinationRule": {
+        "name": "web", "stableSubsetName": "stable", "canarySubsetName": "canary"}}});
+    kube_env::create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    kube_env::set_image(&client, &ns, "web", "web:2").await?;
+    let live = eventually(60, "60/40 on the two subsets", || async {
+        let v = vss.get("web").await?;
+        Ok((weights(&v, 0) == [("web".to_owned(), 60), ("web".to_owned(), 40)]).then_some(v))
+    })
+    .await?;
+    let route = &live.data["spec"]["http"][0]["route"];
+    assert_eq!(route[0]["destination"]["subset"], "stable", "{route}");
+    assert_eq!(route[1]["destination"]["subset"], "canary", "{route}");
+    assert_eq!(route[1]["destination"]["port"]["number"], 80, "{route}");
+    // One Service in front of both versions; no canary Service.
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+    let svc = services.get("web").await?;
+    let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert!(!selector.contains_key("coalmine.dev/track"), "{selector:?}");
+    assert!(services.get_opt("web-canary").await?.is_none());
+    let canaries: Api<coalmine_controller::resource::CanaryResource> =
+        Api::namespaced(client.clone(), &ns);
+    canaries
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                coalmine_controller::resource::COMMAND_ANNOTATION: "abort/test-1"}}})),
+        )
+        .await?;
+    phase(&client, &ns, "web", "RolledBack", 60).await?;
+    eventually(30, "all on the stable subset", || async {
+        let v = vss.get("web").await?;
+        Ok((v.data["spec"]["http"][0]["route"]
+            == json!([{"destination": {"host": "web", "port": {"number": 80}, "subset": "stable"}}]))
+        .then_some(()))
+    })
+    .await?;
+    ctl.finish()?;
+    Ok(())
+}

@@ -15,6 +15,13 @@
 //! each header (a cookie as a regular expression on the `cookie` header)
 //! and whose only destination is the canary.
 //!
+//! With `destinationRule`, both versions stay behind the Service `NAME`
+//! (no canary Service) and the destinations are its subsets instead: the
+//! stable destination gets the stable subset, and the canary destination
+//! is the same host and port with the canary subset. The user's
+//! DestinationRule defines both subsets by the pods' `coalmine.dev/track`
+//! label; coalmine does not write it.
+//!
 //! All stable (rollback, promotion, deletion) removes every trace: the
 //! canary destinations, the mirror and the header route, and the weight
 //! coalmine gave the stable destination (alone, it takes all). Other routes, hosts, gateways and fields
@@ -45,6 +52,9 @@ pub struct Istio {
     pub virtual_service: String,
     /// The HTTP route to weigh; every route sending to stable when `None`.
     pub route: Option<String>,
+    /// The (stable, canary) subsets of a DestinationRule, sent to instead
+    /// of the Services `NAME` and `NAME-canary`.
+    pub subsets: Option<(String, String)>,
 }
 
 /// The VirtualService resource.
@@ -64,6 +74,9 @@ pub struct Hosts<'a> {
     pub stable: &'a str,
     /// The canary Service, `NAME-canary`.
     pub canary: &'a str,
+    /// With a DestinationRule: the (stable, canary) subsets of `NAME`,
+    /// and no canary Service.
+    pub subsets: Option<(&'a str, &'a str)>,
 }
 
 impl Hosts<'_> {
@@ -79,16 +92,31 @@ impl Hosts<'_> {
         ok.then_some(rest)
     }
 
-    fn is_stable(&self, destination: &Value) -> bool {
+    fn on_stable_host(&self, destination: &Value) -> bool {
         host_of(destination).is_some_and(|h| self.suffix(h, self.stable).is_some())
     }
 
+    fn is_stable(&self, destination: &Value) -> bool {
+        self.on_stable_host(destination) && !self.is_canary(destination)
+    }
+
     fn is_canary(&self, destination: &Value) -> bool {
-        host_of(destination).is_some_and(|h| self.suffix(h, self.canary).is_some())
+        match self.subsets {
+            Some((_, canary)) => {
+                self.on_stable_host(destination)
+                    && destination.get("subset").and_then(Value::as_str) == Some(canary)
+            }
+            None => host_of(destination).is_some_and(|h| self.suffix(h, self.canary).is_some()),
+        }
     }
 
     /// The canary's destination, written as the stable one is.
     fn canary_destination(&self, stable: &Value) -> Value {
+        if let Some((_, canary)) = self.subsets {
+            let mut d = stable.clone();
+            d["subset"] = json!(canary);
+            return d;
+        }
         let suffix = host_of(stable)
             .and_then(|h| self.suffix(h, self.stable))
             .unwrap_or_default();
@@ -220,6 +248,10 @@ pub fn rewrite(
         }
         let canary = hosts.canary_destination(&stable);
         if live {
+            if let Some((stable_subset, _)) = hosts.subsets {
+                // Stable's pods only: the Service selects both versions.
+                list[0]["destination"]["subset"] = json!(stable_subset);
+            }
             list[0]["weight"] = json!(100 - w);
             list.push(json!({"destination": canary, "weight": w}));
         } else if list[0].get("weight").and_then(Value::as_f64) != Some(100.0)
@@ -331,7 +363,9 @@ impl TrafficRouter for Istio {
     }
 
     fn canary_service(&self) -> bool {
-        true
+        // With subsets, both versions are behind the Service `NAME` and
+        // the DestinationRule tells them apart.
+        self.subsets.is_none()
     }
 
     fn apply<'a>(
@@ -349,6 +383,7 @@ impl TrafficRouter for Istio {
                 namespace: &target.namespace,
                 stable: &target.name,
                 canary: &target.canary_service,
+                subsets: self.subsets.as_ref().map(|(s, c)| (s.as_str(), c.as_str())),
             };
             for _ in 0..crate::CONFLICT_RETRIES {
                 let Some(vs) = api.get_opt(&self.virtual_service).await? else {
@@ -410,6 +445,7 @@ mod tests {
         namespace: "shop",
         stable: "web",
         canary: "web-canary",
+        subsets: None,
     };
 
     fn vs() -> Value {
@@ -590,6 +626,45 @@ mod tests {
         // Another namespace's `web` is not ours.
         let elsewhere = json!({"http": [{"route": [{"destination": {"host": "web.other.svc.cluster.local"}}]}]});
         assert!(rewrite(&elsewhere, HOSTS, None, &at(10)).is_err());
+    }
+
+    #[test]
+    fn with_a_destination_rule_the_subsets_split_the_one_service() {
+        let hosts = Hosts {
+            subsets: Some(("stable", "canary")),
+            ..HOSTS
+        };
+        let mut r = at(30);
+        r.mirror_percent = 5;
+        let out = rewrite(&vs(), hosts, None, &r).expect("rewritten");
+        let dest = json!({"host": "web.shop.svc.cluster.local", "port": {"number": 80}});
+        let with = |subset: &str| {
+            let mut d = dest.clone();
+            d["subset"] = json!(subset);
+            d
+        };
+        assert_eq!(
+            out["http"][1]["route"],
+            json!([
+                {"destination": with("stable"), "weight": 70},
+                {"destination": with("canary"), "weight": 30}
+            ])
+        );
+        assert_eq!(out["http"][1]["mirror"], with("canary"));
+        assert!(has_traces(&out, hosts));
+        let again = rewrite(&out, hosts, None, &r).expect("rewritten");
+        assert_eq!(again, out, "nothing changes at the same step");
+        // All stable: the canary subset goes, stable's subset stays.
+        let back = rewrite(&out, hosts, None, &Routes::all_stable()).expect("rewritten");
+        assert_eq!(
+            back["http"][1]["route"],
+            json!([{"destination": with("stable")}])
+        );
+        assert!(!has_traces(&back, hosts), "{back}");
+        assert_eq!(
+            rewrite(&vs(), hosts, None, &Routes::all_stable()).expect("untouched"),
+            vs()
+        );
     }
 
     #[test]

@@ -94,9 +94,13 @@ pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
         Router::Istio {
             virtual_service,
             route,
+            destination_rule,
         } => Box::new(istio::Istio {
             virtual_service: virtual_service.clone(),
             route: route.clone(),
+            subsets: destination_rule
+                .as_ref()
+                .map(|d| (d.stable_subset_name.clone(), d.canary_subset_name.clone())),
         }),
         Router::Replicas | Router::Proxy => Box::new(replicas::Replicas),
     }
