@@ -743,3 +743,42 @@ fn notification_rules() {
         assert!(errs[0].to_string().contains(why), "{}", errs[0]);
     }
 }
+
+#[test]
+fn istio_destination_rule_rules() {
+    let istio = |dr: &str| {
+        KUBE.replacen(
+            "gatewayAPI: {httpRoute: myapp}",
+            &format!("istio: {{virtualService: myapp{dr}}}"),
+            1,
+        )
+    };
+    assert!(load(&istio("")).is_ok());
+    let good = istio(
+        ", destinationRule: {name: myapp, stableSubsetName: stable, canarySubsetName: canary}",
+    );
+    let (_, plan, _) = load(&good).expect("valid");
+    assert!(matches!(
+        plan.target,
+        Target::Kubernetes { router: Router::Istio { destination_rule: Some(ref d), .. } }
+            if d.canary_subset_name == "canary"
+    ));
+    for (dr, path) in [
+        (
+            ", destinationRule: {name: myapp, stableSubsetName: v1, canarySubsetName: v1}",
+            "spec.trafficRouting.istio.destinationRule.canarySubsetName",
+        ),
+        (
+            ", destinationRule: {name: '', stableSubsetName: a, canarySubsetName: b}",
+            "spec.trafficRouting.istio.destinationRule.name",
+        ),
+    ] {
+        let problems = match load(&istio(dr)) {
+            Ok((_, _, w)) => w,
+            Err(p) => p,
+        };
+        let errs: Vec<&Problem> = problems.iter().filter(|p| p.is_error()).collect();
+        assert_eq!(errs.len(), 1, "{dr}: {:?}", errors(&problems));
+        assert_eq!(errs[0].path, path, "{}", errs[0]);
+    }
+}
