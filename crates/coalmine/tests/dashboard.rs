@@ -954,6 +954,25 @@ async fn the_kubernetes_dashboard_lists_the_canaries_rbac_lets_the_user_read_and
         });
         let errors = browser.console_errors();
         assert!(errors.is_empty(), "console errors: {errors:?}");
+
+        // One namespace: its Canaries; one RBAC keeps from the user: why not.
+        let (_one, one) = kube_dashboard(&kubeconfig, &["-n", &b2]);
+        let (code, list) = wait_for(Duration::from_secs(10), "GET /canaries", || {
+            http(one, "GET", "/canaries", None)
+        });
+        assert_eq!(code, 200, "{list}");
+        let names: Vec<&str> = list["canaries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["shop"], "{list}");
+        let (_none, none) = kube_dashboard(&kubeconfig, &["-n", &hidden2]);
+        let (code, _) = wait_for(Duration::from_secs(10), "GET /canaries", || {
+            http(none, "GET", "/canaries", None)
+        });
+        assert_eq!(code, 403);
     })
     .await
     .map_err(|e| format!("the browser part failed: {e}"))?;

@@ -45,6 +45,10 @@ const EVENTS_KEPT: usize = 200;
 /// after its page last asked for anything.
 const IDLE: Duration = Duration::from_secs(60);
 
+/// How often the list mode looks again which namespaces it may read, when
+/// it may not list Canaries cluster-wide.
+const REDISCOVER: Duration = Duration::from_secs(30);
+
 /// Arguments of `coalmine dashboard`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -90,6 +94,11 @@ struct Lister {
     addr: String,
     identity: String,
     views: tokio::sync::Mutex<HashMap<(String, String), Arc<Shared>>>,
+    /// With `--all-namespaces` and no right to list Canaries cluster-wide:
+    /// when the namespaces were last looked at, those whose Canaries may
+    /// be listed, and how many there were.
+    #[allow(clippy::type_complexity)]
+    readable: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>, usize)>>,
 }
 
 /// Serves the dashboard until interrupted.
@@ -228,6 +237,7 @@ async fn serve_list(args: Args, client: kube::Client, namespace: String) -> Resu
         addr: addr.to_string(),
         identity: identity(),
         views: tokio::sync::Mutex::new(HashMap::new()),
+        readable: tokio::sync::Mutex::new(None),
     });
     eprintln!("coalmine dashboard: the Canaries of {scope} at http://{addr}/ (Ctrl-C to stop)");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -286,29 +296,19 @@ async fn list(lister: &Lister) -> Result<Value, (StatusCode, String)> {
             match api.list(&ListParams::default()).await {
                 Ok(l) => rows.extend(l.items.iter().map(row)),
                 Err(e) if forbidden(&e) => {
-                    let namespaces: Api<Namespace> = Api::all(lister.client.clone());
-                    let all = namespaces.list(&ListParams::default()).await.map_err(|e| {
-                        if forbidden(&e) {
-                            (
-                                StatusCode::FORBIDDEN,
-                                "your kubeconfig may list Canaries in no namespace at once, nor list the namespaces: start with -n NAMESPACE".to_owned(),
-                            )
-                        } else {
-                            failed(e)
-                        }
-                    })?;
-                    let mut hidden = 0;
-                    for ns in all.items.iter().filter_map(|n| n.metadata.name.as_deref()) {
+                    let (readable, total) = readable_namespaces(lister).await?;
+                    for ns in &readable {
                         let api: Api<CanaryResource> = Api::namespaced(lister.client.clone(), ns);
                         match api.list(&ListParams::default()).await {
                             Ok(l) => rows.extend(l.items.iter().map(row)),
-                            Err(e) if forbidden(&e) => hidden += 1,
+                            // Rights taken away since they were looked up.
+                            Err(e) if forbidden(&e) => {}
                             Err(e) => return Err(failed(e)),
                         }
                     }
                     note = Some(format!(
-                        "{hidden} of {} namespaces are not readable with your kubeconfig",
-                        all.items.len()
+                        "{} of {total} namespaces are not readable with your kubeconfig",
+                        total - readable.len()
                     ));
                 }
                 Err(e) => return Err(failed(e)),
@@ -320,6 +320,47 @@ async fn list(lister: &Lister) -> Result<Value, (StatusCode, String)> {
             .cmp(&(b["namespace"].as_str(), b["name"].as_str()))
     });
     Ok(json!({"canaries": rows, "note": note, "identity": lister.identity}))
+}
+
+/// The namespaces whose Canaries the kubeconfig may list, and how many
+/// namespaces there are: looked up (a list of each) at most every
+/// [`REDISCOVER`], so polling costs one request per readable namespace.
+async fn readable_namespaces(
+    lister: &Lister,
+) -> Result<(Vec<String>, usize), (StatusCode, String)> {
+    let mut known = lister.readable.lock().await;
+    if let Some((at, readable, total)) = known.as_ref()
+        && at.elapsed() < REDISCOVER
+    {
+        return Ok((readable.clone(), *total));
+    }
+    let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
+    let namespaces: Api<Namespace> = Api::all(lister.client.clone());
+    let all = namespaces
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| {
+            if forbidden(&e) {
+                (
+                    StatusCode::FORBIDDEN,
+                    "your kubeconfig may list Canaries in no namespace at once, nor list the namespaces: start with -n NAMESPACE".to_owned(),
+                )
+            } else {
+                (StatusCode::BAD_GATEWAY, format!("listing namespaces: {e}"))
+            }
+        })?;
+    let mut readable = Vec::new();
+    for ns in all.items.iter().filter_map(|n| n.metadata.name.as_deref()) {
+        let api: Api<CanaryResource> = Api::namespaced(lister.client.clone(), ns);
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => readable.push(ns.to_owned()),
+            Err(e) if forbidden(&e) => {}
+            Err(e) => return Err((StatusCode::BAD_GATEWAY, format!("listing Canaries: {e}"))),
+        }
+    }
+    let total = all.items.len();
+    *known = Some((std::time::Instant::now(), readable.clone(), total));
+    Ok((readable, total))
 }
 
 /// Answers the list mode: `/`, `/canaries`, and each Canary's view under
