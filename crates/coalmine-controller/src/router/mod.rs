@@ -1,13 +1,16 @@
 //! Traffic routers: how a route table ([`Routes`]) is put in effect in a
-//! cluster. One small trait, [`TrafficRouter`], so Istio and coalmine's own
-//! proxy can be added beside the three here:
+//! cluster. One small trait, [`TrafficRouter`], so coalmine's own proxy can
+//! be added beside the four here:
 //!
 //! - [`replicas`]: no router object; the canary's share of the pods behind
 //!   one Service is the split, so the replica counts follow the weight;
 //! - [`gateway`]: weights on the backendRefs of the user's HTTPRoute, and
 //!   header routes as an extra rule placed first;
 //! - [`nginx`]: a managed `NAME-canary` Ingress with ingress-nginx's canary
-//!   annotations, copying the user's Ingress rules.
+//!   annotations, copying the user's Ingress rules;
+//! - [`istio`]: weights on the destinations of the user's VirtualService
+//!   (Services or DestinationRule subsets), header routes as an extra HTTP
+//!   route placed before the weighed one, and its mirror.
 //!
 //! Every `apply` is level-triggered and idempotent: it reads the object,
 //! computes the wanted one with a pure function (unit-tested), and writes
