@@ -223,6 +223,14 @@ impl CanaryResource {
             Router::GatewayApi { http_route }
         } else if let Some(ingress) = name("/nginx/ingress") {
             Router::Nginx { ingress }
+        } else if let Some(virtual_service) = name("/istio/virtualService") {
+            Router::Istio {
+                virtual_service,
+                route: name("/istio/route"),
+                destination_rule: tr
+                    .and_then(|t| t.pointer("/istio/destinationRule"))
+                    .and_then(|d| serde_json::from_value(d.clone()).ok()),
+            }
         } else {
             Router::Replicas
         }
@@ -424,6 +432,27 @@ mod tests {
         assert_eq!(
             CanaryResource::new("default", "web", json!({})).router_hint(),
             Router::Replicas
+        );
+        // Istio's too, so a deleted Canary's VirtualService is cleaned.
+        let mut s = spec();
+        s["steps"] = json!([{"setWeight": 140}]);
+        s["trafficRouting"] = json!({"istio": {"virtualService": "vs", "route": "primary",
+            "destinationRule": {"name": "dr", "stableSubsetName": "a", "canarySubsetName": "b"}}});
+        let Router::Istio {
+            virtual_service,
+            route,
+            destination_rule,
+        } = CanaryResource::new("default", "web", s).router_hint()
+        else {
+            panic!("not the istio router");
+        };
+        assert_eq!(
+            (virtual_service.as_str(), route.as_deref()),
+            ("vs", Some("primary"))
+        );
+        assert_eq!(
+            destination_rule.map(|d| d.canary_subset_name),
+            Some("b".to_owned())
         );
     }
 

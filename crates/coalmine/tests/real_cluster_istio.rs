@@ -3,7 +3,8 @@
 //! `examples/kubernetes/istio.yaml` and its VirtualService
 //! (`examples/kubernetes/istio/virtual-service.yaml`), unchanged but for
 //! their namespace, through a whole rollout, checked after every step; a
-//! user's edit mid-rollout that coalmine keeps; and a Canary naming a
+//! user's edit mid-rollout that coalmine keeps; DestinationRule subsets,
+//! with the Canary deleted mid-rollout; and a Canary naming a
 //! VirtualService that does not exist. A 403 in the controller's log
 //! fails the test (`deploy/rbac.yaml` must grant what the router does).
 
@@ -352,17 +353,17 @@ async fn destination_rule_subsets_split_one_service() -> TestResult {
     let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
     assert!(!selector.contains_key("coalmine.dev/track"), "{selector:?}");
     assert!(services.get_opt("web-canary").await?.is_none());
+    // Deleting the Canary mid-rollout puts everything back on stable
+    // before it goes (its finalizer).
     let canaries: Api<coalmine_controller::resource::CanaryResource> =
         Api::namespaced(client.clone(), &ns);
     canaries
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
-                coalmine_controller::resource::COMMAND_ANNOTATION: "abort/test-1"}}})),
-        )
+        .delete("web", &kube::api::DeleteParams::default())
         .await?;
-    phase(&client, &ns, "web", "RolledBack", 60).await?;
+    eventually(60, "the Canary gone", || async {
+        Ok(canaries.get_opt("web").await?.is_none().then_some(()))
+    })
+    .await?;
     eventually(30, "all on the stable subset", || async {
         let v = vss.get("web").await?;
         Ok((v.data["spec"]["http"][0]["route"]
