@@ -180,7 +180,7 @@ pub async fn run(
         analyses: analysis::Analyses::default(),
         metrics: metrics.clone(),
         leadership,
-        notifiers: notify::Notifiers::default(),
+        notifiers: notify::Notifiers::new(client.clone()),
     });
     let (canaries, deployments): (Api<CanaryResource>, Api<Deployment>) = match &config.namespace {
         Some(ns) => (

@@ -154,22 +154,14 @@ impl CanaryResource {
             }
         };
         let mut problems = Vec::new();
-        match &router {
-            Router::Istio { .. } => problems.push(
-                Problem::error(
-                    "spec.trafficRouting.istio",
-                    "the controller has no Istio router yet",
-                )
-                .hint("use replicas, gatewayAPI or nginx"),
-            ),
-            Router::Proxy => problems.push(
+        if router == Router::Proxy {
+            problems.push(
                 Problem::error(
                     "spec.trafficRouting.proxy",
                     "the controller has no proxy router yet",
                 )
-                .hint("use replicas, gatewayAPI or nginx"),
-            ),
-            _ => {}
+                .hint("use replicas, gatewayAPI, nginx or istio"),
+            );
         }
         problems.extend(router_limits(&router, &plan));
         if let Some(analysis) = &plan.analysis {
@@ -231,6 +223,14 @@ impl CanaryResource {
             Router::GatewayApi { http_route }
         } else if let Some(ingress) = name("/nginx/ingress") {
             Router::Nginx { ingress }
+        } else if let Some(virtual_service) = name("/istio/virtualService") {
+            Router::Istio {
+                virtual_service,
+                route: name("/istio/route"),
+                destination_rule: tr
+                    .and_then(|t| t.pointer("/istio/destinationRule"))
+                    .and_then(|d| serde_json::from_value(d.clone()).ok()),
+            }
         } else {
             Router::Replicas
         }
@@ -385,10 +385,7 @@ mod tests {
         assert_eq!(problems[0].path, "spec.analysis.metrics[0].builtin");
         let mut s = spec();
         s["trafficRouting"] = json!({"istio": {"virtualService": "web"}});
-        let problems = CanaryResource::new("default", "web", s)
-            .check()
-            .expect_err("no istio router yet");
-        assert_eq!(problems[0].path, "spec.trafficRouting.istio");
+        assert!(CanaryResource::new("default", "web", s).check().is_ok());
         let mut s = spec();
         s["analysis"] = json!({"metrics": [{"name": "p99",
             "webhook": {"url": "https://metrics.example/p99", "value": "$.v"},
@@ -435,6 +432,27 @@ mod tests {
         assert_eq!(
             CanaryResource::new("default", "web", json!({})).router_hint(),
             Router::Replicas
+        );
+        // Istio's too, so a deleted Canary's VirtualService is cleaned.
+        let mut s = spec();
+        s["steps"] = json!([{"setWeight": 140}]);
+        s["trafficRouting"] = json!({"istio": {"virtualService": "vs", "route": "primary",
+            "destinationRule": {"name": "dr", "stableSubsetName": "a", "canarySubsetName": "b"}}});
+        let Router::Istio {
+            virtual_service,
+            route,
+            destination_rule,
+        } = CanaryResource::new("default", "web", s).router_hint()
+        else {
+            panic!("not the istio router");
+        };
+        assert_eq!(
+            (virtual_service.as_str(), route.as_deref()),
+            ("vs", Some("primary"))
+        );
+        assert_eq!(
+            destination_rule.map(|d| d.canary_subset_name),
+            Some("b".to_owned())
         );
     }
 

@@ -47,7 +47,7 @@ fn context(client: &Client, leadership: Arc<Leadership>) -> Arc<Context> {
         analyses: analysis::Analyses::default(),
         metrics: Arc::new(Metrics::new()),
         leadership,
-        notifiers: Default::default(),
+        notifiers: coalmine_controller::notify::Notifiers::new(client.clone()),
     })
 }
 

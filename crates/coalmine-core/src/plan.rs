@@ -89,6 +89,8 @@ pub enum Router {
         virtual_service: String,
         /// The HTTP route's name inside it.
         route: Option<String>,
+        /// DestinationRule subsets instead of two Services.
+        destination_rule: Option<crate::spec::IstioDestinationRule>,
     },
     /// coalmine's own proxy.
     Proxy,

@@ -103,12 +103,19 @@ pub struct CanarySpec {
     pub notifications: Vec<NotificationSpec>,
 }
 
-/// One webhook for notifications: `{url: …, format: slack, on: [rolledBack]}`.
+/// One webhook for notifications: `{url: …, format: slack, on: [rolledBack]}`,
+/// or with the URL in a Secret: `{urlFrom: {secretKeyRef: {name: slack}}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotificationSpec {
-    /// Where to POST: an `http://` or `https://` URL, e.g. a Slack incoming webhook.
-    pub url: String,
+    /// Where to POST: an `http://` or `https://` URL, e.g. a Slack incoming
+    /// webhook. Set this or `urlFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The URL read from a Secret in the Canary's namespace (Kubernetes
+    /// only), so it is kept out of the Canary. Set this or `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_from: Option<UrlFrom>,
     /// `json` (coalmine's own payload, the default) or `slack` (Slack's
     /// incoming-webhook message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +123,33 @@ pub struct NotificationSpec {
     /// The transitions to send; all of them when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<Transition>,
+}
+
+/// Where a webhook's URL is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UrlFrom {
+    /// A key of a Secret in the Canary's namespace.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the Canary's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key holding the URL; `address` when absent (the key Flagger's
+    /// AlertProvider reads, so its Secrets serve unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl SecretKeyRef {
+    /// The key holding the URL.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or("address")
+    }
 }
 
 /// The body a notification webhook receives.
@@ -170,7 +204,10 @@ impl Transition {
             "AnalysisFailed" | "Aborted" | "ProgressDeadlineExceeded" | "CanaryUnreachable" => {
                 Transition::RolledBack
             }
-            "StableUnreachable" => Transition::Stuck,
+            // Local mode pauses when stable stops answering; the controller
+            // emits `Stuck` when Promoting or RollingBack outlives its
+            // deadline.
+            "StableUnreachable" | "Stuck" => Transition::Stuck,
             _ => return None,
         })
     }
@@ -186,6 +223,16 @@ impl Transition {
             Transition::Stuck => "stuck",
         }
     }
+}
+
+/// Whether `url` is an `http://` or `https://` URL with a host and no
+/// whitespace: what a webhook may be posted to.
+pub fn is_http_url(url: &str) -> bool {
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    host.is_some_and(|h| !h.is_empty()) && !url.contains(char::is_whitespace)
 }
 
 /// Local mode: the servers behind each track.
@@ -320,9 +367,28 @@ pub struct NginxRouting {
 pub struct IstioRouting {
     /// Name of the VirtualService.
     pub virtual_service: String,
-    /// Name of the HTTP route inside it; the only one when absent.
+    /// Name of the HTTP route inside it to weigh; every HTTP route that
+    /// sends to the stable Service when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// Send to two subsets of this DestinationRule (both versions behind
+    /// the Service `NAME`) instead of the Services `NAME` and `NAME-canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<IstioDestinationRule>,
+}
+
+/// The DestinationRule subsets the istio router sends to. The user writes
+/// the DestinationRule; its subsets select pods by the label
+/// `coalmine.dev/track` (`stable` or `canary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioDestinationRule {
+    /// The DestinationRule's name.
+    pub name: String,
+    /// The subset of the stable pods (`coalmine.dev/track: stable`).
+    pub stable_subset_name: String,
+    /// The subset of the canary pods (`coalmine.dev/track: canary`).
+    pub canary_subset_name: String,
 }
 
 /// One step of a rollout. Written as a one-key map: `- setWeight: 5`.
@@ -573,6 +639,26 @@ mod tests {
                 "schema lacks {field}"
             );
         }
+    }
+
+    #[test]
+    fn stuck_events_of_both_modes_are_the_stuck_transition() {
+        use crate::status::Phase;
+        // The controller's `Stuck` (Promoting or RollingBack past its
+        // deadline) and local mode's `StableUnreachable`.
+        for (reason, phase) in [
+            ("Stuck", Phase::Promoting),
+            ("Stuck", Phase::RollingBack),
+            ("StableUnreachable", Phase::Paused),
+        ] {
+            assert_eq!(
+                Transition::of_event(reason, phase),
+                Some(Transition::Stuck),
+                "{reason} in {phase:?}"
+            );
+        }
+        assert_eq!(Transition::Stuck.as_str(), "stuck");
+        assert_eq!(Transition::of_event("Unstuck", Phase::Promoting), None);
     }
 
     #[test]

@@ -188,17 +188,50 @@ impl Validator {
             }
         }
         for (i, n) in spec.notifications.iter().enumerate() {
-            let host = n
-                .url
-                .strip_prefix("https://")
-                .or_else(|| n.url.strip_prefix("http://"))
-                .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
-            if host.is_none_or(str::is_empty) || n.url.contains(char::is_whitespace) {
-                self.error(
-                    format!("spec.notifications[{i}].url"),
-                    format!("`{}` is not an http:// or https:// URL", n.url),
-                )
-                .hint = Some("write e.g. https://hooks.slack.com/services/T000/B000/XXXX".into());
+            match (&n.url, &n.url_from) {
+                (Some(url), None) => {
+                    if !crate::spec::is_http_url(url) {
+                        self.error(
+                            format!("spec.notifications[{i}].url"),
+                            format!("`{url}` is not an http:// or https:// URL"),
+                        )
+                        .hint = Some(
+                            "write e.g. https://hooks.slack.com/services/T000/B000/XXXX".into(),
+                        );
+                    }
+                }
+                (None, Some(from)) => {
+                    let r = &from.secret_key_ref;
+                    if spec.upstreams.is_some() {
+                        self.error(
+                            format!("spec.notifications[{i}].urlFrom"),
+                            "coalmine run has no Secrets to read",
+                        )
+                        .hint = Some("write the webhook's `url` instead".into());
+                    } else if r.name.trim().is_empty() || r.key().trim().is_empty() {
+                        self.error(
+                            format!("spec.notifications[{i}].urlFrom.secretKeyRef"),
+                            "the Secret's name and key must not be empty",
+                        )
+                        .hint = Some("write e.g. {name: slack-webhook, key: address}".into());
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    self.error(
+                        format!("spec.notifications[{i}]"),
+                        "both `url` and `urlFrom` are set",
+                    )
+                    .hint = Some("keep one: urlFrom keeps the URL out of the Canary".into());
+                }
+                (None, None) => {
+                    self.error(
+                        format!("spec.notifications[{i}]"),
+                        "neither `url` nor `urlFrom` is set",
+                    )
+                    .hint = Some(
+                        "add `url: https://…`, or `urlFrom: {secretKeyRef: {name: SECRET}}`".into(),
+                    );
+                }
             }
         }
         if spec.progress_deadline == Some(Duration::ZERO) {
@@ -395,9 +428,20 @@ impl Validator {
                 "spec.trafficRouting.istio.virtualService",
                 &i.virtual_service,
             );
+            if let Some(dr) = &i.destination_rule {
+                let at = "spec.trafficRouting.istio.destinationRule";
+                self.non_empty(&format!("{at}.name"), &dr.name);
+                self.non_empty(&format!("{at}.stableSubsetName"), &dr.stable_subset_name);
+                self.non_empty(&format!("{at}.canarySubsetName"), &dr.canary_subset_name);
+                if dr.stable_subset_name == dr.canary_subset_name {
+                    self.error(format!("{at}.canarySubsetName"), "is the stable subset too")
+                        .hint = Some("name two subsets, e.g. stable and canary".into());
+                }
+            }
             set.push(Router::Istio {
                 virtual_service: i.virtual_service.clone(),
                 route: i.route.clone(),
+                destination_rule: i.destination_rule.clone(),
             });
         }
         if tr.proxy.is_some() {

@@ -15,18 +15,25 @@
 //!
 //! Two bodies: coalmine's JSON document ([`Notice`] as JSON) and Slack's
 //! incoming-webhook message (`{"text": …}`, [`slack_text`]).
+//!
+//! A webhook's URL is written in the spec or kept elsewhere (a Secret):
+//! [`UrlSource`] is read before every message, and a [`Target`] has a
+//! label that logs and the status name it by, so a secret URL is never
+//! written anywhere.
 
 #![forbid(unsafe_code)]
 
 pub mod testing;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use coalmine_core::Time;
 use coalmine_core::human::{evidence, percent, ratio};
-use coalmine_core::spec::{NotificationFormat, NotificationSpec, Transition};
+use coalmine_core::spec::{NotificationFormat, NotificationSpec, Transition, is_http_url};
 use coalmine_core::status::{MetricStatus, Phase};
 use http::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
 use http::{Method, Request};
@@ -35,6 +42,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -46,6 +55,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const BACKOFF: Duration = Duration::from_secs(1);
 /// Messages waiting per webhook before new ones are dropped.
 pub const QUEUE: usize = 64;
+
+/// The help text of `coalmine_notifications_total`, the same in every
+/// program that exports it.
+pub const NOTIFICATIONS_HELP: &str =
+    "Notifications of spec.notifications, by Canary and result (sent, failed, dropped, failed_try)";
 
 /// What happened, as the JSON body says it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -164,9 +178,48 @@ impl Counts {
         }
     }
 
-    /// The last failure, as `URL: what went wrong`.
+    /// The last failure, as `WEBHOOK: what went wrong` (the webhook by its
+    /// target's label).
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// The counts in Prometheus's text format as the controller exports
+    /// them (`coalmine_notifications_total{name, result}`), for a run of
+    /// Canary `name` outside a cluster (no `namespace` label).
+    pub fn exposition(&self, name: &str) -> String {
+        let family = Family::<Vec<(String, String)>, Counter>::default();
+        for (result, counter) in [
+            ("sent", &self.sent),
+            ("failed", &self.failed),
+            ("dropped", &self.dropped),
+            ("failed_try", &self.failed_tries),
+        ] {
+            let labels = vec![
+                ("name".to_owned(), name.to_owned()),
+                ("result".to_owned(), result.to_owned()),
+            ];
+            family.get_or_create(&labels).inc_by(counter.get());
+        }
+        let mut registry = Registry::default();
+        registry.register("coalmine_notifications", NOTIFICATIONS_HELP, family);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        // OpenMetrics names the family without `_total` and ends in
+        // `# EOF`; the classic text format, which this is appended to,
+        // does neither.
+        text.lines()
+            .filter(|l| *l != "# EOF")
+            .map(|l| {
+                let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                    l.strip_prefix(p)?
+                        .strip_prefix("coalmine_notifications ")
+                        .map(|rest| format!("{p}coalmine_notifications_total {rest}"))
+                });
+                renamed.unwrap_or_else(|| l.to_owned()) + "\n"
+            })
+            .collect()
     }
 
     fn failed_try(&self, url: &str, why: &str) {
@@ -179,22 +232,73 @@ impl Counts {
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// A future a [`UrlSource`] answers with: the URL, or why it cannot be
+/// had (which must not contain the URL).
+pub type UrlFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+/// Where a webhook's URL comes from, read before every message (so a
+/// rotated Secret takes effect at the next one).
+pub trait UrlSource: Send + Sync + 'static {
+    /// The URL to post to.
+    fn url(&self) -> UrlFuture<'_>;
+}
+
+/// A URL written in the spec.
+struct Fixed(String);
+
+impl UrlSource for Fixed {
+    fn url(&self) -> UrlFuture<'_> {
+        let url = self.0.clone();
+        Box::pin(async move { Ok(url) })
+    }
+}
+
+/// One webhook: where its URL comes from, the name logs and the status
+/// give it, its body format and the transitions it wants.
+#[derive(Clone)]
+pub struct Target {
+    /// How logs, `lastError` and metrics name it: the URL when it is
+    /// written in the spec, never a URL read from a Secret.
+    pub label: String,
+    /// Where its URL comes from.
+    pub url: Arc<dyn UrlSource>,
+    /// The body.
+    pub format: NotificationFormat,
+    /// The transitions it is told about; all of them when empty.
+    pub on: Vec<Transition>,
+}
+
+impl Target {
+    /// The webhook of a spec whose `url` is written in it; `None` for one
+    /// with `urlFrom` (the program that can read it builds the target).
+    pub fn written(spec: &NotificationSpec) -> Option<Target> {
+        let url = spec.url.clone()?;
+        Some(Target {
+            label: url.clone(),
+            url: Arc::new(Fixed(url)),
+            format: spec.format.unwrap_or_default(),
+            on: spec.on.clone(),
+        })
+    }
+}
+
 /// The webhooks of one Canary.
 #[derive(Clone)]
 pub struct Notifier {
-    targets: Vec<(NotificationSpec, mpsc::Sender<Arc<Notice>>)>,
+    targets: Vec<(Target, mpsc::Sender<Arc<Notice>>)>,
     counts: Arc<Counts>,
 }
 
 impl Notifier {
-    /// Starts one sending task per webhook (inside a Tokio runtime).
+    /// Starts one sending task per webhook written in `specs` (inside a
+    /// Tokio runtime).
     pub fn start(specs: &[NotificationSpec]) -> Notifier {
         Notifier::with_timing(specs, TIMEOUT, BACKOFF)
     }
 
     /// [`Notifier::start`] counting in the given counters.
     pub fn with_counts(specs: &[NotificationSpec], counts: Arc<Counts>) -> Notifier {
-        Notifier::build(specs, counts, TIMEOUT, BACKOFF)
+        Notifier::build(written(specs), counts, TIMEOUT, BACKOFF)
     }
 
     /// [`Notifier::start`] with other bounds, for tests.
@@ -203,29 +307,49 @@ impl Notifier {
         timeout: Duration,
         backoff: Duration,
     ) -> Notifier {
-        Notifier::build(specs, Arc::new(Counts::default()), timeout, backoff)
+        Notifier::build(
+            written(specs),
+            Arc::new(Counts::default()),
+            timeout,
+            backoff,
+        )
+    }
+
+    /// One sending task per target, counting in `counts`.
+    pub fn with_targets(targets: Vec<Target>, counts: Arc<Counts>) -> Notifier {
+        Notifier::build(targets, counts, TIMEOUT, BACKOFF)
+    }
+
+    /// [`Notifier::with_targets`] with other bounds, for tests.
+    pub fn with_targets_timing(
+        targets: Vec<Target>,
+        counts: Arc<Counts>,
+        timeout: Duration,
+        backoff: Duration,
+    ) -> Notifier {
+        Notifier::build(targets, counts, timeout, backoff)
     }
 
     fn build(
-        specs: &[NotificationSpec],
+        targets: Vec<Target>,
         counts: Arc<Counts>,
         timeout: Duration,
         backoff: Duration,
     ) -> Notifier {
         let client = client();
-        let targets = specs
-            .iter()
-            .map(|spec| {
+        let targets = targets
+            .into_iter()
+            .map(|target| {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tokio::spawn(deliver(
-                    spec.clone(),
+                    target.clone(),
                     rx,
                     client.clone(),
                     counts.clone(),
                     timeout,
                     backoff,
                 ));
-                (spec.clone(), tx)
+                (target, tx)
             })
             .collect();
         Notifier { targets, counts }
@@ -243,13 +367,13 @@ impl Notifier {
             return;
         };
         let notice = Arc::new(notice);
-        for (spec, tx) in &self.targets {
-            if !spec.on.is_empty() && !spec.on.contains(&kind) {
+        for (target, tx) in &self.targets {
+            if !target.on.is_empty() && !target.on.contains(&kind) {
                 continue;
             }
             if tx.try_send(notice.clone()).is_err() {
                 self.counts.dropped.inc();
-                tracing::warn!(url = %spec.url, "notification dropped: the webhook's queue is full");
+                tracing::warn!(webhook = %target.label, "notification dropped: the webhook's queue is full");
             }
         }
     }
@@ -269,6 +393,11 @@ impl Notifier {
             last_error: c.last_error(),
         }
     }
+}
+
+/// The targets of the specs whose URL is written in them.
+fn written(specs: &[NotificationSpec]) -> Vec<Target> {
+    specs.iter().filter_map(Target::written).collect()
 }
 
 /// One client for every webhook: plain HTTP, and HTTPS checked against the
@@ -306,27 +435,35 @@ fn client() -> HttpsClient {
 
 /// Posts each queued notice to one webhook, in order.
 async fn deliver(
-    spec: NotificationSpec,
+    target: Target,
     mut rx: mpsc::Receiver<Arc<Notice>>,
     client: HttpsClient,
     counts: Arc<Counts>,
     timeout: Duration,
     backoff: Duration,
 ) {
-    let format = spec.format.unwrap_or_default();
     while let Some(notice) = rx.recv().await {
-        let body = Bytes::from(body(format, &notice));
+        let body = Bytes::from(body(target.format, &notice));
         let mut pause = backoff;
         let mut delivered = false;
         for attempt in 1..=ATTEMPTS {
-            match post(&client, &spec.url, body.clone(), timeout).await {
+            let tried = match target.url.url().await {
+                Ok(url) if is_http_url(&url) => post(&client, &url, body.clone(), timeout).await,
+                // The value is not echoed: it may be a secret gone wrong.
+                Ok(_) => Err((
+                    "the URL is not an http:// or https:// URL".to_owned(),
+                    false,
+                )),
+                Err(why) => Err((why, true)),
+            };
+            match tried {
                 Ok(()) => {
                     delivered = true;
                     break;
                 }
                 Err((why, retry)) => {
-                    counts.failed_try(&spec.url, &why);
-                    tracing::warn!(url = %spec.url, attempt, "notification not delivered: {why}");
+                    counts.failed_try(&target.label, &why);
+                    tracing::warn!(webhook = %target.label, attempt, "notification not delivered: {why}");
                     if !retry || attempt == ATTEMPTS {
                         break;
                     }

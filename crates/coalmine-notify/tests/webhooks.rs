@@ -73,7 +73,8 @@ async fn server(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<String>>>) {
 
 fn spec(url: &str, format: NotificationFormat, on: &[Transition]) -> NotificationSpec {
     NotificationSpec {
-        url: url.to_owned(),
+        url: Some(url.to_owned()),
+        url_from: None,
         format: Some(format),
         on: on.to_vec(),
     }
@@ -326,4 +327,110 @@ fn events_nobody_is_paged_for_make_no_notice() {
         )
         .is_none()
     );
+}
+
+/// A URL kept elsewhere: the first read fails (a Secret not there yet),
+/// later reads give `url`.
+struct Kept {
+    url: String,
+    reads: Mutex<u32>,
+}
+
+impl coalmine_notify::UrlSource for Kept {
+    fn url(&self) -> coalmine_notify::UrlFuture<'_> {
+        Box::pin(async move {
+            let mut n = self.reads.lock().map_err(|_| "poisoned".to_owned())?;
+            *n += 1;
+            if *n == 1 {
+                Err("Secret default/hooks: not found".to_owned())
+            } else {
+                Ok(self.url.clone())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_url_from_a_source_is_read_per_message_and_never_named() {
+    let (ok, bodies) = server(Behaviour::FailFirst(1)).await;
+    // The secret part of the URL, which must appear nowhere.
+    let secret = format!("{ok}?token=s3cr3t");
+    let target = coalmine_notify::Target {
+        label: "Secret default/hooks, key address".into(),
+        url: Arc::new(Kept {
+            url: secret,
+            reads: Mutex::new(0),
+        }),
+        format: NotificationFormat::Json,
+        on: vec![],
+    };
+    let counts = Arc::new(coalmine_notify::Counts::default());
+    let notifier = Notifier::with_targets_timing(
+        vec![target],
+        counts.clone(),
+        Duration::from_millis(500),
+        Duration::from_millis(20),
+    );
+    notifier.notify(rollback_notice());
+    assert!(until(Duration::from_secs(10), || counts.sent.get() == 1).await);
+    // Not readable, then a 500, then delivered.
+    assert_eq!(counts.failed_tries.get(), 2);
+    assert_eq!(bodies.lock().expect("lock").len(), 1);
+    let last = counts.last_error().unwrap_or_default();
+    assert!(
+        last.starts_with("Secret default/hooks, key address: answered 500"),
+        "{last}"
+    );
+    let status = serde_json::to_string(&notifier.status()).unwrap_or_default();
+    assert!(
+        !status.contains("s3cr3t") && !status.contains("127.0.0.1"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_value_that_is_no_url_is_final_and_not_echoed() {
+    let target = coalmine_notify::Target {
+        label: "Secret default/hooks, key address".into(),
+        url: Arc::new(Kept {
+            url: "s3cr3t-not-a-url".into(),
+            reads: Mutex::new(1),
+        }),
+        format: NotificationFormat::Slack,
+        on: vec![],
+    };
+    let counts = Arc::new(coalmine_notify::Counts::default());
+    let notifier = Notifier::with_targets_timing(
+        vec![target],
+        counts.clone(),
+        Duration::from_millis(500),
+        Duration::from_millis(20),
+    );
+    notifier.notify(rollback_notice());
+    assert!(until(Duration::from_secs(10), || counts.failed.get() == 1).await);
+    assert_eq!(counts.failed_tries.get(), 1, "not tried again");
+    let last = counts.last_error().unwrap_or_default();
+    assert!(!last.contains("s3cr3t"), "{last}");
+    assert!(last.contains("not an http:// or https:// URL"), "{last}");
+}
+
+#[test]
+fn the_counts_are_exported_under_the_controllers_name() {
+    let counts = coalmine_notify::Counts::default();
+    counts.sent.inc_by(3);
+    counts.failed_tries.inc();
+    let text = counts.exposition("web");
+    assert!(
+        text.contains("# TYPE coalmine_notifications_total counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("coalmine_notifications_total{name=\"web\",result=\"sent\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("coalmine_notifications_total{name=\"web\",result=\"failed_try\"} 1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
 }

@@ -93,10 +93,11 @@ enum Command {
     /// Compare the judge with the peers' rules on simulated traffic.
     #[command(after_help = "Example:\n  coalmine simulate --rps 10 --canary-errors 1% --runs 200")]
     Simulate(Box<commands::simulate::Args>),
-    /// Serve the web dashboard of a Canary in Kubernetes on loopback, acting
-    /// with your kubeconfig.
+    /// Serve the web dashboard of a Canary in Kubernetes (or, without NAME,
+    /// the list of Canaries you may read) on loopback, acting with your
+    /// kubeconfig.
     #[command(
-        after_help = "Example:\n  coalmine dashboard shop -n prod      (then open http://127.0.0.1:9902/)"
+        after_help = "Examples:\n  coalmine dashboard shop -n prod      (then open http://127.0.0.1:9902/)\n  coalmine dashboard -A                (every Canary you may read, by namespace)"
     )]
     Dashboard(commands::kube_dashboard::Args),
     /// Print the Canary CustomResourceDefinition (YAML) for `kubectl apply -f -`.

@@ -353,6 +353,7 @@ fn the_controller_gets_what_it_needs_and_no_more() {
             "ingresses",
             &["get", "list", "watch", "create", "patch", "delete"],
         ),
+        ("networking.istio.io", "virtualservices", &["get", "patch"]),
         ("", "events", &["create", "patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ];

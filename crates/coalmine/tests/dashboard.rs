@@ -5,6 +5,12 @@
 //!
 //! Set `COALMINE_SCREENSHOT=PATH` to save the rolled-back page as a PNG
 //! (the README's screenshot is made that way).
+//!
+//! The list of Canaries runs against the real API server of
+//! `scripts/kube-env.sh` (`kube_env`), with a user whose RBAC reaches some
+//! namespaces and not others.
+
+mod kube_env;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -750,4 +756,226 @@ fn kube_scenario(dir: &Path) {
     });
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+/// A kubeconfig for ServiceAccount `viewer` of `home`, which may read,
+/// list and command Canaries (and read their Events) in `namespaces`
+/// only, and list the namespaces: a person with a few teams' rights.
+fn viewer_kubeconfig(
+    env: &kube_env::Env,
+    home: &str,
+    namespaces: &[&str],
+) -> Result<std::path::PathBuf, kube_env::BoxError> {
+    let mut objects = vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "viewer", "namespace": home}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": format!("{home}-canary-viewer")},
+               "rules": [
+                   {"apiGroups": ["coalmine.dev"], "resources": ["canaries"],
+                    "verbs": ["get", "list", "watch", "patch"]},
+                   {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": format!("{home}-namespace-lister")},
+               "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": format!("{home}-namespace-lister")},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": format!("{home}-namespace-lister")},
+               "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": home}]}),
+    ];
+    for ns in namespaces {
+        objects.push(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "canary-viewer", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": format!("{home}-canary-viewer")},
+            "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": home}]}),
+        );
+    }
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    let out = env.kubectl_with_input(&["apply", "-f", "-"], &list.to_string())?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .kubectl()?
+        .args(["create", "token", "viewer", "-n", home])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    let controller = std::fs::read_to_string(env.var("CONTROLLER_KUBECONFIG")?)?;
+    let ca = controller
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority:"))
+        .ok_or("the controller's kubeconfig names no certificate-authority")?
+        .trim()
+        .to_owned();
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": env.var("API_SERVER")?, "certificate-authority": ca}}],
+        "users": [{"name": "viewer", "user": {"token": token}}],
+        "contexts": [{"name": "viewer", "context": {
+            "cluster": "test", "user": "viewer", "namespace": home}}],
+        "current-context": "viewer",
+    });
+    let path = Path::new(env.var("KUBE_ENV_RUN")?).join(format!("{home}-viewer.kubeconfig"));
+    std::fs::write(&path, config.to_string())?;
+    Ok(path)
+}
+
+/// `coalmine dashboard ARGS` with `kubeconfig`; its address.
+fn kube_dashboard(kubeconfig: &Path, args: &[&str]) -> (Proc, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .arg("dashboard")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coalmine dashboard starts");
+    let err = child.stderr.take().expect("stderr is piped");
+    let proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = wait_for(Duration::from_secs(20), "the dashboard's address", || {
+        let line = rx.try_recv().ok()?;
+        let rest = line.split(" at http://").nth(1)?;
+        rest.split('/').next()?.parse().ok()
+    });
+    (proc, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_dashboard_lists_the_canaries_rbac_lets_the_user_read_and_opens_one()
+-> kube_env::TestResult {
+    let env = kube_env::env()?;
+    let admin = env.admin().await?;
+    let a = kube_env::namespace(&admin, "dash-a").await?;
+    let b = kube_env::namespace(&admin, "dash-b").await?;
+    let hidden = kube_env::namespace(&admin, "dash-hidden").await?;
+    let steps = json!([{"setWeight": 50}, {"pause": {}}]);
+    for (ns, name) in [(&a, "web"), (&a, "api"), (&b, "shop"), (&hidden, "secret")] {
+        // Each its own app label, so their pods do not mix.
+        let spec = kube_env::spec("web:1", 2, steps.clone())
+            .to_string()
+            .replace("\"web\"", &format!("\"{name}\""));
+        kube_env::create(&admin, ns, name, serde_json::from_str(&spec)?).await?;
+    }
+    let controller = kube_env::Controller::start(env, &a)?;
+    kube_env::phase(&admin, &a, "web", "Idle", 60).await?;
+    kube_env::set_image(&admin, &a, "web", "web:2").await?;
+    kube_env::phase(&admin, &a, "web", "Paused", 60).await?;
+    let kubeconfig = viewer_kubeconfig(env, &a, &[&a, &b])?;
+
+    let (a2, b2, hidden2) = (a.clone(), b.clone(), hidden.clone());
+    let admin2 = admin.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let (_dashboard, addr) = kube_dashboard(&kubeconfig, &["--all-namespaces"]);
+        let browser = Browser::start();
+        browser.goto(&format!("http://{addr}/"));
+        let want = [
+            format!("{a2}/api"),
+            format!("{a2}/web"),
+            format!("{b2}/shop"),
+        ];
+        let listed = wait_for(Duration::from_secs(20), "the list of Canaries", || {
+            let rows = browser.script(
+                "return Array.from(document.querySelectorAll('tr[data-canary]'))
+                   .map(r => r.dataset.canary);",
+            );
+            let rows: Vec<String> = serde_json::from_value(rows).ok()?;
+            (rows.len() >= want.len()).then_some(rows)
+        });
+        // By namespace, and nothing from the namespace RBAC keeps from the user.
+        let ours: Vec<&String> = listed
+            .iter()
+            .filter(|r| !r.starts_with(&format!("{hidden2}/")))
+            .collect();
+        assert_eq!(ours, want.iter().collect::<Vec<_>>(), "{listed:?}");
+        assert!(
+            !listed.iter().any(|r| r.starts_with(&format!("{hidden2}/"))),
+            "{listed:?}"
+        );
+        let row = browser.script(&format!(
+            "const r = document.querySelector('tr[data-canary=\"{a2}/web\"]');
+             return {{ phase: r.cells[1].textContent, weight: r.cells[2].textContent,
+                      note: document.getElementById('note').textContent }};"
+        ));
+        assert_eq!(row["phase"], "Paused", "{row}");
+        assert_eq!(row["weight"], "50%", "{row}");
+        assert!(
+            row["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("not readable")),
+            "{row}"
+        );
+
+        browser.click(&format!("tr[data-canary=\"{a2}/web\"] a"));
+        let page = wait_for(Duration::from_secs(20), "the Canary's own view", || {
+            let p = browser.script(
+                "return document.getElementById('phase').textContent === 'Paused'
+                  ? { name: document.getElementById('name').textContent,
+                      url: location.pathname,
+                      back: !document.getElementById('back').hidden,
+                      weight: document.getElementById('weight').textContent }
+                  : null;",
+            );
+            (!p.is_null()).then_some(p)
+        });
+        assert_eq!(page["name"], format!("{a2}/web"), "{page}");
+        assert_eq!(page["url"], format!("/c/{a2}/web/"), "{page}");
+        assert_eq!(page["back"], true, "{page}");
+        assert_eq!(page["weight"], "50%", "{page}");
+        // Its buttons act with the user's kubeconfig, under the view's path.
+        browser.click("button[data-action=abort]");
+        let text = browser.confirm();
+        assert!(text.starts_with("Abort"), "{text}");
+        runtime
+            .block_on(kube_env::phase(&admin2, &a2, "web", "RolledBack", 30))
+            .expect("the controller rolls web back");
+        wait_for(Duration::from_secs(5), "the view shows RolledBack", || {
+            let p = browser.script("return document.getElementById('phase').textContent;");
+            (p == "RolledBack").then_some(())
+        });
+        let errors = browser.console_errors();
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+
+        // One namespace: its Canaries; one RBAC keeps from the user: why not.
+        let (_one, one) = kube_dashboard(&kubeconfig, &["-n", &b2]);
+        let (code, list) = wait_for(Duration::from_secs(10), "GET /canaries", || {
+            http(one, "GET", "/canaries", None)
+        });
+        assert_eq!(code, 200, "{list}");
+        let names: Vec<&str> = list["canaries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["shop"], "{list}");
+        let (_none, none) = kube_dashboard(&kubeconfig, &["-n", &hidden2]);
+        let (code, _) = wait_for(Duration::from_secs(10), "GET /canaries", || {
+            http(none, "GET", "/canaries", None)
+        });
+        assert_eq!(code, 403);
+    })
+    .await
+    .map_err(|e| format!("the browser part failed: {e}"))?;
+    controller.finish()?;
+    Ok(())
 }

@@ -721,4 +721,15 @@ fn notifications_reach_a_webhook_and_the_status_counts_them() {
         "{}",
         r.status()
     );
+    // And on /metrics, under the controller's metric name.
+    let (code, metrics) = get(r.admin, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("coalmine_notifications_total{name=\"notify\",result=\"sent\"} 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("coalmine_proxy_requests_total"),
+        "{metrics}"
+    );
 }

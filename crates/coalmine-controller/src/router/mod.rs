@@ -1,19 +1,23 @@
 //! Traffic routers: how a route table ([`Routes`]) is put in effect in a
-//! cluster. One small trait, [`TrafficRouter`], so Istio and coalmine's own
-//! proxy can be added beside the three here:
+//! cluster. One small trait, [`TrafficRouter`], so coalmine's own proxy can
+//! be added beside the four here:
 //!
 //! - [`replicas`]: no router object; the canary's share of the pods behind
 //!   one Service is the split, so the replica counts follow the weight;
 //! - [`gateway`]: weights on the backendRefs of the user's HTTPRoute, and
 //!   header routes as an extra rule placed first;
 //! - [`nginx`]: a managed `NAME-canary` Ingress with ingress-nginx's canary
-//!   annotations, copying the user's Ingress rules.
+//!   annotations, copying the user's Ingress rules;
+//! - [`istio`]: weights on the destinations of the user's VirtualService
+//!   (Services or DestinationRule subsets), header routes as an extra HTTP
+//!   route placed before the weighed one, and its mirror.
 //!
 //! Every `apply` is level-triggered and idempotent: it reads the object,
 //! computes the wanted one with a pure function (unit-tested), and writes
 //! only when they differ; a 409 is retried from a fresh read.
 
 pub mod gateway;
+pub mod istio;
 pub mod nginx;
 pub mod replicas;
 
@@ -80,7 +84,7 @@ pub trait TrafficRouter: Send + Sync {
     }
 }
 
-/// The router a plan names. Istio and the proxy are refused earlier, by
+/// The router a plan names. The proxy is refused earlier, by
 /// [`crate::resource::CanaryResource::check`].
 pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
     match router {
@@ -90,6 +94,17 @@ pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
         Router::Nginx { ingress } => Box::new(nginx::Nginx {
             ingress: ingress.clone(),
         }),
-        Router::Replicas | Router::Istio { .. } | Router::Proxy => Box::new(replicas::Replicas),
+        Router::Istio {
+            virtual_service,
+            route,
+            destination_rule,
+        } => Box::new(istio::Istio {
+            virtual_service: virtual_service.clone(),
+            route: route.clone(),
+            subsets: destination_rule
+                .as_ref()
+                .map(|d| (d.stable_subset_name.clone(), d.canary_subset_name.clone())),
+        }),
+        Router::Replicas | Router::Proxy => Box::new(replicas::Replicas),
     }
 }

@@ -697,3 +697,88 @@ spec:
         "{errs:#?}"
     );
 }
+
+#[test]
+fn notification_rules() {
+    let local = |n: &str| format!("{LOCAL}  notifications:\n    - {n}\n");
+    let kube = |n: &str| format!("{KUBE}  notifications:\n    - {n}\n");
+    let good = kube("{urlFrom: {secretKeyRef: {name: slack}}, format: slack}");
+    assert!(load(&good).is_ok(), "{:?}", load(&good).err());
+    assert!(load(&local("{url: 'http://127.0.0.1:9/hook'}")).is_ok());
+    let cases = [
+        (
+            local("{urlFrom: {secretKeyRef: {name: slack}}}"),
+            "spec.notifications[0].urlFrom",
+            "no Secrets",
+        ),
+        (
+            kube("{url: 'http://h/x', urlFrom: {secretKeyRef: {name: slack}}}"),
+            "spec.notifications[0]",
+            "both `url` and `urlFrom`",
+        ),
+        (
+            kube("{format: slack}"),
+            "spec.notifications[0]",
+            "neither `url` nor `urlFrom`",
+        ),
+        (
+            kube("{urlFrom: {secretKeyRef: {name: slack, key: ''}}}"),
+            "spec.notifications[0].urlFrom.secretKeyRef",
+            "must not be empty",
+        ),
+        (
+            kube("{url: 'ftp://h/x'}"),
+            "spec.notifications[0].url",
+            "not an http:// or https:// URL",
+        ),
+    ];
+    for (text, path, why) in cases {
+        let problems = match load(&text) {
+            Ok((_, _, w)) => w,
+            Err(p) => p,
+        };
+        let errs: Vec<&Problem> = problems.iter().filter(|p| p.is_error()).collect();
+        assert_eq!(errs.len(), 1, "{text}: {:?}", errors(&problems));
+        assert_eq!(errs[0].path, path, "{}", errs[0]);
+        assert!(errs[0].to_string().contains(why), "{}", errs[0]);
+    }
+}
+
+#[test]
+fn istio_destination_rule_rules() {
+    let istio = |dr: &str| {
+        KUBE.replacen(
+            "gatewayAPI: {httpRoute: myapp}",
+            &format!("istio: {{virtualService: myapp{dr}}}"),
+            1,
+        )
+    };
+    assert!(load(&istio("")).is_ok());
+    let good = istio(
+        ", destinationRule: {name: myapp, stableSubsetName: stable, canarySubsetName: canary}",
+    );
+    let (_, plan, _) = load(&good).expect("valid");
+    assert!(matches!(
+        plan.target,
+        Target::Kubernetes { router: Router::Istio { destination_rule: Some(ref d), .. } }
+            if d.canary_subset_name == "canary"
+    ));
+    for (dr, path) in [
+        (
+            ", destinationRule: {name: myapp, stableSubsetName: v1, canarySubsetName: v1}",
+            "spec.trafficRouting.istio.destinationRule.canarySubsetName",
+        ),
+        (
+            ", destinationRule: {name: '', stableSubsetName: a, canarySubsetName: b}",
+            "spec.trafficRouting.istio.destinationRule.name",
+        ),
+    ] {
+        let problems = match load(&istio(dr)) {
+            Ok((_, _, w)) => w,
+            Err(p) => p,
+        };
+        let errs: Vec<&Problem> = problems.iter().filter(|p| p.is_error()).collect();
+        assert_eq!(errs.len(), 1, "{dr}: {:?}", errors(&problems));
+        assert_eq!(errs[0].path, path, "{}", errs[0]);
+    }
+}

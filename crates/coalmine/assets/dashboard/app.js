@@ -1,5 +1,6 @@
 // The dashboard page: polls the admin API once a second and draws the
-// rollout with uPlot. Text from the API goes into the page as text
+// rollout with uPlot. Its requests are relative to the page's address, so
+// the same page serves a run at `/` and a listed Canary at `/c/NS/NAME/`. Text from the API goes into the page as text
 // (textContent), never as HTML. Commands post to the same paths as the
 // CLI, with a JSON content type (the admin API refuses form types) and
 // the bearer token when the API requires one.
@@ -289,6 +290,10 @@
 
   function renderIdentity() {
     const info = state.info;
+    if (info.listUrl) {
+      $("back").href = info.listUrl;
+      $("back").hidden = false;
+    }
     $("identity").textContent = info.actingAs
       ? "Buttons act as " + info.actingAs + "; the events name each command's id."
       : info.tokenRequired
@@ -302,7 +307,7 @@
     if (!window.confirm(CONFIRM[action])) return;
     const out = $("action-result");
     try {
-      const r = await api("/" + action, "POST");
+      const r = await api(action, "POST");
       out.textContent = "Sent " + r.accepted + " (command " + r.id + ").";
     } catch (e) {
       out.textContent = "Could not send " + action + ": " + e.message;
@@ -318,15 +323,15 @@
     polling = true;
     try {
       if (!state.info) {
-        state.info = await api("/dashboard/info");
+        state.info = await api("dashboard/info");
         renderIdentity();
         $("traffic").hidden = !state.info.traffic;
       }
       const [status, events, hist, traffic] = await Promise.all([
-        api("/status"),
-        api("/events"),
-        api("/history?after=" + state.historyAfter),
-        api("/traffic?after=" + state.trafficAfter),
+        api("status"),
+        api("events"),
+        api("history?after=" + state.historyAfter),
+        api("traffic?after=" + state.trafficAfter),
       ]);
       state.status = status;
       // A restarted server numbers its series afresh.

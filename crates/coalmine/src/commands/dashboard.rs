@@ -61,6 +61,9 @@ struct Info {
     /// absence (Kubernetes: the kubeconfig's user).
     #[serde(skip_serializing_if = "Option::is_none")]
     acting_as: Option<String>,
+    /// Where the list of Canaries this page was opened from is, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    list_url: Option<String>,
 }
 
 /// A metric as the charts show it.
@@ -123,6 +126,10 @@ impl<T: Clone> Series<T> {
 /// The dashboard's own state: what it serves beyond `/status` and `/events`.
 pub struct Board {
     info: Info,
+    /// Set when nobody reads it any more (a view of the Kubernetes list).
+    closed: std::sync::atomic::AtomicBool,
+    /// The run's notification outcomes, also exported on `/metrics`.
+    notifications: std::sync::Arc<coalmine_notify::Counts>,
     history: Mutex<Series<serde_json::Value>>,
     traffic: Mutex<Series<TrafficSample>>,
 }
@@ -183,16 +190,55 @@ impl Board {
                 admin: admin.to_owned(),
                 traffic,
                 acting_as: None,
+                list_url: None,
             },
+            closed: std::sync::atomic::AtomicBool::new(false),
             history: Mutex::new(Series::new(HISTORY_KEPT)),
             traffic: Mutex::new(Series::new(TRAFFIC_KEPT)),
+            notifications: Default::default(),
         }
+    }
+
+    /// The counters the run's notifier counts in.
+    pub fn notification_counts(&self) -> std::sync::Arc<coalmine_notify::Counts> {
+        self.notifications.clone()
+    }
+
+    /// `GET /metrics` of a run: the proxy's metrics and the notifications'
+    /// counts (`coalmine_notifications_total`, as the controller names
+    /// them).
+    pub fn metrics(&self, proxy: &Proxy) -> Response<Full<Bytes>> {
+        let mut text = proxy.metrics().encode();
+        text.push_str(&self.notifications.exposition(&self.info.name));
+        let mut resp = Response::new(Full::new(Bytes::from(text)));
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
     }
 
     /// The same board, saying the buttons act as `who`.
     pub fn acting_as(mut self, who: String) -> Self {
         self.info.acting_as = Some(who);
         self
+    }
+
+    /// The same board, linking back to the list at `url`.
+    pub fn listed_at(mut self, url: &str) -> Self {
+        self.info.list_url = Some(url.to_owned());
+        self
+    }
+
+    /// Marks the board as no longer kept up to date.
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`Board::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Keeps a judged interval (a `--report` history entry) for `/history`.
@@ -268,22 +314,10 @@ pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>
             include_str!("../../assets/dashboard/index.html"),
             "text/html; charset=utf-8",
         ),
-        "/dashboard/app.js" => asset(
-            include_str!("../../assets/dashboard/app.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "/dashboard/style.css" => asset(
-            include_str!("../../assets/dashboard/style.css"),
-            "text/css; charset=utf-8",
-        ),
-        "/dashboard/uPlot.js" => asset(
-            include_str!("../../assets/dashboard/vendor/uPlot.iife.min.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "/dashboard/uPlot.css" => asset(
-            include_str!("../../assets/dashboard/vendor/uPlot.min.css"),
-            "text/css; charset=utf-8",
-        ),
+        path @ ("/dashboard/app.js"
+        | "/dashboard/style.css"
+        | "/dashboard/uPlot.js"
+        | "/dashboard/uPlot.css") => return static_file(path),
         "/dashboard/info" => json(&board.info),
         "/history" => {
             let items = board
@@ -306,6 +340,29 @@ pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>
     Some(answer)
 }
 
+/// The page's script, stylesheet and chart library, shared by every page.
+pub fn static_file(path: &str) -> Option<Response<Full<Bytes>>> {
+    Some(match path {
+        "/dashboard/app.js" => asset(
+            include_str!("../../assets/dashboard/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/dashboard/style.css" => asset(
+            include_str!("../../assets/dashboard/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        "/dashboard/uPlot.js" => asset(
+            include_str!("../../assets/dashboard/vendor/uPlot.iife.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/dashboard/uPlot.css" => asset(
+            include_str!("../../assets/dashboard/vendor/uPlot.min.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return None,
+    })
+}
+
 /// `?after=N`: only items numbered above N (0 when absent or malformed).
 fn after(query: Option<&str>) -> u64 {
     query
@@ -319,7 +376,7 @@ fn after(query: Option<&str>) -> u64 {
 /// A static file, with headers that keep other sites from framing the
 /// page (its buttons change the rollout) and the page from loading
 /// anything but its own files.
-fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+pub fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

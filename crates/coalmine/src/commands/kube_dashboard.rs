@@ -1,6 +1,12 @@
-//! `coalmine dashboard NAME`: the local-mode web dashboard for a Canary in
-//! Kubernetes, served on loopback and acting with the user's own
+//! `coalmine dashboard [NAME]`: the local-mode web dashboard for Canaries
+//! in Kubernetes, served on loopback and acting with the user's own
 //! kubeconfig, so RBAC decides what the page may read and do.
+//!
+//! Without a NAME the page at `/` lists the Canaries of a namespace (or,
+//! with `--all-namespaces`, of every namespace the user may read), and
+//! each links to its own view under `/c/NAMESPACE/NAME/`, which is the
+//! single-Canary page below, started on first visit and stopped when no
+//! one has looked at it for [`IDLE`].
 //!
 //! Once a second it reads the Canary (status and spec) and, every other
 //! second, its Events; the page's `/status` and `/events` answer from
@@ -11,8 +17,10 @@
 //! outcome in the status and the Events. There is no `/traffic`: the
 //! requests per version are in the router's metrics, not in the Canary.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +29,7 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -33,15 +41,27 @@ use super::dashboard::{Board, PUBLIC_PATHS};
 /// Events kept for `/events`, as local mode keeps.
 const EVENTS_KEPT: usize = 200;
 
+/// How long a Canary's view in the list mode keeps reading the Canary
+/// after its page last asked for anything.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// How often the list mode looks again which namespaces it may read, when
+/// it may not list Canaries cluster-wide.
+const REDISCOVER: Duration = Duration::from_secs(30);
+
 /// Arguments of `coalmine dashboard`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The Canary's name.
+    /// The Canary's name; without it the page lists the Canaries you may
+    /// read, each linking to its view.
     #[arg(value_name = "NAME")]
-    name: String,
-    /// Its namespace (default: the kubeconfig context's).
+    name: Option<String>,
+    /// The namespace (default: the kubeconfig context's).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// List the Canaries of every namespace you may read (no NAME).
+    #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
+    all_namespaces: bool,
     /// Where to serve the page: a loopback address (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902")]
     listen: SocketAddr,
@@ -61,6 +81,24 @@ struct Shared {
     seen: Mutex<Seen>,
     api: Api<CanaryResource>,
     name: String,
+    /// When its page last asked for anything (Unix ms).
+    last_asked: AtomicI64,
+}
+
+/// The list mode: which Canaries the page lists, and the views opened
+/// from it.
+struct Lister {
+    client: kube::Client,
+    /// The one namespace listed, or `None` for every namespace.
+    namespace: Option<String>,
+    addr: String,
+    identity: String,
+    views: tokio::sync::Mutex<HashMap<(String, String), Arc<Shared>>>,
+    /// With `--all-namespaces` and no right to list Canaries cluster-wide:
+    /// when the namespaces were last looked at, those whose Canaries may
+    /// be listed, and how many there were.
+    #[allow(clippy::type_complexity)]
+    readable: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>, usize)>>,
 }
 
 /// Serves the dashboard until interrupted.
@@ -95,40 +133,29 @@ async fn serve(args: Args) -> Result<(), String> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let api: Api<CanaryResource> = Api::namespaced(client.clone(), &namespace);
-    let events: Api<Event> = Api::namespaced(client, &namespace);
-    let canary = api.get(&args.name).await.map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 404 => format!(
-            "Canary {namespace}/{} not found (kubectl get canaries -n {namespace})",
-            args.name
-        ),
-        other => format!("Canary {namespace}/{}: {other}", args.name),
-    })?;
+    let Some(name) = args.name.clone() else {
+        return serve_list(args, client, namespace).await;
+    };
+    let canary = read_canary(&client, &namespace, &name).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e} (use --listen ADDR)", args.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("{}: {e}", args.listen))?;
-    let label = format!("{namespace}/{}", args.name);
-    let board = Board::from_spec(
-        &args.name,
-        &label,
-        &canary.spec,
-        &addr.to_string(),
-        false,
-        false,
-    )
-    .acting_as(identity());
-    let shared = Arc::new(Shared {
-        board,
-        seen: Mutex::new(Seen::default()),
-        api,
-        name: args.name.clone(),
-    });
-    eprintln!("coalmine dashboard: {label} at http://{addr}/ (Ctrl-C to stop)");
+    let label = format!("{namespace}/{name}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let poller = tokio::spawn(poll(shared.clone(), events, stop_rx.clone()));
+    let (shared, poller) = watch(
+        &client,
+        &namespace,
+        &name,
+        &canary,
+        &addr.to_string(),
+        identity(),
+        None,
+        stop_rx.clone(),
+    );
+    eprintln!("coalmine dashboard: {label} at http://{addr}/ (Ctrl-C to stop)");
     let guard = coalmine_proxy::admin::Guard::new(addr, None).with_public(PUBLIC_PATHS);
     let handler = move |req, _peer| answer(shared.clone(), req);
     let mut stop = stop_rx;
@@ -142,6 +169,297 @@ async fn serve(args: Args) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let _ = poller.await;
     Ok(())
+}
+
+/// Reads the Canary, or says why not in words for the terminal.
+async fn read_canary(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<CanaryResource, String> {
+    let api: Api<CanaryResource> = Api::namespaced(client.clone(), namespace);
+    api.get(name).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 404 => {
+            format!("Canary {namespace}/{name} not found (kubectl get canaries -n {namespace})")
+        }
+        other => format!("Canary {namespace}/{name}: {other}"),
+    })
+}
+
+/// The view of one Canary and the task that keeps it read, until `stop`
+/// (or, in the list mode, until it is idle).
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    canary: &CanaryResource,
+    addr: &str,
+    identity: String,
+    list_url: Option<&str>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Arc<Shared>, tokio::task::JoinHandle<()>) {
+    let label = format!("{namespace}/{name}");
+    let mut board =
+        Board::from_spec(name, &label, &canary.spec, addr, false, false).acting_as(identity);
+    if let Some(url) = list_url {
+        board = board.listed_at(url);
+    }
+    let shared = Arc::new(Shared {
+        board,
+        seen: Mutex::new(Seen::default()),
+        api: Api::namespaced(client.clone(), namespace),
+        name: name.to_owned(),
+        last_asked: AtomicI64::new(Time::now().unix_millis()),
+    });
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let idle = list_url.map(|_| IDLE);
+    let poller = tokio::spawn(poll(shared.clone(), events, stop, idle));
+    (shared, poller)
+}
+
+/// Serves the list of Canaries and the views opened from it.
+async fn serve_list(args: Args, client: kube::Client, namespace: String) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e} (use --listen ADDR)", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("{}: {e}", args.listen))?;
+    let scope = if args.all_namespaces {
+        "every namespace you may read".to_owned()
+    } else {
+        format!("namespace {namespace}")
+    };
+    let lister = Arc::new(Lister {
+        client,
+        namespace: (!args.all_namespaces).then_some(namespace),
+        addr: addr.to_string(),
+        identity: identity(),
+        views: tokio::sync::Mutex::new(HashMap::new()),
+        readable: tokio::sync::Mutex::new(None),
+    });
+    eprintln!("coalmine dashboard: the Canaries of {scope} at http://{addr}/ (Ctrl-C to stop)");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let guard = coalmine_proxy::admin::Guard::new(addr, None).with_public(PUBLIC_PATHS);
+    let stop_views = stop_rx.clone();
+    let handler = move |req, _peer| answer_list(lister.clone(), stop_views.clone(), req);
+    coalmine_proxy::admin::serve(listener, guard, handler, async move {
+        super::terminated().await;
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+/// A row of the list: what the page shows of one Canary.
+fn row(c: &CanaryResource) -> Value {
+    let status = c.core_status();
+    let steps = c.spec["steps"].as_array().map_or(0, Vec::len);
+    json!({
+        "namespace": c.metadata.namespace.as_deref().unwrap_or_default(),
+        "name": c.name(),
+        "phase": status.phase,
+        "weight": status.weight,
+        "step": status.step,
+        "steps": steps,
+        "verdict": status.analysis.as_ref().map(|a| a.verdict),
+        "message": status.message,
+    })
+}
+
+/// The Canaries the kubeconfig may list: `{canaries: [...], note}`, the
+/// rows sorted by namespace and name. For every namespace, a user who
+/// may not list Canaries cluster-wide gets those of each namespace they
+/// may list them in, as far as they may list namespaces.
+async fn list(lister: &Lister) -> Result<Value, (StatusCode, String)> {
+    let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
+    let failed = |e: kube::Error| (StatusCode::BAD_GATEWAY, format!("listing Canaries: {e}"));
+    let mut rows = Vec::new();
+    let mut note = None;
+    match &lister.namespace {
+        Some(ns) => {
+            let api: Api<CanaryResource> = Api::namespaced(lister.client.clone(), ns);
+            match api.list(&ListParams::default()).await {
+                Ok(l) => rows.extend(l.items.iter().map(row)),
+                Err(e) if forbidden(&e) => {
+                    return Err((
+                        StatusCode::FORBIDDEN,
+                        format!("your kubeconfig may not list Canaries in namespace {ns}"),
+                    ));
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        None => {
+            let api: Api<CanaryResource> = Api::all(lister.client.clone());
+            match api.list(&ListParams::default()).await {
+                Ok(l) => rows.extend(l.items.iter().map(row)),
+                Err(e) if forbidden(&e) => {
+                    let (readable, total) = readable_namespaces(lister).await?;
+                    for ns in &readable {
+                        let api: Api<CanaryResource> = Api::namespaced(lister.client.clone(), ns);
+                        match api.list(&ListParams::default()).await {
+                            Ok(l) => rows.extend(l.items.iter().map(row)),
+                            // Rights taken away since they were looked up.
+                            Err(e) if forbidden(&e) => {}
+                            Err(e) => return Err(failed(e)),
+                        }
+                    }
+                    note = Some(format!(
+                        "{} of {total} namespaces are not readable with your kubeconfig",
+                        total - readable.len()
+                    ));
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+    rows.sort_by(|a, b| {
+        (a["namespace"].as_str(), a["name"].as_str())
+            .cmp(&(b["namespace"].as_str(), b["name"].as_str()))
+    });
+    Ok(json!({"canaries": rows, "note": note, "identity": lister.identity}))
+}
+
+/// The namespaces whose Canaries the kubeconfig may list, and how many
+/// namespaces there are: looked up (a list of each) at most every
+/// [`REDISCOVER`], so polling costs one request per readable namespace.
+async fn readable_namespaces(
+    lister: &Lister,
+) -> Result<(Vec<String>, usize), (StatusCode, String)> {
+    let mut known = lister.readable.lock().await;
+    if let Some((at, readable, total)) = known.as_ref()
+        && at.elapsed() < REDISCOVER
+    {
+        return Ok((readable.clone(), *total));
+    }
+    let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
+    let namespaces: Api<Namespace> = Api::all(lister.client.clone());
+    let all = namespaces
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| {
+            if forbidden(&e) {
+                (
+                    StatusCode::FORBIDDEN,
+                    "your kubeconfig may list Canaries in no namespace at once, nor list the namespaces: start with -n NAMESPACE".to_owned(),
+                )
+            } else {
+                (StatusCode::BAD_GATEWAY, format!("listing namespaces: {e}"))
+            }
+        })?;
+    let mut readable = Vec::new();
+    for ns in all.items.iter().filter_map(|n| n.metadata.name.as_deref()) {
+        let api: Api<CanaryResource> = Api::namespaced(lister.client.clone(), ns);
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => readable.push(ns.to_owned()),
+            Err(e) if forbidden(&e) => {}
+            Err(e) => return Err((StatusCode::BAD_GATEWAY, format!("listing Canaries: {e}"))),
+        }
+    }
+    let total = all.items.len();
+    *known = Some((std::time::Instant::now(), readable.clone(), total));
+    Ok((readable, total))
+}
+
+/// Answers the list mode: `/`, `/canaries`, and each Canary's view under
+/// `/c/NAMESPACE/NAME/`.
+async fn answer_list(
+    lister: Arc<Lister>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix("/c/") {
+        let mut parts = rest.splitn(3, '/');
+        let (Some(ns), Some(name)) = (parts.next(), parts.next()) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found: /c/NAMESPACE/NAME/\n".into(),
+            );
+        };
+        let Some(sub) = parts.next() else {
+            // Its page's requests are relative to the trailing slash.
+            let mut resp = text(StatusCode::PERMANENT_REDIRECT, String::new());
+            if let Ok(to) = HeaderValue::from_str(&format!("{path}/")) {
+                resp.headers_mut().insert(http::header::LOCATION, to);
+            }
+            return resp;
+        };
+        let (ns, name, sub) = (ns.to_owned(), name.to_owned(), format!("/{sub}"));
+        let shared = match view(&lister, &ns, &name, stop).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+        shared
+            .last_asked
+            .store(Time::now().unix_millis(), Ordering::Relaxed);
+        let (mut parts, body) = req.into_parts();
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        match format!("{sub}{query}").parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => return text(StatusCode::BAD_REQUEST, "a malformed path\n".into()),
+        }
+        return answer(shared, Request::from_parts(parts, body)).await;
+    }
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/") => super::dashboard::asset(
+            include_str!("../../assets/dashboard/list.html"),
+            "text/html; charset=utf-8",
+        ),
+        (&Method::GET, "/dashboard/list.js") => super::dashboard::asset(
+            include_str!("../../assets/dashboard/list.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        (&Method::GET, "/canaries") => match list(&lister).await {
+            Ok(v) => json_response(&v),
+            Err((code, why)) => text(code, why),
+        },
+        (&Method::GET, p) => super::dashboard::static_file(p).unwrap_or_else(|| {
+            text(
+                StatusCode::NOT_FOUND,
+                "not found: GET /, /canaries, /c/NAMESPACE/NAME/\n".into(),
+            )
+        }),
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into()),
+    }
+}
+
+/// The view of Canary `ns/name`, started if it is not running.
+async fn view(
+    lister: &Lister,
+    ns: &str,
+    name: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Arc<Shared>, Response<Full<Bytes>>> {
+    let key = (ns.to_owned(), name.to_owned());
+    let mut views = lister.views.lock().await;
+    if let Some(s) = views.get(&key)
+        && !s.board.is_closed()
+    {
+        return Ok(s.clone());
+    }
+    let canary = match read_canary(&lister.client, ns, name).await {
+        Ok(c) => c,
+        Err(why) => return Err(text(StatusCode::NOT_FOUND, why)),
+    };
+    let (shared, _poller) = watch(
+        &lister.client,
+        ns,
+        name,
+        &canary,
+        &lister.addr,
+        lister.identity.clone(),
+        Some("/"),
+        stop,
+    );
+    views.insert(key, shared.clone());
+    Ok(shared)
 }
 
 /// Who the kubeconfig says acts: its current context's user.
@@ -160,11 +478,13 @@ fn identity() -> String {
     format!("the kubeconfig user `{user}` (context `{context}`; RBAC decides what it may do)")
 }
 
-/// Reads the Canary every second and its Events every other second.
+/// Reads the Canary every second and its Events every other second,
+/// until `stop`, or until its page has asked for nothing for `idle`.
 async fn poll(
     shared: Arc<Shared>,
     events: Api<Event>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    idle: Option<Duration>,
 ) {
     let mut last_analysis: Option<Value> = None;
     // Events are extra: a user whom RBAC denies them still sees the
@@ -176,6 +496,13 @@ async fn poll(
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Some(idle) = idle {
+            let asked = shared.last_asked.load(Ordering::Relaxed);
+            if Time::now().unix_millis() - asked > idle.as_millis() as i64 {
+                shared.board.close();
+                return;
+            }
         }
         let read = shared.api.get(&shared.name).await;
         let mut error = None;

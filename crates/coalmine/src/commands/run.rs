@@ -454,7 +454,10 @@ impl Prepared {
             .as_ref()
             .and_then(|u| u.health_path.clone());
         let health = super::health::watch(&stable_urls, &canary_urls, health_path, stop_rx.clone());
-        let notifier = coalmine_notify::Notifier::start(&canary.spec.notifications);
+        let notifier = coalmine_notify::Notifier::with_counts(
+            &canary.spec.notifications,
+            shared.board.notification_counts(),
+        );
         let name = canary.metadata.name.clone().unwrap_or_default();
         let tell = |reason: &str, message: &str, warning: bool, status: &CanaryStatus| {
             if let Some(n) = coalmine_notify::notice_for(
@@ -923,6 +926,7 @@ async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Res
     }
     match (req.method(), req.uri().path(), command) {
         (&Method::GET, "/status", _) => status_json(&shared),
+        (&Method::GET, "/metrics", _) => shared.board.metrics(&proxy),
         (&Method::GET, "/events", _) => {
             let events: Vec<EventRecord> = shared
                 .events
