@@ -398,7 +398,7 @@ fn audit_mark(log: &Path) -> Result<u64, BoxError> {
 struct Calls {
     /// Requests answered, by `verb resource[/subresource]`.
     by_kind: BTreeMap<String, usize>,
-    /// Writes (create, update, patch, delete) per object
+    /// Successful updates, patches and deletes per object
     /// (`resource[/subresource] name`).
     writes: BTreeMap<String, usize>,
     total: usize,
@@ -432,8 +432,20 @@ fn audit_since(log: &Path, mark: u64, ns: &str) -> Result<Calls, BoxError> {
             kind = format!("{kind}/{sub}");
         }
         calls.total += 1;
-        *calls.by_kind.entry(format!("{verb} {kind}")).or_default() += 1;
-        if matches!(verb, "create" | "update" | "patch" | "delete") {
+        // Refused calls (a 409 on a create of what exists, a 404) apart.
+        let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
+        let answer = if (200..300).contains(&code) {
+            String::new()
+        } else {
+            format!(" ({code})")
+        };
+        *calls
+            .by_kind
+            .entry(format!("{verb} {kind}{answer}"))
+            .or_default() += 1;
+        // The audit log names the object of an update, patch or delete;
+        // of a create only when the request did (not at this level).
+        if matches!(verb, "update" | "patch" | "delete") && answer.is_empty() {
             let name = r["name"].as_str().unwrap_or("?");
             *calls.writes.entry(format!("{kind} {name}")).or_default() += 1;
         }
