@@ -227,7 +227,21 @@ up() {
     --unsafe-no-fsync --log-level warn
   wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
   local p=$RUN/pki
+  # The audit log records every request of the controller's ServiceAccount
+  # (metadata only): scripts/bench-controller.sh counts API calls from it.
+  cat >"$RUN/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: ["system:serviceaccount:coalmine-system:coalmine-controller"]
+  - level: None
+POLICY
   start kube-apiserver "$BIN/kube-apiserver" \
+    --audit-policy-file "$RUN/audit-policy.yaml" \
+    --audit-log-path "$RUN/logs/audit.log" --audit-log-format json \
+    --audit-log-maxsize 200 --audit-log-maxbackup 1 \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
     --endpoint-reconciler-type none \
@@ -325,6 +339,7 @@ KUBE_ENV_BIN=$BIN
 KUBECTL=$BIN/kubectl
 ADMIN_KUBECONFIG=$RUN/admin.kubeconfig
 CONTROLLER_KUBECONFIG=$RUN/controller.kubeconfig
+AUDIT_LOG=$RUN/logs/audit.log
 API_SERVER=https://127.0.0.1:$API_PORT
 GATEWAY_API_VERSION=$GATEWAY_API_VERSION
 EOF

@@ -1,15 +1,19 @@
-//! Measures the real `coalmine controller` process against the fake API
-//! server (issue 6): its memory at idle, with N Canaries settled and with N
-//! rollouts live; the time from an image change to the canary Deployment
-//! existing; and reconciles per second while N Canaries are created and
-//! rolled.
+//! Measures the real `coalmine controller` process against the real API
+//! server of `scripts/kube-env.sh`: its memory at idle, with N Canaries
+//! settled and with N rollouts live; the time from an image change to the
+//! canary Deployment existing; reconciles per second while N Canaries are
+//! created and rolled; and the API calls the controller makes, counted in
+//! the API server's audit log (which records the controller's
+//! ServiceAccount only).
 //!
 //! `cargo run --release -p coalmine-controller --example bench -- \
-//!     target/release/coalmine [N=500] [SAMPLES=20]`
+//!     target/release/coalmine ADMIN_KUBECONFIG CONTROLLER_KUBECONFIG \
+//!     AUDIT_LOG [N=500] [SAMPLES=20]`
 //!
-//! The fake API server runs in this process (on loopback), the controller
-//! as a child process so its RSS is its own. `scripts/bench-controller.sh`
-//! builds both and runs this.
+//! The controller runs as a child process, so its RSS is its own, with the
+//! ServiceAccount's kubeconfig, watching one namespace made for the run.
+//! `scripts/bench-controller.sh` starts the cluster, builds both and runs
+//! this.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,10 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coalmine_controller::resource::CanaryResource;
-use coalmine_fakekube::{FakeApiServer, Options};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -33,6 +36,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const CONCURRENCY: usize = 16;
 /// The longest any one wait may take.
 const WAIT_LIMIT: Duration = Duration::from_secs(240);
+
+/// The cluster of `scripts/kube-env.sh`.
+struct Cluster {
+    /// The admin's kubeconfig, for the driver.
+    admin: PathBuf,
+    /// The controller ServiceAccount's kubeconfig.
+    controller: PathBuf,
+    /// The API server's audit log.
+    audit: PathBuf,
+}
 
 /// Kills the child when dropped.
 struct Proc(Child);
@@ -83,7 +96,7 @@ fn cpu(pid: &str) -> Result<f64, BoxError> {
     Ok(ticks / 100.0)
 }
 
-/// CPU seconds of the controller and of this process (fake server + driver).
+/// CPU seconds of the controller and of this process (the driver).
 #[derive(Debug, Clone, Copy)]
 struct Cpu {
     controller: f64,
@@ -168,13 +181,13 @@ fn image_patch(image: &str) -> Patch<Value> {
 }
 
 /// Creates these Canaries, `CONCURRENCY` at a time.
-async fn create_all(api: &Api<CanaryResource>, names: &[String]) -> Result<(), BoxError> {
+async fn create_all(api: &Api<CanaryResource>, ns: &str, names: &[String]) -> Result<(), BoxError> {
     stream::iter(names.iter().map(|n| {
         let api = api.clone();
         async move {
             api.create(
                 &PostParams::default(),
-                &CanaryResource::new("default", n, spec(n, "web:1")),
+                &CanaryResource::new(ns, n, spec(n, "web:1")),
             )
             .await
             .map(|_| ())
@@ -340,7 +353,7 @@ fn window_text(c0: Counters, c1: Counters, p0: Cpu, p1: Cpu, secs: f64) -> Strin
         0.0
     };
     format!(
-        "{n:.0} reconciles in {secs:.1} s = {:.0}/s (mean {mean_ms:.1} ms, {:.0} errors); CPU controller {:.0}%, server+driver {:.0}%",
+        "{n:.0} reconciles in {secs:.1} s = {:.0}/s (mean {mean_ms:.1} ms, {:.0} errors); CPU controller {:.0}%, driver {:.0}%",
         n / secs,
         c1.errors - c0.errors,
         (p1.controller - p0.controller) / secs * 100.0,
@@ -375,21 +388,132 @@ async fn settle(
     Ok(())
 }
 
-async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Result<(), BoxError> {
-    let server = FakeApiServer::start(Options::default()).await?;
+/// Where the audit log ends now: a window's calls are the lines after it.
+fn audit_mark(log: &Path) -> Result<u64, BoxError> {
+    Ok(std::fs::metadata(log)?.len())
+}
+
+/// The controller's API calls in namespace `ns` since `mark`.
+#[derive(Debug, Default)]
+struct Calls {
+    /// Requests answered, by `verb resource[/subresource]`.
+    by_kind: BTreeMap<String, usize>,
+    /// Successful updates, patches and deletes per object
+    /// (`resource[/subresource] name`).
+    writes: BTreeMap<String, usize>,
+    total: usize,
+}
+
+fn audit_since(log: &Path, mark: u64, ns: &str) -> Result<Calls, BoxError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log)?;
+    f.seek(SeekFrom::Start(mark))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    let mut calls = Calls::default();
+    for line in text.lines() {
+        let Ok(e) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let verb = e["verb"].as_str().unwrap_or_default();
+        // A watch is counted when it starts, every other call when it is
+        // answered.
+        let stage = if verb == "watch" {
+            "ResponseStarted"
+        } else {
+            "ResponseComplete"
+        };
+        let r = &e["objectRef"];
+        if e["stage"] != stage || r["namespace"].as_str() != Some(ns) {
+            continue;
+        }
+        let mut kind = r["resource"].as_str().unwrap_or("?").to_owned();
+        if let Some(sub) = r["subresource"].as_str() {
+            kind = format!("{kind}/{sub}");
+        }
+        calls.total += 1;
+        // Refused calls (a 409 on a create of what exists, a 404) apart.
+        let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
+        let answer = if (200..300).contains(&code) {
+            String::new()
+        } else {
+            format!(" ({code})")
+        };
+        *calls
+            .by_kind
+            .entry(format!("{verb} {kind}{answer}"))
+            .or_default() += 1;
+        // The audit log names the object of an update, patch or delete;
+        // of a create only when the request did (not at this level).
+        if matches!(verb, "update" | "patch" | "delete") && answer.is_empty() {
+            let name = r["name"].as_str().unwrap_or("?");
+            *calls.writes.entry(format!("{kind} {name}")).or_default() += 1;
+        }
+    }
+    Ok(calls)
+}
+
+/// Calls per Canary and per reconcile, and the calls by kind.
+fn calls_text(calls: &Calls, canaries: usize, reconciles: f64) -> String {
+    let kinds: Vec<String> = calls
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!(
+        "{} calls = {:.1} per Canary, {:.2} per reconcile ({})",
+        calls.total,
+        calls.total as f64 / canaries.max(1) as f64,
+        calls.total as f64 / reconciles.max(1.0),
+        kinds.join(", ")
+    )
+}
+
+/// The most writes any one object got, per kind of object, and how many
+/// objects of that kind were written.
+fn writes_text(calls: &Calls) -> String {
+    let mut per_kind: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for (object, n) in &calls.writes {
+        let kind = object.split_once(' ').map_or(object.as_str(), |(k, _)| k);
+        let e = per_kind.entry(kind).or_default();
+        e.0 = e.0.max(*n);
+        e.1 += 1;
+        e.2 += n;
+    }
+    per_kind
+        .iter()
+        .map(|(k, (max, objects, sum))| {
+            format!("{k}: {objects} objects, {sum} writes, at most {max} per object")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn bench(
+    bin: &Path,
+    cluster: &Cluster,
+    n: usize,
+    samples: usize,
+    rows: &mut Vec<Row>,
+) -> Result<(), BoxError> {
     let dir: PathBuf = std::env::temp_dir().join(format!("coalmine-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let kubeconfig = dir.join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig)?;
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig())?;
+    let kc = Kubeconfig::read_from(&cluster.admin)?;
     let client = Client::try_from(
         kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
     )?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(coalmine_core::crd::definition())?;
-    crds.create(&PostParams::default(), &crd).await?;
-    let canaries: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let ns_name = format!("bench-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns_name}}))?,
+        )
+        .await?;
+    let ns = ns_name.as_str();
+    let canaries: Api<CanaryResource> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let audit = cluster.audit.as_path();
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -399,7 +523,8 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
     let started = Instant::now();
     let child = Command::new(bin)
         .args(["controller", "--kubeconfig"])
-        .arg(&kubeconfig)
+        .arg(&cluster.controller)
+        .args(["--namespace", ns])
         .args(["--metrics-addr", &ops, "--no-leader-election"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -426,7 +551,7 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
 
     // Latency on an otherwise idle controller: SAMPLES Canaries, one at a time.
     let lat = names("lat-", samples);
-    create_all(&canaries, &lat).await?;
+    create_all(&canaries, ns, &lat).await?;
     all_in(
         &canaries,
         "lat-",
@@ -467,7 +592,8 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
     // N Canaries created at once: time until all have status Idle.
     let bulk = names("c-", n);
     let (c0, p0, t0) = (counters(&ops).await?, cpus(pid)?, Instant::now());
-    create_all(&canaries, &bulk).await?;
+    let a0 = audit_mark(audit)?;
+    create_all(&canaries, ns, &bulk).await?;
     let created = t0.elapsed();
     all_in(&canaries, "c-", "Idle", n, Duration::from_millis(500)).await?;
     let settled = t0.elapsed();
@@ -486,6 +612,15 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
         "  reconciles while settling",
         window_text(c0, c1, p0, p1, settled.as_secs_f64()),
     );
+    let calls = audit_since(audit, a0, ns)?;
+    row(
+        rows,
+        "  API calls while settling",
+        calls_text(&calls, n, c1.reconciles - c0.reconciles),
+    );
+    row(rows, "  writes while settling", writes_text(&calls));
+    let a0 = audit_mark(audit)?;
+    let c0 = counters(&ops).await?;
     settle(
         rows,
         &ops,
@@ -495,6 +630,16 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
         10,
     )
     .await?;
+    let c1 = counters(&ops).await?;
+    row(
+        rows,
+        "  API calls, Idle (+5 s and 10 s)",
+        calls_text(
+            &audit_since(audit, a0, ns)?,
+            n,
+            c1.reconciles - c0.reconciles,
+        ),
+    );
 
     // Latency again with N Canaries present (the first SAMPLES of them).
     let sampled = &bulk[..samples.min(n)];
@@ -516,6 +661,7 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
     // Then every other one's image at once: N rollouts live.
     let rest = &bulk[sampled.len()..];
     let (c0, p0, t0) = (counters(&ops).await?, cpus(pid)?, Instant::now());
+    let a0 = audit_mark(audit)?;
     set_images(&canaries, rest, "web:2").await?;
     let patched = t0.elapsed();
     let deployed = until(
@@ -545,6 +691,13 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
         "  reconciles while rolling",
         window_text(c0, c1, p0, p1, paused.as_secs_f64()),
     );
+    let calls = audit_since(audit, a0, ns)?;
+    row(
+        rows,
+        "  API calls while rolling (2 steps each)",
+        calls_text(&calls, rest.len(), c1.reconciles - c0.reconciles),
+    );
+    row(rows, "  writes while rolling", writes_text(&calls));
     settle(
         rows,
         &ops,
@@ -562,7 +715,7 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
     let p = phases(&canaries, "c-").await?;
     row(rows, "phases at the end", format!("{p:?}"));
     drop(guard);
-    server.shutdown().await;
+    namespaces.delete(ns, &DeleteParams::default()).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -570,10 +723,13 @@ async fn bench(bin: &Path, n: usize, samples: usize, rows: &mut Vec<Row>) -> Res
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
-    let bin = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "target/release/coalmine".to_owned()),
-    );
+    let usage = "bench COALMINE ADMIN_KUBECONFIG CONTROLLER_KUBECONFIG AUDIT_LOG [N] [SAMPLES]";
+    let bin = PathBuf::from(args.next().ok_or(usage)?);
+    let cluster = Cluster {
+        admin: args.next().ok_or(usage)?.into(),
+        controller: args.next().ok_or(usage)?.into(),
+        audit: args.next().ok_or(usage)?.into(),
+    };
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(500);
     let samples: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
     let mut rows = Vec::new();
@@ -581,7 +737,7 @@ async fn main() -> Result<(), BoxError> {
         "bench: {} controller, {n} Canaries, {samples} latency samples",
         bin.display()
     );
-    let result = bench(&bin, n, samples, &mut rows).await;
+    let result = bench(&bin, &cluster, n, samples, &mut rows).await;
     let width = rows
         .iter()
         .map(|r| r.what.chars().count())

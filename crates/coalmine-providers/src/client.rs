@@ -14,12 +14,22 @@
 //! attempt can cure are retried: no connection, no answer in time, 5xx,
 //! 408 and 429. A 4xx, a malformed answer or an answer that is well-formed
 //! but unusable (no series, a missing field) is final at once.
+//!
+//! Address overrides: a process can tell the client to connect to another
+//! address for a provider's `host:port` ([`set_address_overrides`], the
+//! controller's `--resolve`), as curl's `--resolve` does. The URL, and so
+//! the `Host` header the provider sees, stays as written; only the TCP
+//! connection goes elsewhere. A controller running outside the cluster
+//! reaches an in-cluster address such as `prometheus.monitoring:9090`
+//! this way through a `kubectl port-forward`.
 
 use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -36,6 +46,75 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 /// Largest answer read, so a wrong URL serving a huge file cannot exhaust
 /// memory.
 const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Connect to `addr` when a provider URL names `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressOverride {
+    /// The host as written in URLs (compared without case).
+    pub host: String,
+    /// The port as written, or 80 when the URL has none.
+    pub port: u16,
+    /// Where to connect instead.
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for AddressOverride {
+    type Err = String;
+
+    /// `HOST:PORT=IP:PORT`, e.g. `prometheus.monitoring:9090=127.0.0.1:9090`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = "write HOST:PORT=IP:PORT, e.g. prometheus.monitoring:9090=127.0.0.1:9090";
+        let (from, to) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}` has no `=`: {usage}"))?;
+        let (host, port) = from
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{from}` has no port: {usage}"))?;
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(format!("`{host}` is not a host name: {usage}"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("`{port}` is not a port (1-65535): {usage}"))?;
+        let addr = to
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("`{to}` is not an IP:PORT address: {usage}"))?;
+        Ok(AddressOverride {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            addr,
+        })
+    }
+}
+
+static OVERRIDES: OnceLock<Vec<AddressOverride>> = OnceLock::new();
+
+/// Sets this process's address overrides, once; `false` when they were
+/// already set (the first list stays).
+pub fn set_address_overrides(list: Vec<AddressOverride>) -> bool {
+    OVERRIDES.set(list).is_ok()
+}
+
+/// `uri` aimed at its override's address, and the authority to send as
+/// `Host`, when an override names its `host:port`.
+fn redirect(list: &[AddressOverride], uri: &Uri) -> Option<(Uri, String)> {
+    let authority = uri.authority()?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let o = list
+        .iter()
+        .find(|o| o.port == port && o.host.eq_ignore_ascii_case(host))?;
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(o.addr.to_string().parse().ok()?);
+    let target = Uri::from_parts(parts).ok()?;
+    Some((target, authority.as_str().to_owned()))
+}
 
 /// How an attempt failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,9 +236,16 @@ impl Http {
             .url
             .parse()
             .map_err(|e| Failure::Final(format!("`{}` is not a valid URL: {e}", call.url)))?;
+        let (uri, host) = match OVERRIDES.get().and_then(|list| redirect(list, &uri)) {
+            Some((target, host)) => (target, Some(host)),
+            None => (uri, None),
+        };
         let mut req = Request::builder().method(call.method.clone()).uri(uri);
         for (name, value) in &call.headers {
             req = req.header(name, value);
+        }
+        if let Some(host) = host.filter(|_| !call.headers.contains_key(HOST)) {
+            req = req.header(HOST, host);
         }
         let has_type = call.headers.contains_key(CONTENT_TYPE);
         let body = match &call.body {
@@ -244,6 +330,57 @@ pub(crate) fn show(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_overrides_parse_and_name_the_mistake() {
+        let o: AddressOverride = "Prometheus.monitoring:9090=127.0.0.1:19090"
+            .parse()
+            .expect("valid");
+        assert_eq!(o.host, "Prometheus.monitoring");
+        assert_eq!(o.port, 9090);
+        assert_eq!(o.addr, "127.0.0.1:19090".parse().expect("addr"));
+        for (bad, names) in [
+            ("prometheus:9090", "no `=`"),
+            ("prometheus=127.0.0.1:1", "no port"),
+            ("prometheus:x=127.0.0.1:1", "not a port"),
+            (":80=127.0.0.1:1", "not a host"),
+            ("prometheus:80=localhost:1", "not an IP:PORT"),
+        ] {
+            let e = bad.parse::<AddressOverride>().expect_err(bad);
+            assert!(e.contains(names) && e.contains("HOST:PORT=IP:PORT"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_override_redirects_only_its_host_and_port_and_keeps_the_host() {
+        let list = vec![
+            "prometheus.monitoring:9090=127.0.0.1:19090"
+                .parse::<AddressOverride>()
+                .expect("valid"),
+            "stats.shop:80=[::1]:8080".parse().expect("valid"),
+        ];
+        let uri: Uri = "http://PROMETHEUS.monitoring:9090/api/v1/query?query=up"
+            .parse()
+            .expect("uri");
+        let (to, host) = redirect(&list, &uri).expect("redirected");
+        assert_eq!(
+            to.to_string(),
+            "http://127.0.0.1:19090/api/v1/query?query=up"
+        );
+        assert_eq!(host, "PROMETHEUS.monitoring:9090");
+        let uri: Uri = "http://stats.shop/failures".parse().expect("uri");
+        let (to, host) = redirect(&list, &uri).expect("default port 80");
+        assert_eq!(to.to_string(), "http://[::1]:8080/failures");
+        assert_eq!(host, "stats.shop");
+        for other in [
+            "http://prometheus.monitoring:9091/",
+            "http://prometheus:9090/",
+            "http://127.0.0.1:9090/",
+        ] {
+            let uri: Uri = other.parse().expect("uri");
+            assert!(redirect(&list, &uri).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn durations_for_messages() {

@@ -40,7 +40,7 @@ use coalmine_proxy::route::Track;
 
 use crate::builtin::BuiltinCollector;
 pub use crate::builtin::{BuiltinSource, ProxyCounters};
-pub use crate::client::{ATTEMPTS, BACKOFF};
+pub use crate::client::{ATTEMPTS, AddressOverride, BACKOFF, set_address_overrides};
 use crate::prometheus::{PrometheusCollector, Queries};
 use crate::selector::Selector;
 use crate::webhook::{Reads, WebhookCollector};

@@ -1,15 +1,14 @@
 //! The CRD and the `deploy/` base: `coalmine crd` matches the committed
-//! file; kubectl 1.32 applies the CRD and an example Canary to the fake API
-//! server and shows the printer columns; `kubectl kustomize deploy`
-//! renders a locked-down controller.
-//!
-//! The kubectl tests are skipped, saying so, when kubectl is not on PATH.
+//! file; kubectl applies the CRD and an example Canary to the real API
+//! server of `scripts/kube-env.sh` and shows the printer columns; `kubectl
+//! kustomize deploy` renders a locked-down controller. kubectl is the
+//! cluster's own release, from the environment.
+
+mod kube_env;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 
-use coalmine_fakekube::{FakeApiServer, Options};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -46,49 +45,17 @@ fn the_committed_crd_is_current() {
     );
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "coalmine-crd-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).expect("a scratch directory");
-        Self(p)
-    }
+/// kubectl of the test cluster's release, as its admin.
+fn kubectl_command() -> Command {
+    kube_env::env()
+        .and_then(|e| e.kubectl())
+        .expect("the test cluster (scripts/kube-env.sh up)")
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn have_kubectl() -> bool {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        eprintln!("SKIPPED: kubectl is not on PATH, so this test did not run");
-    }
-    found
-}
-
-/// Runs kubectl against the kubeconfig in `dir`; panics with its output
-/// when it fails.
-fn kubectl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", dir.join("kubeconfig"))
-        .env("HOME", dir)
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
+/// Runs kubectl as the test cluster's admin; panics with its output when
+/// it fails.
+fn kubectl(args: &[&str]) -> String {
+    let out = kubectl_command()
         .arg("--request-timeout=20s")
         .args(args)
         .current_dir(root())
@@ -105,34 +72,24 @@ fn kubectl(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn kubectl_applies_the_crd_and_a_canary_and_shows_the_columns() {
-    if !have_kubectl() {
-        return;
-    }
-    // The server runs on the runtime's worker while kubectl blocks this
-    // thread.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    // The examples live in `shop`.
-    let mut options = Options::default();
-    options.namespaces.push("shop".to_owned());
-    let server = rt
-        .block_on(FakeApiServer::start(options))
-        .expect("the fake API server starts");
-    let scratch = Scratch::new();
-    let dir = scratch.0.as_path();
-    server
-        .write_kubeconfig(dir.join("kubeconfig"))
-        .expect("a kubeconfig");
-
-    let out = kubectl(dir, &["apply", "-f", "deploy/crd.yaml"]);
-    assert!(out.contains("canaries.coalmine.dev created"), "{out}");
-    let out = kubectl(dir, &["apply", "-f", "examples/kubernetes/replicas.yaml"]);
+    // The example's namespace, made unique so that no test shares it.
+    let ns = format!("crd-{}", std::process::id());
+    let out = kubectl(&["create", "namespace", &ns]);
+    assert!(out.contains("created"), "{out}");
+    // The environment applied `deploy/` already: the file applies again.
+    let out = kubectl(&["apply", "-f", "deploy/crd.yaml"]);
+    assert!(out.contains("canaries.coalmine.dev"), "{out}");
+    let example = std::fs::read_to_string(root().join("examples/kubernetes/replicas.yaml"))
+        .expect("the example exists")
+        .replace("namespace: shop", &format!("namespace: {ns}"));
+    let scratch = std::env::temp_dir().join(format!("coalmine-crd-{ns}.yaml"));
+    std::fs::write(&scratch, example).expect("a scratch file");
+    let file = scratch.to_str().expect("a UTF-8 path");
+    let out = kubectl(&["apply", "-f", file]);
+    let _ = std::fs::remove_file(&scratch);
     assert!(out.contains("canary.coalmine.dev/myapp created"), "{out}");
 
-    let table = kubectl(dir, &["get", "canaries", "-n", "shop"]);
+    let table = kubectl(&["get", "canaries", "-n", &ns]);
     let header: Vec<&str> = table
         .lines()
         .next()
@@ -154,7 +111,7 @@ fn kubectl_applies_the_crd_and_a_canary_and_shows_the_columns() {
 
     // The short name and the category reach the same objects.
     for name in ["cmc", "coalmine", "canaries.coalmine.dev"] {
-        let out = kubectl(dir, &["get", name, "-n", "shop", "-o", "name"]);
+        let out = kubectl(&["get", name, "-n", &ns, "-o", "name"]);
         assert_eq!(
             out.trim(),
             "canary.coalmine.dev/myapp",
@@ -163,21 +120,18 @@ fn kubectl_applies_the_crd_and_a_canary_and_shows_the_columns() {
     }
 
     // A status written through the subresource shows in the columns.
-    kubectl(
-        dir,
-        &[
-            "patch",
-            "canary",
-            "myapp",
-            "-n",
-            "shop",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            r#"{"status":{"phase":"Progressing","step":1,"weight":10,"analysis":{"verdict":"Running"}}}"#,
-        ],
-    );
-    let table = kubectl(dir, &["get", "cmc", "myapp", "-n", "shop"]);
+    kubectl(&[
+        "patch",
+        "canary",
+        "myapp",
+        "-n",
+        &ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Progressing","step":1,"weight":10,"analysis":{"verdict":"Running"}}}"#,
+    ]);
+    let table = kubectl(&["get", "cmc", "myapp", "-n", &ns]);
     let row: Vec<&str> = table
         .lines()
         .nth(1)
@@ -191,29 +145,23 @@ fn kubectl_applies_the_crd_and_a_canary_and_shows_the_columns() {
     );
 
     // The scale subresource reads and writes spec.replicas.
-    kubectl(dir, &["scale", "cmc/myapp", "-n", "shop", "--replicas=6"]);
-    let replicas = kubectl(
-        dir,
-        &[
-            "get",
-            "cmc",
-            "myapp",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    );
+    kubectl(&["scale", "cmc/myapp", "-n", &ns, "--replicas=6"]);
+    let replicas = kubectl(&[
+        "get",
+        "cmc",
+        "myapp",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
     assert_eq!(replicas.trim(), "6");
-    drop(server);
+    kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
 
 /// The objects `kubectl kustomize deploy` renders.
 fn rendered() -> Option<Vec<Value>> {
-    if !have_kubectl() {
-        return None;
-    }
-    let out = Command::new("kubectl")
+    let out = kubectl_command()
         .args(["kustomize", "deploy"])
         .current_dir(root())
         .output()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coalmine_fakekube::{FakeApiServer, Options};
+mod kube_env;
 
 const BIN: &str = env!("CARGO_BIN_EXE_coalmine");
 
@@ -159,21 +159,20 @@ async fn every_metric_the_dashboard_names_is_exported() {
             .spawn()
             .expect("coalmine proxy starts"),
     );
-    // The controller, against a fake API server.
-    let server = FakeApiServer::start(Options::default())
+    // The controller, against the real API server with its ServiceAccount,
+    // watching a namespace of its own.
+    let env = kube_env::env().expect("the test cluster (scripts/kube-env.sh up)");
+    let client = env.admin().await.expect("an admin client");
+    let ns = kube_env::namespace(&client, "grafana")
         .await
-        .expect("fake API server");
-    let dir = std::env::temp_dir().join(format!("coalmine-grafana-ctl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    server
-        .write_kubeconfig(dir.join("kubeconfig"))
-        .expect("kubeconfig");
+        .expect("a namespace");
     let controller_metrics = free();
     let _controller = Proc(
         Command::new(BIN)
             .arg("controller")
             .arg("--kubeconfig")
-            .arg(dir.join("kubeconfig"))
+            .arg(env.var("CONTROLLER_KUBECONFIG").expect("a kubeconfig"))
+            .args(["--namespace", &ns])
             .args(["--metrics-addr", &controller_metrics.to_string()])
             .arg("--no-leader-election")
             .stdout(Stdio::null())

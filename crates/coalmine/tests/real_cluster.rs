@@ -929,6 +929,12 @@ async fn the_cli_and_the_kubectl_plugin_drive_a_canary_on_a_real_cluster() -> Te
         let (code, _, err) = run("kubectl", &["apply", "-f", file_path])?;
         assert_eq!(code, Some(0), "{err}");
         wait(60, &|s| s["phase"] == "Paused" && s["weight"] == 25)?;
+        let (code, out, err) = run(bin, &["get", "shop", "-n", &ns])?;
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains(&format!("{ns}/shop")) && out.contains("weight 25%"),
+            "{out}"
+        );
         let (code, out, err) = run("kubectl", &["coalmine", "get", "shop"])?;
         assert_eq!(code, Some(0), "kubectl coalmine get: {err}");
         assert!(out.contains("Paused"), "{out}");
@@ -946,6 +952,9 @@ async fn the_cli_and_the_kubectl_plugin_drive_a_canary_on_a_real_cluster() -> Te
         let (code, _, err) = run(bin, &["get", "nothing"])?;
         assert_eq!(code, Some(1));
         assert!(err.contains("not found"), "{err}");
+        let (code, _, err) = run(bin, &["pause"])?;
+        assert_eq!(code, Some(1));
+        assert!(err.contains("name the Canary"), "{err}");
         Ok(())
     });
     scenario.await??;

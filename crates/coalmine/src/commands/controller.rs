@@ -45,6 +45,12 @@ pub struct Args {
     /// Log as text instead of JSON.
     #[arg(long)]
     text_logs: bool,
+    /// Connect to IP:PORT whenever a metric provider's URL names
+    /// HOST:PORT (repeatable), e.g.
+    /// `prometheus.monitoring:9090=127.0.0.1:9090` through a `kubectl
+    /// port-forward`, for a controller running outside the cluster.
+    #[arg(long, value_name = "HOST:PORT=IP:PORT")]
+    resolve: Vec<coalmine_providers::AddressOverride>,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -90,6 +96,10 @@ fn pod_namespace() -> Option<String> {
 }
 
 async fn execute(args: Args) -> Result<(), String> {
+    for o in &args.resolve {
+        tracing::info!(host = %o.host, port = o.port, addr = %o.addr, "provider address overridden (--resolve)");
+    }
+    coalmine_providers::set_address_overrides(args.resolve.clone());
     let client = client(args.kubeconfig.as_ref()).await?;
     let metrics = Arc::new(Metrics::new());
     let listener = ops::bind(args.metrics_addr).await.map_err(|e| {

@@ -165,6 +165,18 @@ impl Controller {
         identity: &str,
         lease_seconds: u64,
     ) -> Result<Controller, BoxError> {
+        Controller::start_with(env, ns, identity, lease_seconds, &[])
+    }
+
+    /// Starts replica `identity` for namespace `ns` with `extra` arguments
+    /// (e.g. `--resolve`) after the usual ones.
+    pub fn start_with(
+        env: &Env,
+        ns: &str,
+        identity: &str,
+        lease_seconds: u64,
+        extra: &[String],
+    ) -> Result<Controller, BoxError> {
         let log = Path::new(env.var("KUBE_ENV_RUN")?)
             .join("logs")
             .join(format!("controller-{ns}-{identity}.log"));
@@ -179,6 +191,7 @@ impl Controller {
             .args(["--identity", identity])
             .arg("--lease-seconds")
             .arg(lease_seconds.to_string())
+            .args(extra)
             .env("RUST_LOG", "info,coalmine_controller=debug")
             .env("NO_COLOR", "1")
             .stdout(file.try_clone()?)
