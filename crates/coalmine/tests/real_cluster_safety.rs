@@ -282,6 +282,19 @@ async fn a_release_label_on_the_template_never_empties_the_service() -> TestResu
 #[test]
 fn the_selector_is_immutable_and_label_only() -> TestResult {
     let env = env()?;
+    let crd = format!("{}/../../deploy/crd.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = env.kubectl()?.args(["apply", "-f", &crd]).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .kubectl()?
+        .args(["wait", "--for=condition=Established", "--timeout=30s"])
+        .args(["crd/canaries.coalmine.dev"])
+        .output()?;
+    assert!(out.status.success());
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(env.admin())?;
     let ns = rt.block_on(namespace(&client, "selector"))?;
@@ -429,10 +442,15 @@ fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `RESOURCE/SUB` is a subresource (kubectl reads `a/b` as object b).
     let can = |verb: &str, what: &str, ns: &str| -> Result<bool, BoxError> {
-        let out = env
-            .kubectl()?
-            .args(["auth", "can-i", verb, what, "-n", ns])
+        let mut cmd = env.kubectl()?;
+        cmd.args(["auth", "can-i", verb, "-n", ns]);
+        match what.split_once('/') {
+            Some((resource, sub)) => cmd.arg(resource).arg(format!("--subresource={sub}")),
+            None => cmd.arg(what),
+        };
+        let out = cmd
             .args([
                 "--as",
                 "system:serviceaccount:coalmine-system:coalmine-controller",
