@@ -138,6 +138,14 @@ async fn paused_at(client: &Client, ns: &str, weight: u64) -> Result<Value, BoxE
     .await
 }
 
+/// Waits until the Service sends only to `n` Ready canary endpoints.
+async fn all_on_canary(log: &EndpointLog, n: usize) -> TestResult {
+    eventually(120, &format!("{n} Ready canary endpoints only"), || async {
+        Ok((log.seen().last() == Some(&(0, n))).then_some(()))
+    })
+    .await
+}
+
 /// Waits until the Service has `n` Ready stable endpoints and none of the
 /// canary, and the canary Deployment asks for 0 pods.
 async fn settled(client: &Client, ns: &str, log: &EndpointLog, n: usize) -> TestResult {
@@ -168,6 +176,7 @@ async fn replicas_router_never_has_fewer_ready_pods_than_spec_replicas() -> Test
     // A rollout through 25% and 100%, promoted by a person.
     set_image(&client, &ns, "web", "web:2").await?;
     paused_at(&client, &ns, 100).await?;
+    all_on_canary(&log, 4).await?;
     command(&client, &ns, "web", "promote/1").await?;
     phase(&client, &ns, "web", "Promoted", 120).await?;
     settled(&client, &ns, &log, 4).await?;
@@ -176,6 +185,7 @@ async fn replicas_router_never_has_fewer_ready_pods_than_spec_replicas() -> Test
     // The next one aborted at 100%: stable comes back before the canary goes.
     set_image(&client, &ns, "web", "web:3").await?;
     paused_at(&client, &ns, 100).await?;
+    all_on_canary(&log, 4).await?;
     command(&client, &ns, "web", "abort/2").await?;
     phase(&client, &ns, "web", "RolledBack", 120).await?;
     settled(&client, &ns, &log, 4).await?;
