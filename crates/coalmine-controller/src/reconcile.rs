@@ -382,6 +382,12 @@ async fn refuse(
         .await;
         tracing::warn!(canary = c.name(), namespace = c.namespace(), %message, "invalid spec; nothing changed");
     }
+    // An edit of the Canary fixes a spec, and its watch event reconciles;
+    // objects in the way are fixed elsewhere (a label, a deletion), which
+    // no watch of the controller sees.
+    if reason == "NotOwned" {
+        return Ok(Action::requeue(ACTIVE_RESYNC));
+    }
     Ok(Action::await_change())
 }
 

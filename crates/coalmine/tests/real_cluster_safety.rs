@@ -418,7 +418,11 @@ async fn a_running_app_is_refused_then_handed_over_without_a_gap() -> TestResult
         .arg("app.kubernetes.io/managed-by=coalmine")
         .output()?;
     assert!(out.status.success());
-    phase(&client, &ns, "web", "Idle", 60).await?;
+    eventually(60, "Valid=True", || async {
+        let s = kube_env::status(&client, &ns, "web").await?;
+        Ok(condition(&s, "Valid").filter(|c| c["status"] == "True"))
+    })
+    .await?;
     eventually(60, "8 Ready endpoints (old and new pods)", || async {
         Ok((log.seen().last() == Some(&(8, 0))).then_some(()))
     })
