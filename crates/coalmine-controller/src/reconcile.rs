@@ -94,7 +94,7 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
 /// connection lost, leadership moving).
 fn refusal(e: &Error) -> Option<(&'static str, String)> {
     let reason = match e {
-        Error::Missing { .. } => "Missing",
+        Error::Missing { .. } => "ReconcileFailed",
         Error::Kube(kube::Error::Api(s)) => match s.code {
             403 if s.message.contains("exceeded quota") => "QuotaExceeded",
             403 => "Forbidden",
@@ -528,7 +528,16 @@ async fn step(
         None
     } else {
         let slices = Api::namespaced(ctx.client.clone(), c.namespace());
-        Some(workload::serving(&slices, c.name()).await?)
+        match workload::serving(&slices, c.name()).await {
+            Ok(s) => Some(s),
+            // An API server without EndpointSlices (not a real cluster's):
+            // the Deployments' available pods are the nearest count.
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Some(workload::Serving {
+                stable: stable_d.as_ref().map_or(0, workload::available),
+                canary: canary_d.as_ref().map_or(0, workload::available),
+            }),
+            Err(e) => return Err(e),
+        }
     };
     let current = (
         stable_d.as_ref().map_or(0, workload::replicas_of),

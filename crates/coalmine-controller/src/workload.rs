@@ -392,6 +392,14 @@ pub fn scaled_down(d: Option<&Deployment>) -> bool {
     })
 }
 
+/// The pods of a Deployment that are available.
+pub fn available(d: &Deployment) -> i32 {
+    d.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
+}
+
 /// The replicas a Deployment asks for.
 pub fn replicas_of(d: &Deployment) -> i32 {
     d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
