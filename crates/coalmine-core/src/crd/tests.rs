@@ -665,6 +665,11 @@ fn cel_walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
         context
             .add_variable("self", value.clone())
             .expect("a JSON value is a CEL value");
+        // Transition rules: as on an update that leaves the node as it is
+        // (the API server skips them on create).
+        context
+            .add_variable("oldSelf", value.clone())
+            .expect("a JSON value is a CEL value");
         match program.execute(&context) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => out.push(format!(
