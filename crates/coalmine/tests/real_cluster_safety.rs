@@ -206,7 +206,7 @@ async fn replicas_router_never_has_fewer_ready_pods_than_spec_replicas() -> Test
         log.changes()
     );
     assert!(
-        seen[from..].iter().any(|r| *r == (0, 4)),
+        seen[from..].contains(&(0, 4)),
         "setWeight: 100 put every pod on the canary: {:?}",
         log.changes()
     );
@@ -723,6 +723,69 @@ async fn every_ignored_command_is_reported_even_when_events_fold() -> TestResult
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "attempt {attempt}: {err}");
         assert!(err.contains("ignored"), "attempt {attempt}: {err}");
+    }
+    ctl.finish()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn behind_a_gateway_the_canary_keeps_its_pods_for_the_scale_down_delay() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "delay").await?;
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &coalmine_controller::router::gateway::http_route_resource(),
+    );
+    let route: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "gateway"}],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
+    }))?;
+    routes
+        .create(&kube::api::PostParams::default(), &route)
+        .await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}]));
+    s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+    create(&client, &ns, "web", s).await?;
+    let api: Api<coalmine_controller::resource::CanaryResource> =
+        Api::namespaced(client.clone(), &ns);
+    let patch = json!({"metadata": {"annotations": {"coalmine.dev/scale-down-delay": "8s"}}});
+    api.patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    for (image, cmd, end) in [
+        ("web:2", "promote-full/1", "Promoted"),
+        ("web:3", "abort/2", "RolledBack"),
+    ] {
+        set_image(&client, &ns, "web", image).await?;
+        paused_at(&client, &ns, 50).await?;
+        eventually(60, "2 canary pods", || async {
+            Ok((replicas(&client, &ns, "web-canary").await? == Some(2)).then_some(()))
+        })
+        .await?;
+        command(&client, &ns, "web", cmd).await?;
+        let done = phase(&client, &ns, "web", end, 120).await?;
+        let left: coalmine_core::Time = condition(&done, "CanaryTraffic")
+            .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
+            .ok_or("no CanaryTraffic condition")?
+            .parse()?;
+        // Polled until the canary is at 0: never before the delay.
+        let zero = eventually(60, "the canary at 0", || async {
+            let r = replicas(&client, &ns, "web-canary").await?;
+            let now = coalmine_core::Time::now();
+            Ok((r == Some(0)).then_some(now))
+        })
+        .await?;
+        let after = zero.since(left);
+        eprintln!("{end}: canary scaled to 0 {after} after traffic left it");
+        assert!(
+            after >= coalmine_core::Duration::from_secs(8),
+            "{end}: the canary went {after} after traffic left it, before the 8s delay"
+        );
     }
     ctl.finish()?;
     Ok(())
