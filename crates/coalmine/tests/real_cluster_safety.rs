@@ -193,8 +193,10 @@ async fn replicas_router_never_has_fewer_ready_pods_than_spec_replicas() -> Test
     let seen = log.seen();
     let min = |s: &[Ready]| s.iter().map(|r| r.0 + r.1).min().unwrap_or(0);
     eprintln!(
-        "capacity: {} EndpointSlice events, min Ready endpoints {} (promotion {}, abort {}); changes {:?}",
+        "capacity: {} EndpointSlice events ({} promotion, {} abort), min Ready endpoints {} (promotion {}, abort {}); changes {:?}",
         seen.len() - from,
+        promoted - from,
+        seen.len() - promoted,
         min(&seen[from..]),
         min(&seen[from..promoted]),
         min(&seen[promoted..]),
