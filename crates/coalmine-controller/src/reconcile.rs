@@ -561,6 +561,22 @@ async fn step(
     if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
         decision.status.notifications = Some(counts);
     }
+    // The scale subresource: what `kubectl scale` and a
+    // HorizontalPodAutoscaler read. Its `spec.replicas` is the Canary's,
+    // which both tracks follow.
+    let pods = |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0)
+    };
+    decision.status.replicas = Some(i64::from(pods(stable_d.as_ref()) + pods(canary_d.as_ref())));
+    decision.status.selector = Some(
+        selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     if decision.status != status {
         write_status(api, c, ctx, &decision.status).await?;
     }

@@ -792,3 +792,58 @@ async fn behind_a_gateway_the_canary_keeps_its_pods_for_the_scale_down_delay() -
     ctl.finish()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_scale_subresource_has_a_selector_and_reaches_the_pods() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "scale").await?;
+    let ctl = Controller::start(env, &ns)?;
+    create(
+        &client,
+        &ns,
+        "web",
+        spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}])),
+    )
+    .await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    let scale = || -> Result<Value, BoxError> {
+        let out = env
+            .kubectl()?
+            .args(["get", "canaries.coalmine.dev", "web", "-n", &ns])
+            .args(["--subresource=scale", "-o", "json"])
+            .output()?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let s = eventually(60, "the scale's status", || async {
+        let s = scale()?;
+        Ok((s["status"]["replicas"] == 2).then_some(s))
+    })
+    .await?;
+    assert_eq!(s["status"]["selector"], "app=web", "{s}");
+    let out = env
+        .kubectl()?
+        .args([
+            "scale",
+            "canaries.coalmine.dev/web",
+            "--replicas=3",
+            "-n",
+            &ns,
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(60, "stable at 3 pods", || async {
+        Ok((replicas(&client, &ns, "web").await? == Some(3)).then_some(()))
+    })
+    .await?;
+    eventually(60, "the scale's status at 3", || async {
+        Ok((scale()?["status"]["replicas"] == 3).then_some(()))
+    })
+    .await?;
+    ctl.finish()?;
+    Ok(())
+}
