@@ -847,3 +847,53 @@ async fn the_scale_subresource_has_a_selector_and_reaches_the_pods() -> TestResu
     ctl.finish()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_mirror_the_gateway_api_1_2_crds_cannot_limit_is_refused_not_written() -> TestResult {
+    let env = kube_env::env_gateway_api_1_2()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "mirror").await?;
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &coalmine_controller::router::gateway::http_route_resource(),
+    );
+    let route: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "gateway"}],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
+    }))?;
+    routes
+        .create(&kube::api::PostParams::default(), &route)
+        .await?;
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec(
+        "web:1",
+        2,
+        json!([{"setWeight": 10}, {"setMirror": {"percent": 20}}, {"pause": {}}]),
+    );
+    s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+    create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    let refused = eventually(90, "Applied=False", || async {
+        let s = kube_env::status(&client, &ns, "web").await?;
+        Ok(condition(&s, "Applied").filter(|c| c["status"] == "False"))
+    })
+    .await?;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("requestMirror.percent")),
+        "{refused}"
+    );
+    let r = routes.get("web").await?;
+    assert!(
+        !r.data["spec"].to_string().contains("RequestMirror"),
+        "no mirror written: {}",
+        r.data["spec"]
+    );
+    ctl.finish()?;
+    Ok(())
+}

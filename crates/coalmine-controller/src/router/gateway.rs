@@ -308,6 +308,38 @@ impl TrafficRouter for GatewayApi {
                 if normalized(&wanted) == normalized(&spec) {
                     return Ok(());
                 }
+                // Gateway API before v1.3 has no `requestMirror.percent`: the
+                // API server prunes it and the mirror copies every request.
+                // Asked first with a dry run, so such a mirror is never written.
+                if routes.mirror_percent > 0 && routes.mirror_percent < 100 {
+                    let dry = PatchParams {
+                        dry_run: true,
+                        ..PatchParams::default()
+                    };
+                    let stored = api
+                        .patch(
+                            &self.http_route,
+                            &dry,
+                            &Patch::Merge(spec_patch(&route, wanted.clone())),
+                        )
+                        .await;
+                    match stored {
+                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        r => {
+                            let stored = r?;
+                            if !has_mirror_percent(stored.data.get("spec").unwrap_or(&Value::Null))
+                            {
+                                return Err(Error::Missing {
+                                    field: "spec.steps[].setMirror",
+                                    what: format!(
+                                        "the installed HTTPRoute CRD has no requestMirror.percent (Gateway API before v1.3), so HTTPRoute {} would mirror every request instead of {}%; install Gateway API v1.3 or newer, or remove the setMirror step",
+                                        self.http_route, routes.mirror_percent
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
                 match api
                     .patch(
                         &self.http_route,
@@ -326,6 +358,17 @@ impl TrafficRouter for GatewayApi {
             Err(Error::Conflict(format!("HTTPRoute {}", self.http_route)))
         })
     }
+}
+
+/// Whether some rule of `spec` has a `RequestMirror` filter with a percent.
+fn has_mirror_percent(spec: &Value) -> bool {
+    spec.get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("filters").and_then(Value::as_array))
+        .flatten()
+        .any(|f| f.pointer("/requestMirror/percent").is_some())
 }
 
 #[cfg(test)]
