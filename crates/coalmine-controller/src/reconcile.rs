@@ -30,8 +30,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::resource::{
-    APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, STUCK_CONDITION, TRAFFIC_CONDITION,
-    VALID_CONDITION,
+    APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, STUCK_CONDITION,
+    TRAFFIC_CONDITION, VALID_CONDITION,
 };
 use crate::router::{self, RouteTarget, TrafficRouter};
 use crate::workload;
@@ -483,6 +483,13 @@ async fn step(
         .map_err(Error::Analysis)?;
     obs.analysis = findings.report;
     obs.command = c.command();
+    // A route its Gateway refuses sends nothing anywhere: the rollout
+    // waits, as for an unready canary (and rolls back at
+    // progressDeadline), saying why.
+    let route_refused = router.refused(&route_target(ctx, c, &checked)?).await?;
+    if route_refused.is_some() {
+        obs.canary_ready = false;
+    }
 
     let now = Time::now();
     let mut decision = decide(plan, &status, &obs, now);
@@ -495,6 +502,32 @@ async fn step(
         now,
     );
     let hold = traffic_condition(&mut decision.status, now, checked.scale_down_delay);
+    match &route_refused {
+        Some(why) => set_condition(
+            &mut decision.status.conditions,
+            ROUTE_CONDITION,
+            "False",
+            "RouteNotAccepted",
+            why,
+            now,
+        ),
+        None if decision
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == ROUTE_CONDITION) =>
+        {
+            set_condition(
+                &mut decision.status.conditions,
+                ROUTE_CONDITION,
+                "True",
+                "Accepted",
+                "",
+                now,
+            );
+        }
+        None => {}
+    }
     // What the canary really gets when the split is in whole pods.
     if !router.canary_service() && decision.status.phase.canary_live() {
         let w = decision.status.weight;

@@ -37,6 +37,9 @@ pub const COMMAND_ANNOTATION: &str = "coalmine.dev/command";
 pub const FINALIZER: &str = "coalmine.dev/cleanup";
 /// The condition saying whether the spec could be used.
 pub const VALID_CONDITION: &str = "Valid";
+/// The condition saying whether the router's object is accepted by what
+/// serves it (`False` with the Gateway's reason for an HTTPRoute).
+pub const ROUTE_CONDITION: &str = "RouteAccepted";
 /// The condition saying a promotion or a rollback waited longer than its
 /// deadline (`progressDeadline`) for the Deployments, and for what.
 pub const STUCK_CONDITION: &str = "Stuck";

@@ -897,3 +897,69 @@ async fn a_mirror_the_gateway_api_1_2_crds_cannot_limit_is_refused_not_written()
     ctl.finish()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_route_its_gateway_refuses_stops_the_rollout_with_the_reason() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "refusedroute").await?;
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &coalmine_controller::router::gateway::http_route_resource(),
+    );
+    let route: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "gateway"}],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
+    }))?;
+    routes
+        .create(&kube::api::PostParams::default(), &route)
+        .await?;
+    // What a Gateway controller writes when it will not serve the route.
+    let status = json!({"status": {"parents": [{
+        "parentRef": {"name": "gateway"}, "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners",
+            "message": "no listener allows routes from this namespace",
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}]}});
+    let out = env
+        .kubectl()?
+        .args([
+            "patch",
+            "httproutes.gateway.networking.k8s.io",
+            "web",
+            "-n",
+            &ns,
+        ])
+        .args([
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ctl = Controller::start(env, &ns)?;
+    let mut s = spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}]));
+    s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+    s["progressDeadline"] = json!("5s");
+    create(&client, &ns, "web", s).await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    let failed = phase(&client, &ns, "web", "Failed", 90).await?;
+    let accepted = condition(&failed, "RouteAccepted").ok_or("no RouteAccepted")?;
+    assert_eq!(accepted["status"], "False", "{failed}");
+    assert!(
+        accepted["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("NotAllowedByListeners")),
+        "{accepted}"
+    );
+    ctl.finish()?;
+    Ok(())
+}
