@@ -9,10 +9,12 @@
 //! its Lease ([`Leadership::check`]): a leader that lost its Lease midway
 //! stops there, leaving the rest to whoever leads now.
 
+use std::collections::BTreeMap;
+
 use coalmine_core::rollout::{Action, Decision, Event};
 use coalmine_core::routes::Routes;
 use coalmine_core::spec::CanarySpec;
-use coalmine_core::status::CanaryStatus;
+use coalmine_core::status::{CanaryStatus, Phase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -22,7 +24,7 @@ use serde_json::Value;
 use crate::Error;
 use crate::leader::Leadership;
 use crate::router::{RouteTarget, TrafficRouter};
-use crate::workload::{self, Track};
+use crate::workload::{self, Serving, Track};
 
 /// One thing to do to the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +65,71 @@ pub struct Inputs<'a> {
     pub owner: &'a OwnerReference,
     /// The canary Deployment's pod template as it is now, if it exists.
     pub canary_template: Option<Value>,
+    /// The labels the Deployments and the Service select
+    /// ([`workload::selector_for`]).
+    pub selector: BTreeMap<String, String>,
+    /// The replicas the (stable, canary) Deployments ask for now (0 for a
+    /// missing one).
+    pub current: (i32, i32),
+    /// The Ready endpoints behind Service `NAME` per track, when it
+    /// selects both (the `replicas` router); `None` elsewhere.
+    pub serving: Option<Serving>,
+    /// Whether traffic left the canary less than the scale-down delay ago:
+    /// a canary no route sends to keeps its pods until then.
+    pub hold_canary: bool,
+}
+
+/// The replicas each track runs for `decision`, and whether stable's
+/// template may be promoted now.
+///
+/// Behind a router with its own canary Service the router says (every
+/// track at `spec.replicas`); a canary without traffic keeps its pods while
+/// `hold_canary` says so, then goes to zero.
+///
+/// Under the `replicas` router the pods *are* the split, so capacity is
+/// kept by surging first: a track grows at once to its share, and the other
+/// shrinks only as far as the grown track's Ready endpoints cover, so the
+/// Ready endpoints behind the Service never fall below `spec.replicas`
+/// (when they were there to begin with). Promotion first runs every
+/// replica on the canary, and changes stable's template only once those
+/// are Ready endpoints, so stable's own rolling update happens behind a
+/// full canary; after it (or a rollback), the canary shrinks as stable's
+/// endpoints become Ready.
+pub fn split(
+    router: &dyn TrafficRouter,
+    total: i32,
+    decision: &Decision,
+    inputs: &Inputs<'_>,
+) -> (i32, i32, bool) {
+    let weight = decision.routes().map_or(0, |r| r.canary_weight);
+    let (stable, canary) = router.replicas(total, weight);
+    let (stable_now, canary_now) = inputs.current;
+    let phase = decision.status.phase;
+    let Some(ready) = inputs.serving else {
+        let canary = match (phase.canary_live(), inputs.hold_canary) {
+            (true, _) => canary,
+            (false, true) => canary_now,
+            (false, false) => 0,
+        };
+        return (stable, canary, true);
+    };
+    if phase == Phase::Promoting {
+        let promote = ready.canary >= total;
+        let stable = if promote {
+            total
+        } else {
+            stable_now.max(stable)
+        };
+        return (stable, total, promote);
+    }
+    let at_most = |now: i32, cover: i32| now.min(cover.max(0));
+    if phase.canary_live() {
+        let stable = stable.max(at_most(stable_now, total - ready.canary));
+        let canary = canary.max(at_most(canary_now, total - ready.stable));
+        (stable, canary, true)
+    } else {
+        (total, at_most(canary_now, total - ready.stable), true)
+    }
 }
 
 /// The operations that carry out `decision` (pure).
@@ -75,13 +142,12 @@ pub fn operations(
     let name = inputs.name;
     let owner = inputs.owner;
     let canary_name = workload::canary_name(name);
-    let selector = workload::selector_labels(spec);
+    let selector = inputs.selector.clone();
     let total = spec
         .replicas
         .and_then(|r| i32::try_from(r).ok())
         .unwrap_or(1);
-    let weight = decision.routes().map_or(0, |r| r.canary_weight);
-    let (stable_replicas, canary_replicas) = router.replicas(total, weight);
+    let (stable_replicas, canary_replicas, promote_now) = split(router, total, decision, inputs);
     let template = spec.template.clone().unwrap_or_default();
     let port = workload::service_port(spec);
     let desired = inputs.desired;
@@ -151,12 +217,16 @@ pub fn operations(
                 }
             }
             Action::SetRoutes(routes) => {
-                ops.push(Op::Scale {
-                    name: name.to_owned(),
-                    replicas: stable_replicas,
-                });
+                // A promotion writes stable's replicas with its template.
+                if !(promote_now && decision.status.phase == Phase::Promoting) {
+                    ops.push(Op::Scale {
+                        name: name.to_owned(),
+                        replicas: stable_replicas,
+                    });
+                }
                 ops.push(Op::Routes(routes.clone()));
             }
+            Action::PromoteStable { .. } if !promote_now => {}
             Action::PromoteStable { revision } => {
                 let from_canary = inputs
                     .canary_template
@@ -184,7 +254,7 @@ pub fn operations(
             }
             Action::ScaleDownCanary => ops.push(Op::Scale {
                 name: canary_name.clone(),
-                replicas: 0,
+                replicas: canary_replicas,
             }),
             Action::Event(e) => ops.push(Op::Event(e.clone())),
         }
@@ -250,7 +320,6 @@ mod tests {
     use crate::router::gateway::GatewayApi;
     use crate::router::replicas::Replicas;
     use coalmine_core::rollout::{Observation, decide};
-    use coalmine_core::status::Phase;
     use coalmine_core::{Time, validate};
     use serde_json::json;
 
@@ -291,6 +360,10 @@ mod tests {
             desired,
             owner,
             canary_template: None,
+            selector: workload::selector_labels(&c.spec),
+            current: (0, 0),
+            serving: None,
+            hold_canary: false,
         }
     }
 
@@ -329,6 +402,81 @@ mod tests {
             }
             _ => None,
         })
+    }
+
+    fn at(phase: Phase, weight: u8) -> Decision {
+        Decision {
+            status: CanaryStatus {
+                phase,
+                weight,
+                ..CanaryStatus::default()
+            },
+            actions: vec![Action::SetRoutes(Routes {
+                canary_weight: weight,
+                ..Routes::all_stable()
+            })],
+            requeue_after: None,
+        }
+    }
+
+    #[test]
+    fn the_replicas_router_grows_one_track_before_it_shrinks_the_other() {
+        let (c, _) = canary("web:2");
+        let owner = owner();
+        let with = |current: (i32, i32), stable: i32, canary: i32| Inputs {
+            current,
+            serving: Some(Serving { stable, canary }),
+            ..web(&c, "r", &owner)
+        };
+        let split = |d: &Decision, i: &Inputs<'_>| split(&Replicas, 4, d, i);
+        // 25%: the canary pod starts; stable keeps 4 until it is Ready.
+        let d = at(Phase::Progressing, 25);
+        assert_eq!(split(&d, &with((4, 0), 4, 0)), (4, 1, true));
+        assert_eq!(split(&d, &with((4, 1), 4, 1)), (3, 1, true));
+        // 100%: stable shrinks pod by pod as canary pods become Ready.
+        let d = at(Phase::Paused, 100);
+        assert_eq!(split(&d, &with((3, 1), 3, 1)), (3, 4, true));
+        assert_eq!(split(&d, &with((3, 4), 3, 3)), (1, 4, true));
+        assert_eq!(split(&d, &with((1, 4), 1, 4)), (0, 4, true));
+        // Back down to 25%: the canary waits for stable's pods.
+        let d = at(Phase::Progressing, 25);
+        assert_eq!(split(&d, &with((0, 4), 0, 4)), (3, 4, true));
+        assert_eq!(split(&d, &with((3, 4), 2, 4)), (3, 2, true));
+        // Promotion: every replica on the canary first, then stable's template.
+        let d = at(Phase::Promoting, 25);
+        assert_eq!(split(&d, &with((3, 1), 3, 1)), (3, 4, false));
+        assert_eq!(split(&d, &with((3, 4), 3, 4)), (4, 4, true));
+        // Promoted or rolled back: the canary goes as stable serves.
+        for phase in [Phase::Promoted, Phase::RollingBack] {
+            let d = at(phase, 0);
+            assert_eq!(split(&d, &with((4, 4), 1, 4)), (4, 3, true));
+            assert_eq!(split(&d, &with((4, 3), 4, 3)), (4, 0, true));
+            // Never grown back up for a stable pod that died later.
+            assert_eq!(split(&d, &with((4, 0), 2, 0)), (4, 0, true));
+        }
+    }
+
+    #[test]
+    fn behind_a_router_the_canary_keeps_its_pods_for_the_scale_down_delay() {
+        let (c, _) = canary("web:2");
+        let owner = owner();
+        let gw = GatewayApi {
+            http_route: "web".into(),
+        };
+        let d = at(Phase::RolledBack, 0);
+        let held = Inputs {
+            current: (4, 4),
+            hold_canary: true,
+            ..web(&c, "r", &owner)
+        };
+        assert_eq!(split(&gw, 4, &d, &held), (4, 4, true));
+        let due = Inputs {
+            hold_canary: false,
+            ..held.clone()
+        };
+        assert_eq!(split(&gw, 4, &d, &due), (4, 0, true));
+        // While traffic is on the canary the delay does not apply.
+        assert_eq!(split(&gw, 4, &at(Phase::Paused, 50), &held), (4, 4, true));
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! replicas racing for the Lease one gets 409 and stays a follower. A
 //! leader that cannot renew (API server unreachable, 409) steps down at
 //! once, before its Lease can expire and another replica take over; a
-//! follower waits a whole `duration` after the last renewal. That gap is
-//! what keeps two replicas from acting at the same time.
+//! follower waits a whole `duration` after it last saw the Lease change,
+//! measured on its own monotonic clock ([`free_for`]), so the replicas'
+//! wall clocks need not agree. That gap is what keeps two replicas from
+//! acting at the same time.
 //!
 //! Stepping down "at once" is only as quick as the loop notices, and a
 //! reconcile that started as leader may still be running. So the loop also
@@ -122,23 +124,58 @@ pub enum Outcome {
     Follower,
 }
 
-/// Whether `lease` is free for `identity` at `now` (pure).
-pub fn free_for(lease: &Lease, identity: &str, now: Timestamp, duration: Duration) -> bool {
+/// What this replica last saw of a Lease another replica holds, and when
+/// by its own monotonic clock. Expiry is measured from that local
+/// observation, as client-go's leader election does, never from the
+/// holder's `renewTime`: that is the holder's wall clock, and a holder
+/// whose clock runs behind would look expired while it still acts.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// Holder, renewTime and resourceVersion of the Lease last seen.
+    record: Option<(String, String, String)>,
+    /// When that record was first seen.
+    at: Option<Instant>,
+}
+
+/// Whether `lease` is free for `identity` at local instant `now`: unheld,
+/// held by `identity`, or unchanged (holder, renewTime, resourceVersion)
+/// for longer than its duration since `observed` first saw it as it is.
+/// Updates `observed`.
+pub fn free_for(
+    lease: &Lease,
+    identity: &str,
+    observed: &mut Observed,
+    now: Instant,
+    duration: Duration,
+) -> bool {
     let Some(spec) = &lease.spec else {
         return true;
     };
     match spec.holder_identity.as_deref() {
         None | Some("") => true,
         Some(h) if h == identity => true,
-        Some(_) => {
+        Some(h) => {
             let secs = spec
                 .lease_duration_seconds
                 .map_or(duration.as_secs(), |s| u64::try_from(s).unwrap_or(0));
-            let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-                return true;
-            };
-            let age = now.as_millisecond() - renewed.0.as_millisecond();
-            age > i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+            let renewed = spec
+                .renew_time
+                .as_ref()
+                .or(spec.acquire_time.as_ref())
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            let record = (
+                h.to_owned(),
+                renewed,
+                lease.metadata.resource_version.clone().unwrap_or_default(),
+            );
+            if observed.record.as_ref() != Some(&record) {
+                observed.record = Some(record);
+                observed.at = Some(now);
+                return false;
+            }
+            let since = observed.at.unwrap_or(now);
+            now.saturating_duration_since(since) > Duration::from_secs(secs)
         }
     }
 }
@@ -151,8 +188,13 @@ impl Election {
         self.duration - self.duration / 3
     }
 
-    /// One attempt to take or renew the Lease.
-    pub async fn attempt(&self, client: &Client) -> Result<Outcome, kube::Error> {
+    /// One attempt to take or renew the Lease; `observed` is what this
+    /// replica saw of another holder before ([`free_for`]).
+    pub async fn attempt(
+        &self,
+        client: &Client,
+        observed: &mut Observed,
+    ) -> Result<Outcome, kube::Error> {
         let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
         let now = Timestamp::now();
         let secs = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(15);
@@ -175,7 +217,13 @@ impl Election {
                 }
             }
             Some(mut lease) => {
-                if !free_for(&lease, &self.identity, now, self.duration) {
+                if !free_for(
+                    &lease,
+                    &self.identity,
+                    observed,
+                    Instant::now(),
+                    self.duration,
+                ) {
                     return Ok(Outcome::Follower);
                 }
                 let spec = lease.spec.get_or_insert_with(Default::default);
@@ -211,6 +259,7 @@ impl Election {
         tokio::pin!(stop);
         let period = (self.duration / 3).max(Duration::from_millis(100));
         let mut was = false;
+        let mut observed = Observed::default();
         loop {
             // Measured before the request: the Lease's renewTime is written
             // no earlier than this, so the deadline counts from no later
@@ -218,7 +267,7 @@ impl Election {
             let started = Instant::now();
             // An attempt that hangs must not keep a leader acting past its
             // Lease: it counts as a failure after one period.
-            let outcome = tokio::time::timeout(period, self.attempt(&client)).await;
+            let outcome = tokio::time::timeout(period, self.attempt(&client, &mut observed)).await;
             let is = matches!(outcome, Ok(Ok(Outcome::Leader)));
             if is {
                 leadership.hold_until(started + self.renew_deadline());
@@ -301,20 +350,48 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_free_when_unheld_ours_or_expired() {
-        let now = Timestamp::from_second(1_000).expect("a time");
+    fn a_lease_expires_by_the_local_clock_not_the_holders() {
         let d = Duration::from_secs(15);
+        let t0 = Instant::now();
+        let mut seen = Observed::default();
         let mut lease = Lease::default();
-        assert!(free_for(&lease, "a", now, d));
-        lease.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
-            holder_identity: Some("b".into()),
-            lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(Timestamp::from_second(990).expect("a time"))),
-            ..Default::default()
-        });
-        assert!(!free_for(&lease, "a", now, d), "b renewed 10s ago");
-        assert!(free_for(&lease, "b", now, d), "b's own");
-        let later = Timestamp::from_second(1_006).expect("a time");
-        assert!(free_for(&lease, "a", later, d), "16s without renewal");
+        assert!(free_for(&lease, "a", &mut seen, t0, d));
+        let held = |renewed: i64, rv: &str| {
+            let mut l = Lease::default();
+            l.metadata.resource_version = Some(rv.into());
+            l.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+                holder_identity: Some("b".into()),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(Timestamp::from_second(renewed).expect("a time"))),
+                ..Default::default()
+            });
+            l
+        };
+        // b's clock runs an hour behind: its renewTime looks long expired,
+        // but it was just seen, so it holds for a whole duration.
+        lease = held(1_000, "1");
+        assert!(!free_for(&lease, "a", &mut seen, t0, d), "first seen now");
+        let t10 = t0 + Duration::from_secs(10);
+        assert!(!free_for(&lease, "a", &mut seen, t10, d), "10s unchanged");
+        assert!(free_for(&lease, "b", &mut seen, t10, d), "b's own");
+        // Renewed (a new record): the wait starts again.
+        lease = held(1_005, "2");
+        let t14 = t0 + Duration::from_secs(14);
+        assert!(!free_for(&lease, "a", &mut seen, t14, d));
+        let t29 = t14 + Duration::from_secs(15);
+        assert!(!free_for(&lease, "a", &mut seen, t29, d), "exactly 15s");
+        let t30 = t14 + Duration::from_secs(16);
+        assert!(free_for(&lease, "a", &mut seen, t30, d), "16s unchanged");
+        // A renewTime in the future (b's clock ahead) expires the same way.
+        let mut seen = Observed::default();
+        lease = held(99_999_999, "3");
+        assert!(!free_for(&lease, "a", &mut seen, t0, d));
+        assert!(free_for(
+            &lease,
+            "a",
+            &mut seen,
+            t0 + Duration::from_secs(16),
+            d
+        ));
     }
 }

@@ -242,8 +242,18 @@ pub async fn serve(
     coalmine_proxy::server::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
 }
 
-/// Binds the operations address.
+/// Binds the operations address. The IPv4 wildcard (`0.0.0.0`, the
+/// default) binds the IPv6 wildcard instead where the host has IPv6, which
+/// on Linux (unless `net.ipv6.bindv6only` is set) takes IPv4 connections
+/// too: on an IPv6 single-stack cluster the kubelet's probes and
+/// Prometheus come from IPv6 addresses. Without IPv6 it binds `0.0.0.0`.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if addr.ip() == std::net::Ipv4Addr::UNSPECIFIED {
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, addr.port()));
+        if let Ok(l) = TcpListener::bind(v6).await {
+            return Ok(l);
+        }
+    }
     TcpListener::bind(addr).await
 }
 
@@ -280,6 +290,20 @@ fn answer(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_wildcard_listens_on_ipv6_and_ipv4() {
+        let l = bind("0.0.0.0:0".parse().expect("an address"))
+            .await
+            .expect("bound");
+        let port = l.local_addr().expect("an address").port();
+        for host in ["[::1]", "127.0.0.1"] {
+            let to: SocketAddr = format!("{host}:{port}").parse().expect("an address");
+            tokio::net::TcpStream::connect(to)
+                .await
+                .unwrap_or_else(|e| panic!("{to}: {e}"));
+        }
+    }
 
     #[test]
     fn canary_series_show_weight_and_phase() {

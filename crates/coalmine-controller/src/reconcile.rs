@@ -18,9 +18,9 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use coalmine_core::Time;
 use coalmine_core::rollout::{Decision, Event, Observation, decide};
 use coalmine_core::status::{CanaryStatus, Condition};
+use coalmine_core::{Duration, Time};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -29,7 +29,10 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::resource::{CanaryResource, Checked, FINALIZER, VALID_CONDITION};
+use crate::resource::{
+    APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, STUCK_CONDITION,
+    TRAFFIC_CONDITION, VALID_CONDITION,
+};
 use crate::router::{self, RouteTarget, TrafficRouter};
 use crate::workload;
 use crate::{CONFLICT_RETRIES, Context, Error, apply};
@@ -62,18 +65,84 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
         tracing::info!(canary = %name, namespace = %namespace, "leadership lost mid-reconcile; abandoned before its next write");
     } else if let Err(e) = &result {
         tracing::warn!(canary = %name, namespace = %namespace, error = %e, "reconcile failed");
-        // Something the spec names is missing (an HTTPRoute, an Ingress):
-        // the user can fix that, so it is told where they look.
-        if let Error::Missing { .. } = e {
-            let event = Event {
-                warning: true,
-                reason: "ReconcileFailed",
-                message: e.to_string(),
-            };
-            ctx.publish(&obj, &event).await;
+        // Something the user can fix (an object the spec names is missing,
+        // the API server refuses a write: RBAC, validation, a quota) is
+        // told where they look: a condition, shown by `kubectl get`, and an
+        // Event when it changes.
+        if let Some((reason, message)) = refusal(e) {
+            match applied(&ctx, &namespace, &name, Some((reason, &message))).await {
+                Ok(true) => {
+                    let event = Event {
+                        warning: true,
+                        reason,
+                        message,
+                    };
+                    ctx.publish(&obj, &event).await;
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(canary = %name, error = %err, "could not record the refusal in the status");
+                }
+            }
         }
     }
     result
+}
+
+/// The reason and message for [`APPLIED_CONDITION`] when `e` is something
+/// a person can act on; `None` for what retrying fixes (a conflict, a
+/// connection lost, leadership moving).
+fn refusal(e: &Error) -> Option<(&'static str, String)> {
+    let reason = match e {
+        Error::Missing { .. } => "ReconcileFailed",
+        Error::Kube(kube::Error::Api(s)) => match s.code {
+            403 if s.message.contains("exceeded quota") => "QuotaExceeded",
+            403 => "Forbidden",
+            422 => "Invalid",
+            400 => "BadRequest",
+            404 => "NotFound",
+            409 | 429 | 500.. => return None,
+            _ => "Refused",
+        },
+        _ => return None,
+    };
+    Some((
+        reason,
+        format!("the cluster has not applied what the status says: {e}"),
+    ))
+}
+
+/// Sets [`APPLIED_CONDITION`] on the stored Canary: `False` with the
+/// refusal, or `True`. Returns whether it changed (and was written).
+async fn applied(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    refused: Option<(&str, &str)>,
+) -> Result<bool, Error> {
+    let api: Api<CanaryResource> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(c) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let mut status = c.core_status();
+    let before = status.conditions.clone();
+    let (value, reason, message) = match refused {
+        Some((reason, message)) => ("False", reason, message),
+        None => ("True", "Applied", ""),
+    };
+    set_condition(
+        &mut status.conditions,
+        APPLIED_CONDITION,
+        value,
+        reason,
+        message,
+        Time::now(),
+    );
+    if status.conditions == before {
+        return Ok(false);
+    }
+    write_status(&api, &c, ctx, &status).await?;
+    Ok(true)
 }
 
 /// Requeue on an error: soon, and again the next time anything changes.
@@ -275,6 +344,19 @@ async fn invalid(
     ctx: &Context,
     problems: &[coalmine_core::Problem],
 ) -> Result<Action, Error> {
+    refuse(api, c, ctx, "InvalidSpec", problems).await
+}
+
+/// A Canary the controller will not act on (`reason`): a `Valid=False`
+/// condition naming the fields and the fix, a warning event when the
+/// message changes, and nothing else.
+async fn refuse(
+    api: &Api<CanaryResource>,
+    c: &CanaryResource,
+    ctx: &Context,
+    reason: &'static str,
+    problems: &[coalmine_core::Problem],
+) -> Result<Action, Error> {
     let mut status = c.core_status();
     let message: Vec<String> = problems.iter().map(ToString::to_string).collect();
     let message = message.join("; ");
@@ -283,7 +365,7 @@ async fn invalid(
         &mut status.conditions,
         VALID_CONDITION,
         "False",
-        "InvalidSpec",
+        reason,
         &message,
         Time::now(),
     );
@@ -293,12 +375,18 @@ async fn invalid(
             c,
             &Event {
                 warning: true,
-                reason: "InvalidSpec",
+                reason,
                 message: message.clone(),
             },
         )
         .await;
         tracing::warn!(canary = c.name(), namespace = c.namespace(), %message, "invalid spec; nothing changed");
+    }
+    // An edit of the Canary fixes a spec, and its watch event reconciles;
+    // objects in the way are fixed elsewhere (a label, a deletion), which
+    // no watch of the controller sees.
+    if reason == "NotOwned" {
+        return Ok(Action::requeue(ACTIVE_RESYNC));
     }
     Ok(Action::await_change())
 }
@@ -343,6 +431,34 @@ async fn step(
     let canary_name = workload::canary_name(c.name());
     let stable_d = deploys.get_opt(c.name()).await?;
     let canary_d = deploys.get_opt(&canary_name).await?;
+    let uid = c.metadata.uid.as_deref().unwrap_or_default();
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(ctx.client.clone(), c.namespace());
+    let service = services.get_opt(c.name()).await?;
+    let foreign: Vec<coalmine_core::Problem> = [
+        (
+            "Deployment",
+            c.name(),
+            stable_d.as_ref().map(|d| &d.metadata),
+        ),
+        (
+            "Deployment",
+            canary_name.as_str(),
+            canary_d.as_ref().map(|d| &d.metadata),
+        ),
+        ("Service", c.name(), service.as_ref().map(|s| &s.metadata)),
+    ]
+    .into_iter()
+    .filter(|(_, _, meta)| meta.is_some_and(|m| !workload::ours(m, uid)))
+    .map(|(kind, name, _)| workload::not_ours(kind, name))
+    .collect();
+    if !foreign.is_empty() {
+        return refuse(api, c, ctx, "NotOwned", &foreign).await;
+    }
+    let selector = match workload::selector_for(spec, c.name(), stable_d.as_ref()) {
+        Ok(s) => s,
+        Err(p) => return invalid(api, c, ctx, &[p]).await,
+    };
     let desired = spec.desired_revision();
     let mut obs = observe(&status, &desired, stable_d.as_ref(), canary_d.as_ref());
 
@@ -367,6 +483,13 @@ async fn step(
         .map_err(Error::Analysis)?;
     obs.analysis = findings.report;
     obs.command = c.command();
+    // A route its Gateway refuses sends nothing anywhere: the rollout
+    // waits, as for an unready canary (and rolls back at
+    // progressDeadline), saying why.
+    let route_refused = router.refused(&route_target(ctx, c, &checked)?).await?;
+    if route_refused.is_some() {
+        obs.canary_ready = false;
+    }
 
     let now = Time::now();
     let mut decision = decide(plan, &status, &obs, now);
@@ -378,6 +501,84 @@ async fn step(
         "",
         now,
     );
+    let hold = traffic_condition(&mut decision.status, now, checked.scale_down_delay);
+    match &route_refused {
+        Some(why) => set_condition(
+            &mut decision.status.conditions,
+            ROUTE_CONDITION,
+            "False",
+            "RouteNotAccepted",
+            why,
+            now,
+        ),
+        None if decision
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == ROUTE_CONDITION) =>
+        {
+            set_condition(
+                &mut decision.status.conditions,
+                ROUTE_CONDITION,
+                "True",
+                "Accepted",
+                "",
+                now,
+            );
+        }
+        None => {}
+    }
+    // What the canary really gets when the split is in whole pods.
+    if !router.canary_service() && decision.status.phase.canary_live() {
+        let w = decision.status.weight;
+        let (_, pods) = router.replicas(total, w);
+        let real = (router.share(total, w) * 100.0).round();
+        set_condition(
+            &mut decision.status.conditions,
+            TRAFFIC_CONDITION,
+            "True",
+            "Routed",
+            &format!(
+                "weight {w}% runs {pods} of {total} pods: the canary gets {real}% of requests"
+            ),
+            now,
+        );
+    }
+    if let Some(e) = stuck(
+        &mut decision.status,
+        now,
+        plan.progress_deadline,
+        stable_d.as_ref(),
+        canary_d.as_ref(),
+    ) {
+        decision
+            .actions
+            .push(coalmine_core::rollout::Action::Event(e));
+    }
+    // Under the replicas router the Service's endpoints are the split:
+    // what the capacity rule of `apply::split` counts.
+    let serving = if router.canary_service() {
+        None
+    } else {
+        let slices = Api::namespaced(ctx.client.clone(), c.namespace());
+        match workload::serving(&slices, c.name()).await {
+            Ok(s) => Some(s),
+            // An API server without EndpointSlices (not a real cluster's):
+            // the Deployments' available pods are the nearest count.
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Some(workload::Serving {
+                stable: stable_d.as_ref().map_or(0, workload::available),
+                canary: canary_d.as_ref().map_or(0, workload::available),
+            }),
+            Err(e) => return Err(e),
+        }
+    };
+    let current = (
+        stable_d.as_ref().map_or(0, workload::replicas_of),
+        canary_d.as_ref().map_or(0, workload::replicas_of),
+    );
+    // The delay is for routers that switch traffic away from running pods;
+    // under the replicas router traffic leaves a pod when it is removed.
+    let hold = hold.filter(|_| serving.is_none() && current.1 > 0);
     // The template stable is (re)created with while the spec is stable's
     // revision: remembered in the same status write, rather than in one
     // more write once the Deployment is seen.
@@ -393,9 +594,36 @@ async fn step(
     if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
         decision.status.notifications = Some(counts);
     }
+    // The scale subresource: what `kubectl scale` and a
+    // HorizontalPodAutoscaler read. Its `spec.replicas` is the Canary's,
+    // which both tracks follow.
+    let pods = |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0)
+    };
+    decision.status.replicas = Some(i64::from(pods(stable_d.as_ref()) + pods(canary_d.as_ref())));
+    decision.status.selector = Some(
+        selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     if decision.status != status {
         write_status(api, c, ctx, &decision.status).await?;
     }
+    let refused_before = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == APPLIED_CONDITION && c.status != "True");
+    let state = Now {
+        canary_d,
+        selector,
+        current,
+        serving,
+        hold_canary: hold.is_some(),
+    };
     carry_out(
         c,
         ctx,
@@ -403,13 +631,157 @@ async fn step(
         router.as_ref(),
         &decision,
         &desired,
-        canary_d,
+        state,
     )
     .await?;
     ctx.metrics
         .observe_canary(c.namespace(), c.name(), &decision.status);
+    // Everything was accepted: a refusal recorded earlier is over. (Checked
+    // against the status read at the start, so a healthy Canary costs no
+    // extra read.)
+    if refused_before
+        || !decision
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == APPLIED_CONDITION)
+    {
+        applied(ctx, c.namespace(), c.name(), None).await?;
+    }
 
-    Ok(Action::requeue(next_look(&decision, findings.next_in)))
+    let mut next = next_look(&decision, findings.next_in);
+    if let Some(left) = hold {
+        next = next.min(left + StdDuration::from_millis(50));
+    }
+    // A canary still shrinking after a promotion or a rollback (its pods
+    // go as stable's become Ready endpoints) is watched closely, though
+    // the rollout itself is over.
+    if current.1 > 0 && !decision.status.phase.canary_live() {
+        next = next.min(ACTIVE_RESYNC);
+    }
+    Ok(Action::requeue(next))
+}
+
+/// Keeps [`STUCK_CONDITION`]: `True` once a promotion or a rollback has
+/// waited longer than `deadline` (the plan's `progressDeadline`) for the
+/// Deployments, with what it waits for; returns the `Stuck` warning Event
+/// the moment it turns `True`.
+fn stuck(
+    status: &mut CanaryStatus,
+    now: Time,
+    deadline: Duration,
+    stable: Option<&Deployment>,
+    canary: Option<&Deployment>,
+) -> Option<Event> {
+    use coalmine_core::status::Phase;
+    let since = match status.phase {
+        Phase::Promoting => status.step_started_at,
+        Phase::RollingBack => status.rollback.as_ref().map(|r| r.at),
+        _ => None,
+    };
+    let late = since.filter(|t| now.since(*t) >= deadline);
+    let Some(since) = late else {
+        if status.conditions.iter().any(|c| c.type_ == STUCK_CONDITION) {
+            set_condition(
+                &mut status.conditions,
+                STUCK_CONDITION,
+                "False",
+                "Converged",
+                "",
+                now,
+            );
+        }
+        return None;
+    };
+    let pods = |d: Option<&Deployment>, name: &str| match d {
+        None => format!("Deployment {name} is missing"),
+        Some(d) => {
+            let st = d.status.clone().unwrap_or_default();
+            format!(
+                "Deployment {name} wants {} pods: {} updated, {} available, {} in all",
+                workload::replicas_of(d),
+                st.updated_replicas.unwrap_or(0),
+                st.available_replicas.unwrap_or(0),
+                st.replicas.unwrap_or(0),
+            )
+        }
+    };
+    let name = |d: Option<&Deployment>| {
+        d.and_then(|d| d.metadata.name.clone())
+            .unwrap_or_else(|| "?".into())
+    };
+    let waiting = if status.phase == Phase::Promoting {
+        format!(
+            "promoting since {since}, longer than progressDeadline {deadline}: {}; {}",
+            pods(stable, &name(stable)),
+            pods(canary, &name(canary))
+        )
+    } else {
+        format!(
+            "rolling back since {since}, longer than progressDeadline {deadline}: the canary is not gone yet ({})",
+            pods(canary, &name(canary))
+        )
+    };
+    let was = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == STUCK_CONDITION && c.status == "True");
+    set_condition(
+        &mut status.conditions,
+        STUCK_CONDITION,
+        "True",
+        "DeadlineExceeded",
+        &waiting,
+        now,
+    );
+    (!was).then_some(Event {
+        warning: true,
+        reason: "Stuck",
+        message: waiting,
+    })
+}
+
+/// What the cluster runs now, for [`apply::split`].
+struct Now {
+    canary_d: Option<Deployment>,
+    selector: std::collections::BTreeMap<String, String>,
+    current: (i32, i32),
+    serving: Option<workload::Serving>,
+    hold_canary: bool,
+}
+
+/// Keeps [`TRAFFIC_CONDITION`] on whether the routes send the canary
+/// traffic, and returns how much of the scale-down delay is left when they
+/// stopped less than `delay` ago.
+fn traffic_condition(status: &mut CanaryStatus, now: Time, delay: Duration) -> Option<StdDuration> {
+    let live = status.phase.canary_live();
+    let (value, reason, message) = if live {
+        ("True", "Routed", String::new())
+    } else {
+        (
+            "False",
+            "AllOnStable",
+            format!("the canary's pods stay {delay} after traffic left them"),
+        )
+    };
+    set_condition(
+        &mut status.conditions,
+        TRAFFIC_CONDITION,
+        value,
+        reason,
+        &message,
+        now,
+    );
+    if live {
+        return None;
+    }
+    let since = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == TRAFFIC_CONDITION)
+        .map(|c| c.last_transition_time)?;
+    let gone = now.since(since);
+    (gone < delay).then(|| delay.to_std().saturating_sub(gone.to_std()))
 }
 
 /// Keeps `status.stableTemplate` on the pod template of `stableRevision`:
@@ -474,8 +846,9 @@ async fn carry_out(
     router: &dyn TrafficRouter,
     decision: &Decision,
     desired: &str,
-    canary_d: Option<Deployment>,
+    now: Now,
 ) -> Result<(), Error> {
+    let canary_d = now.canary_d;
     let owner = owner_of(c)?;
     let inputs = apply::Inputs {
         name: c.name(),
@@ -483,6 +856,10 @@ async fn carry_out(
         desired,
         owner: &owner,
         canary_template: canary_d.as_ref().and_then(workload::template_of),
+        selector: now.selector,
+        current: now.current,
+        serving: now.serving,
+        hold_canary: now.hold_canary,
     };
     let ops = apply::operations(&inputs, router, decision)?;
     let cluster = apply::Cluster {
@@ -544,12 +921,29 @@ impl Context {
             reason: e.reason.to_owned(),
             note: Some(truncate(&e.message, 1000)),
             action: "Rollout".to_owned(),
-            secondary: None,
+            secondary: (e.reason == "CommandIgnored").then(|| command_ref(c)),
         };
         if let Err(err) = self.recorder.publish(&ev, &c.object_ref(&())).await {
             tracing::warn!(canary = c.name(), error = %err, "could not record event {}", e.reason);
         }
     }
+}
+
+/// The Canary at the resourceVersion that carried the command, as an
+/// ignored command's related object. The event recorder folds repeats of
+/// one (reason, object, related object) into a series, one Event whose
+/// `series.count` grows; `coalmine promote` and the other commands count
+/// `CommandIgnored` Events to tell a person their command was ignored, so
+/// each command gets an Event of its own. (A command is an annotation
+/// write, so two commands never share a resourceVersion.)
+fn command_ref(c: &CanaryResource) -> k8s_openapi::api::core::v1::ObjectReference {
+    let mut r = c.object_ref(&());
+    r.resource_version = c.metadata.resource_version.clone();
+    r.field_path = Some(format!(
+        "metadata.annotations[{}]",
+        crate::resource::COMMAND_ANNOTATION
+    ));
+    r
 }
 
 fn truncate(s: &str, max: usize) -> String {

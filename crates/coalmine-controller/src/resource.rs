@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use coalmine_core::plan::{Plan, Provider, Router, Target};
 use coalmine_core::spec::{API_VERSION, Canary, KIND};
 use coalmine_core::status::CanaryStatus;
-use coalmine_core::{Problem, validate};
+use coalmine_core::{Duration, Problem, validate};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,27 @@ pub const COMMAND_ANNOTATION: &str = "coalmine.dev/command";
 pub const FINALIZER: &str = "coalmine.dev/cleanup";
 /// The condition saying whether the spec could be used.
 pub const VALID_CONDITION: &str = "Valid";
+/// The condition saying whether the router's object is accepted by what
+/// serves it (`False` with the Gateway's reason for an HTTPRoute).
+pub const ROUTE_CONDITION: &str = "RouteAccepted";
+/// The condition saying a promotion or a rollback waited longer than its
+/// deadline (`progressDeadline`) for the Deployments, and for what.
+pub const STUCK_CONDITION: &str = "Stuck";
+/// The condition saying whether the last cluster writes were accepted
+/// (`False` with the API server's refusal: RBAC, validation, quota).
+pub const APPLIED_CONDITION: &str = "Applied";
+/// The condition saying whether routes send the canary traffic; its
+/// `lastTransitionTime` is when traffic left it, the start of the
+/// scale-down delay.
+pub const TRAFFIC_CONDITION: &str = "CanaryTraffic";
+/// How long after traffic left the canary (promotion, rollback, abort) its
+/// pods stay, as a duration (`30s`, `2m`); [`DEFAULT_SCALE_DOWN_DELAY`]
+/// without it. Requests in flight finish, and proxies that pick up route
+/// changes late (a gateway's data plane, ingress-nginx's reload) still find
+/// the pods. Argo Rollouts' `scaleDownDelaySeconds` is the precedent.
+pub const SCALE_DOWN_DELAY_ANNOTATION: &str = "coalmine.dev/scale-down-delay";
+/// The scale-down delay when [`SCALE_DOWN_DELAY_ANNOTATION`] is not set.
+pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 
 /// A Canary object: Kubernetes metadata, the spec as written, the status.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,6 +117,9 @@ pub struct Checked {
     pub plan: Plan,
     /// The router named by the plan.
     pub router: Router,
+    /// How long a canary that no route sends traffic to keeps its pods
+    /// ([`SCALE_DOWN_DELAY_ANNOTATION`]).
+    pub scale_down_delay: Duration,
 }
 
 impl CanaryResource {
@@ -164,6 +188,27 @@ impl CanaryResource {
             );
         }
         problems.extend(router_limits(&router, &plan));
+        if canary
+            .spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| !s.match_expressions.is_empty())
+        {
+            problems.push(
+                Problem::error(
+                    "spec.selector.matchExpressions",
+                    "are not supported: the Service in front of the pods selects by labels only",
+                )
+                .hint("select with matchLabels"),
+            );
+        }
+        let scale_down_delay = match self.scale_down_delay() {
+            Ok(d) => d,
+            Err(p) => {
+                problems.push(p);
+                DEFAULT_SCALE_DOWN_DELAY
+            }
+        };
         if let Some(analysis) = &plan.analysis {
             for (i, m) in analysis.metrics.iter().enumerate() {
                 if matches!(m.provider, Provider::Builtin { .. }) {
@@ -205,6 +250,26 @@ impl CanaryResource {
             canary,
             plan,
             router,
+            scale_down_delay,
+        })
+    }
+
+    /// The scale-down delay [`SCALE_DOWN_DELAY_ANNOTATION`] asks for.
+    pub fn scale_down_delay(&self) -> Result<Duration, Problem> {
+        let Some(text) = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SCALE_DOWN_DELAY_ANNOTATION))
+        else {
+            return Ok(DEFAULT_SCALE_DOWN_DELAY);
+        };
+        text.trim().parse::<Duration>().map_err(|e| {
+            Problem::error(
+                format!("metadata.annotations[{SCALE_DOWN_DELAY_ANNOTATION}]"),
+                e.to_string(),
+            )
+            .hint("a duration such as `30s` or `0s`, or remove the annotation for 30s")
         })
     }
 

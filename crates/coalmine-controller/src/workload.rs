@@ -38,8 +38,19 @@ pub fn canary_name(name: &str) -> String {
     format!("{name}-canary")
 }
 
+/// Template labels that change from one release to the next (a chart's
+/// or the app's version): never part of a selector coalmine picks itself,
+/// or a release would leave the Service selecting none of the running pods.
+pub const RELEASE_LABELS: [&str; 4] = [
+    "app.kubernetes.io/version",
+    "helm.sh/chart",
+    "version",
+    "pod-template-hash",
+];
+
 /// The labels that pick this Canary's pods: `spec.selector.matchLabels`, or
-/// the template's labels when there is no selector.
+/// the template's labels without [`RELEASE_LABELS`] when there is no
+/// selector.
 pub fn selector_labels(spec: &CanarySpec) -> BTreeMap<String, String> {
     if let Some(sel) = spec
         .selector
@@ -48,6 +59,13 @@ pub fn selector_labels(spec: &CanarySpec) -> BTreeMap<String, String> {
     {
         return sel.match_labels.clone();
     }
+    template_labels(spec)
+        .into_iter()
+        .filter(|(k, _)| !RELEASE_LABELS.contains(&k.as_str()))
+        .collect()
+}
+
+fn template_labels(spec: &CanarySpec) -> BTreeMap<String, String> {
     spec.template
         .as_ref()
         .and_then(|t| t.get("metadata"))
@@ -59,6 +77,76 @@ pub fn selector_labels(spec: &CanarySpec) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The selector a Deployment coalmine created was made with, without the
+/// track label: fixed for good, as the API server refuses to change a
+/// Deployment's selector.
+pub fn frozen_selector(d: &Deployment) -> Option<BTreeMap<String, String>> {
+    let mut labels = d.spec.as_ref()?.selector.match_labels.clone()?;
+    labels.remove(TRACK_LABEL);
+    (!labels.is_empty()).then_some(labels)
+}
+
+fn show(labels: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(",")
+}
+
+/// The selector of the Canary's Deployments and Service: the one the
+/// stable Deployment was created with once it exists (frozen at the first
+/// deploy), else [`selector_labels`]. Refused, naming the field, when
+/// `spec.selector` asks for another one, or when the template's labels no
+/// longer carry it (the new pods would not be selected: an outage).
+pub fn selector_for(
+    spec: &CanarySpec,
+    name: &str,
+    stable: Option<&Deployment>,
+) -> Result<BTreeMap<String, String>, coalmine_core::Problem> {
+    use coalmine_core::Problem;
+    let asked = selector_labels(spec);
+    let selector = match stable.and_then(frozen_selector) {
+        Some(frozen) => {
+            let explicit = spec
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty());
+            if explicit && asked != frozen {
+                return Err(Problem::error(
+                    "spec.selector.matchLabels",
+                    format!(
+                        "`{}` is not `{}`, the selector Deployment {name} was created with, and a Deployment's selector cannot change",
+                        show(&asked),
+                        show(&frozen)
+                    ),
+                )
+                .hint(format!(
+                    "put back `{}`; to change it, delete the Canary and create it again",
+                    show(&frozen)
+                )));
+            }
+            frozen
+        }
+        None => asked,
+    };
+    let labels = template_labels(spec);
+    let missing: BTreeMap<String, String> = selector
+        .iter()
+        .filter(|(k, v)| labels.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Problem::error(
+            "spec.template.metadata.labels",
+            format!(
+                "lack `{}` of the selector `{}`: the Service would select none of the new pods",
+                show(&missing),
+                show(&selector)
+            ),
+        )
+        .hint("keep the selector's labels on the template; labels that change per release belong outside spec.selector"));
+    }
+    Ok(selector)
 }
 
 /// The spec's template with the track label and the revision annotation.
@@ -134,8 +222,82 @@ pub fn deployment(
             "replicas": replicas,
             "selector": {"matchLabels": match_labels},
             "template": template,
+            "strategy": strategy(),
         }
     }))?)
+}
+
+/// The rollout strategy of both Deployments: a template change (a
+/// promotion, a newer canary revision) starts new pods before it stops old
+/// ones, so a Deployment never has fewer available pods than it asks for
+/// (Kubernetes' default lets a quarter of them go first).
+pub fn strategy() -> Value {
+    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}})
+}
+
+/// Whether a Deployment already rolls out as [`strategy`] says.
+fn has_strategy(d: &Deployment) -> bool {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let Some(s) = d.spec.as_ref().and_then(|s| s.strategy.as_ref()) else {
+        return false;
+    };
+    let unavailable = s
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.max_unavailable.as_ref());
+    s.type_.as_deref() == Some("RollingUpdate") && matches!(unavailable, Some(IntOrString::Int(0)))
+}
+
+/// Ready endpoints behind one Service, per track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Serving {
+    /// Ready endpoints of stable pods.
+    pub stable: i32,
+    /// Ready endpoints of canary pods.
+    pub canary: i32,
+}
+
+/// The Ready endpoints behind Service `name`, from its EndpointSlices:
+/// what the Service really sends traffic to, which lags the pods' own
+/// readiness (and the Deployments' status) by the endpoint controller's
+/// delay. A canary pod is one whose name starts with `NAME-canary-`: pods
+/// are named after their ReplicaSet, `DEPLOYMENT-HASH`, and a template hash
+/// has no vowels, so no stable pod (`NAME-HASH-…`) starts that way.
+pub async fn serving(
+    api: &Api<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    name: &str,
+) -> Result<Serving, Error> {
+    let lp = kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+    let slices = api.list(&lp).await?.items;
+    Ok(count_serving(&slices, name))
+}
+
+/// [`serving`]'s count, pure. An endpoint listed twice (in two slices
+/// while the endpoint controller moves it) counts once.
+pub fn count_serving(
+    slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
+    name: &str,
+) -> Serving {
+    let prefix = format!("{}-", canary_name(name));
+    let mut pods = std::collections::BTreeSet::new();
+    let mut out = Serving::default();
+    for ep in slices.iter().flat_map(|s| &s.endpoints) {
+        if ep.conditions.as_ref().and_then(|c| c.ready) != Some(true) {
+            continue;
+        }
+        let Some(pod) = ep.target_ref.as_ref().and_then(|t| t.name.as_deref()) else {
+            continue;
+        };
+        if !pods.insert(pod) {
+            continue;
+        }
+        if pod.starts_with(&prefix) {
+            out.canary += 1;
+        } else {
+            out.stable += 1;
+        }
+    }
+    out
 }
 
 /// The Service ports: `spec.service`, else the first container port, else 80.
@@ -230,6 +392,14 @@ pub fn scaled_down(d: Option<&Deployment>) -> bool {
     })
 }
 
+/// The pods of a Deployment that are available.
+pub fn available(d: &Deployment) -> i32 {
+    d.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
+}
+
 /// The replicas a Deployment asks for.
 pub fn replicas_of(d: &Deployment) -> i32 {
     d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
@@ -256,6 +426,9 @@ pub async fn ensure_deployment(
     let want = replicas_of(desired);
     if replicas_of(&current) != want {
         ops.push(json!({"op": "replace", "path": "/spec/replicas", "value": want}));
+    }
+    if !has_strategy(&current) {
+        ops.push(json!({"op": "add", "path": "/spec/strategy", "value": strategy()}));
     }
     if template {
         let want_t = template_of(desired).unwrap_or(Value::Null);
@@ -289,6 +462,76 @@ pub async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(
     Ok(())
 }
 
+/// Whether an existing object may be managed for the Canary with uid
+/// `owner_uid`: it is owned by it, or a person handed it over with the
+/// [`MANAGED_BY_LABEL`] label (`coalmine`) and no other controller owns it.
+pub fn ours(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owner_uid: &str,
+) -> bool {
+    let owners = meta.owner_references.as_deref().unwrap_or_default();
+    if owners.iter().any(|o| o.uid == owner_uid) {
+        return true;
+    }
+    let handed_over = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGER);
+    handed_over && !owners.iter().any(|o| o.controller == Some(true))
+}
+
+/// The refusal for Deployments and Services named like the Canary's that
+/// coalmine did not create: taking them over would replace a running
+/// app's selector, ports or pods.
+pub fn not_ours(kind: &str, name: &str) -> coalmine_core::Problem {
+    let (what, hint) = if kind == "Service" {
+        (
+            "its selector would be replaced by the Canary's",
+            format!(
+                "to hand it over (its ports are kept), label it: `kubectl label service {name} {MANAGED_BY_LABEL}={MANAGER}`; or delete it, or name the Canary differently"
+            ),
+        )
+    } else {
+        (
+            "coalmine runs its own pods under this name, and a Deployment's selector cannot change to take the track label",
+            "name the Canary differently, let its Service send to both apps' pods, then delete the old Deployment (docs/controller.md, \"Adopting a running app\")".to_owned(),
+        )
+    };
+    coalmine_core::Problem::error(
+        "metadata.name",
+        format!("{kind} {name} exists and was not created by this Canary: {what}"),
+    )
+    .hint(hint)
+}
+
+/// The Service's ports once `want` is in: the existing ports stay (an
+/// adopted Service's other ports keep serving); the one with `want`'s port
+/// number takes `want`'s target.
+fn merged_ports(
+    have: &[k8s_openapi::api::core::v1::ServicePort],
+    want: &k8s_openapi::api::core::v1::ServicePort,
+) -> Vec<k8s_openapi::api::core::v1::ServicePort> {
+    let mut out = have.to_vec();
+    match out.iter_mut().find(|p| p.port == want.port) {
+        Some(p) => {
+            p.target_port = want.target_port.clone();
+            if p.protocol.is_none() {
+                p.protocol = want.protocol.clone();
+            }
+        }
+        None => {
+            let mut p = want.clone();
+            // Service ports need distinct names once there are several.
+            if out.iter().any(|o| o.name == p.name) {
+                p.name = Some(format!("coalmine-{}", want.port));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Creates `desired` if missing, or sets its selector and port.
 pub async fn ensure_service(api: &Api<Service>, desired: &Service) -> Result<(), Error> {
     let name = desired.metadata.name.clone().unwrap_or_default();
@@ -298,18 +541,16 @@ pub async fn ensure_service(api: &Api<Service>, desired: &Service) -> Result<(),
     };
     let want = desired.spec.clone().unwrap_or_default();
     let have = current.spec.clone().unwrap_or_default();
-    let port = |s: &k8s_openapi::api::core::v1::ServiceSpec| {
-        s.ports
-            .as_ref()
-            .and_then(|p| p.first())
-            .map(|p| (p.port, p.target_port.clone()))
-    };
     let mut ops = Vec::new();
     if want.selector != have.selector {
         ops.push(json!({"op": "replace", "path": "/spec/selector", "value": want.selector}));
     }
-    if port(&want) != port(&have) {
-        ops.push(json!({"op": "replace", "path": "/spec/ports", "value": want.ports}));
+    if let Some(port) = want.ports.as_ref().and_then(|p| p.first()) {
+        let have_ports = have.ports.clone().unwrap_or_default();
+        let ports = merged_ports(&have_ports, port);
+        if ports != have_ports {
+            ops.push(json!({"op": "replace", "path": "/spec/ports", "value": ports}));
+        }
     }
     if !ops.is_empty() {
         api.patch(&name, &PatchParams::default(), &json_patch(ops)?)
@@ -384,6 +625,44 @@ mod tests {
         let v = serde_json::to_value(&svc).expect("json");
         assert_eq!(v["spec"]["ports"][0]["port"], 8080);
         assert_eq!(v["spec"]["selector"], json!({"app": "web"}));
+    }
+
+    #[test]
+    fn serving_counts_ready_endpoints_per_track_once_each() {
+        let ep = |pod: &str, ready: bool| {
+            json!({"addresses": ["10.0.0.1"], "conditions": {"ready": ready},
+                   "targetRef": {"kind": "Pod", "name": pod}})
+        };
+        let slice = |eps: Vec<Value>| -> k8s_openapi::api::discovery::v1::EndpointSlice {
+            serde_json::from_value(json!({"addressType": "IPv4", "endpoints": eps}))
+                .expect("a slice")
+        };
+        let slices = [
+            slice(vec![
+                ep("web-7d9c5b8f4-abcde", true),
+                ep("web-7d9c5b8f4-fghij", false),
+                ep("web-canary-5f6d7c9b8-klmno", true),
+            ]),
+            // Moving between slices: listed twice, counted once.
+            slice(vec![ep("web-canary-5f6d7c9b8-klmno", true)]),
+        ];
+        assert_eq!(
+            count_serving(&slices, "web"),
+            Serving {
+                stable: 1,
+                canary: 1
+            }
+        );
+        let d = deployment(
+            "web",
+            &owner(),
+            &selector_labels(&spec()),
+            json!({}),
+            Track::Stable,
+            2,
+        )
+        .expect("built");
+        assert!(has_strategy(&d), "never fewer available pods than wanted");
     }
 
     #[test]

@@ -408,10 +408,18 @@ async fn a_stable_deployment_deleted_mid_rollout_comes_back_at_the_stable_revisi
     })
     .await?;
     assert_eq!(
-        shape(&back),
-        (3, "web:1".to_owned()),
-        "stable's revision at the rollout's split, not the spec's image"
+        shape(&back).1,
+        "web:1",
+        "stable's revision, not the spec's image"
     );
+    // At the rollout's split once the canary's pod serves (stable shrinks
+    // only as far as Ready canary pods cover).
+    eventually(10, "stable at 3 pods of web:1", || async {
+        Ok(deployment(&client, "web")
+            .await?
+            .filter(|d| shape(d) == (3, "web:1".to_owned())))
+    })
+    .await?;
     // The rollout stays where it was (it may pass through Progressing
     // while the canary's scale-up to its 25% rolls out).
     eventually(10, "still paused at 25%", || async {

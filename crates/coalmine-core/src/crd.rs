@@ -81,6 +81,7 @@ pub fn definition() -> Value {
                     column("Step", "integer", ".status.step", "Steps done."),
                     column("Weight", "integer", ".status.weight", "Percent of traffic to the canary."),
                     column("Verdict", "string", ".status.analysis.verdict", "The judge's overall verdict."),
+                    column("Error", "string", ".status.conditions[?(@.type==\"Applied\")].message", "What the API server refused (RBAC, validation, quota), while it does."),
                     column("Age", "date", ".metadata.creationTimestamp", ""),
                 ],
             }],
@@ -393,6 +394,29 @@ fn restrict_spec(spec: &mut Value) {
         spec,
         "selector.matchExpressions[].operator",
         json!({"enum": ["In", "NotIn", "Exists", "DoesNotExist"]}),
+    );
+    // The selector becomes the Deployments' (which the API server never
+    // lets change) and the Service's (which has no expressions), so it is
+    // fixed once written and label-only.
+    set(
+        spec,
+        "selector.matchLabels",
+        json!({"maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 63}}),
+    );
+    set(spec, "selector.matchExpressions", json!({"maxItems": 16}));
+    rules(
+        spec,
+        "selector",
+        &[
+            (
+                "self == oldSelf",
+                "selector is immutable: the Deployments' selectors cannot change (delete the Canary and create it again to change it)",
+            ),
+            (
+                "!has(self.matchExpressions) || size(self.matchExpressions) == 0",
+                "matchExpressions are not supported: the Service selects by labels only; use matchLabels",
+            ),
+        ],
     );
     set(spec, "service.port", port.clone());
     rules(

@@ -98,7 +98,7 @@ fn kubectl_applies_the_crd_and_a_canary_and_shows_the_columns() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "PHASE", "STEP", "WEIGHT", "VERDICT", "AGE"],
+        ["NAME", "PHASE", "STEP", "WEIGHT", "VERDICT", "ERROR", "AGE"],
         "{table}"
     );
     assert!(
@@ -268,41 +268,24 @@ fn the_controller_gets_what_it_needs_and_no_more() {
         (
             "coalmine.dev",
             "canaries",
-            &["get", "list", "watch", "update", "patch"],
+            &["get", "list", "watch", "patch"],
         ),
-        (
-            "coalmine.dev",
-            "canaries/status",
-            &["get", "update", "patch"],
-        ),
+        ("coalmine.dev", "canaries/status", &["update"]),
         ("coalmine.dev", "canaries/finalizers", &["update"]),
         (
             "apps",
             "deployments",
-            &[
-                "get", "list", "watch", "create", "update", "patch", "delete",
-            ],
+            &["get", "list", "watch", "create", "patch"],
         ),
-        ("apps", "deployments/scale", &["get", "update", "patch"]),
-        (
-            "",
-            "services",
-            &[
-                "get", "list", "watch", "create", "update", "patch", "delete",
-            ],
-        ),
-        (
-            "gateway.networking.k8s.io",
-            "httproutes",
-            &["get", "list", "watch", "patch"],
-        ),
+        ("", "services", &["get", "create", "patch"]),
+        ("discovery.k8s.io", "endpointslices", &["list"]),
+        ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),
         (
             "networking.k8s.io",
             "ingresses",
-            &["get", "list", "watch", "create", "patch", "delete"],
+            &["get", "create", "patch", "delete"],
         ),
         ("networking.istio.io", "virtualservices", &["get", "patch"]),
-        ("", "events", &["create", "patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ];
     let expected: Vec<(String, String, Vec<String>)> = expected

@@ -273,6 +273,23 @@ impl TrafficRouter for GatewayApi {
         true
     }
 
+    fn refused<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+    ) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        Box::pin(async move {
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                target.client.clone(),
+                &target.namespace,
+                &http_route_resource(),
+            );
+            let Some(route) = api.get_opt(&self.http_route).await? else {
+                return Ok(None);
+            };
+            Ok(refusal(&self.http_route, &route.data))
+        })
+    }
+
     fn apply<'a>(
         &'a self,
         target: &'a RouteTarget,
@@ -308,6 +325,38 @@ impl TrafficRouter for GatewayApi {
                 if normalized(&wanted) == normalized(&spec) {
                     return Ok(());
                 }
+                // Gateway API before v1.3 has no `requestMirror.percent`: the
+                // API server prunes it and the mirror copies every request.
+                // Asked first with a dry run, so such a mirror is never written.
+                if routes.mirror_percent > 0 && routes.mirror_percent < 100 {
+                    let dry = PatchParams {
+                        dry_run: true,
+                        ..PatchParams::default()
+                    };
+                    let stored = api
+                        .patch(
+                            &self.http_route,
+                            &dry,
+                            &Patch::Merge(spec_patch(&route, wanted.clone())),
+                        )
+                        .await;
+                    match stored {
+                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        r => {
+                            let stored = r?;
+                            if !has_mirror_percent(stored.data.get("spec").unwrap_or(&Value::Null))
+                            {
+                                return Err(Error::Missing {
+                                    field: "spec.steps[].setMirror",
+                                    what: format!(
+                                        "the installed HTTPRoute CRD has no requestMirror.percent (Gateway API before v1.3), so HTTPRoute {} would mirror every request instead of {}%; install Gateway API v1.3 or newer, or remove the setMirror step",
+                                        self.http_route, routes.mirror_percent
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
                 match api
                     .patch(
                         &self.http_route,
@@ -328,9 +377,69 @@ impl TrafficRouter for GatewayApi {
     }
 }
 
+/// Why a parent (a Gateway) refuses the route, from `status.parents`:
+/// an `Accepted` or `ResolvedRefs` condition that is `False`.
+pub fn refusal(name: &str, route: &Value) -> Option<String> {
+    let parents = route.pointer("/status/parents")?.as_array()?;
+    parents.iter().find_map(|p| {
+        let parent = p
+            .pointer("/parentRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        p.get("conditions")?.as_array()?.iter().find_map(|c| {
+            let t = c.get("type")?.as_str()?;
+            let refused = matches!(t, "Accepted" | "ResolvedRefs")
+                && c.get("status").and_then(Value::as_str) == Some("False");
+            refused.then(|| {
+                format!(
+                    "HTTPRoute {name} is not in effect: its parent {parent} says {t}=False ({}: {})",
+                    c.get("reason").and_then(Value::as_str).unwrap_or(""),
+                    c.get("message").and_then(Value::as_str).unwrap_or("")
+                )
+            })
+        })
+    })
+}
+
+/// Whether some rule of `spec` has a `RequestMirror` filter with a percent.
+fn has_mirror_percent(spec: &Value) -> bool {
+    spec.get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("filters").and_then(Value::as_array))
+        .flatten()
+        .any(|f| f.pointer("/requestMirror/percent").is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parent_saying_false_is_a_refusal() {
+        let cond =
+            |t: &str, st: &str| json!({"type": t, "status": st, "reason": "R", "message": "m"});
+        let route = |conds: Vec<Value>| json!({"status": {"parents": [{"parentRef": {"name": "gw"}, "conditions": conds}]}});
+        assert_eq!(refusal("web", &json!({})), None, "no status: nothing says");
+        let ok = route(vec![cond("Accepted", "True"), cond("ResolvedRefs", "True")]);
+        assert_eq!(refusal("web", &ok), None);
+        let bad = route(vec![
+            cond("Accepted", "True"),
+            cond("ResolvedRefs", "False"),
+        ]);
+        let why = refusal("web", &bad).expect("refused");
+        assert!(
+            why.contains("gw") && why.contains("ResolvedRefs=False (R: m)"),
+            "{why}"
+        );
+        assert!(has_mirror_percent(
+            &json!({"rules": [{"filters": [{"requestMirror": {"percent": 5}}]}]})
+        ));
+        assert!(!has_mirror_percent(
+            &json!({"rules": [{"filters": [{"requestMirror": {}}]}]})
+        ));
+    }
 
     fn route() -> Value {
         json!({

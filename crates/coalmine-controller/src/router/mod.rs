@@ -74,6 +74,17 @@ pub trait TrafficRouter: Send + Sync {
         routes: &'a Routes,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
+    /// Why the router's object is refused by whoever serves it (a
+    /// Gateway's `Accepted`/`ResolvedRefs` conditions on an HTTPRoute),
+    /// when it is; `None` when it is accepted or nothing says.
+    fn refused<'a>(
+        &'a self,
+        target: &'a RouteTarget,
+    ) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        let _ = target;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Removes what the router added to objects the Canary does not own
     /// (the Canary is being deleted): all traffic to stable.
     fn cleanup<'a>(&'a self, target: &'a RouteTarget) -> BoxFuture<'a, Result<(), Error>> {

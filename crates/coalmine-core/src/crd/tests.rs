@@ -574,7 +574,10 @@ fn printer_columns_and_subresources_point_at_fields() {
         .iter()
         .map(|c| c["name"].as_str().expect("a name"))
         .collect();
-    assert_eq!(columns, ["Phase", "Step", "Weight", "Verdict", "Age"]);
+    assert_eq!(
+        columns,
+        ["Phase", "Step", "Weight", "Verdict", "Error", "Age"]
+    );
     for c in version["additionalPrinterColumns"]
         .as_array()
         .expect("columns")
@@ -583,6 +586,9 @@ fn printer_columns_and_subresources_point_at_fields() {
         if path.starts_with(".metadata") {
             continue;
         }
+        // A condition's field, picked by its type.
+        let path = path.replace("[?(@.type==\"Applied\")]", "[]");
+        let path = path.as_str();
         let node = at(&mut schema, path);
         assert_eq!(node["type"], c["type"], "column {path}");
     }
@@ -658,6 +664,11 @@ fn cel_walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
         let mut context = cel::Context::default();
         context
             .add_variable("self", value.clone())
+            .expect("a JSON value is a CEL value");
+        // Transition rules: as on an update that leaves the node as it is
+        // (the API server skips them on create).
+        context
+            .add_variable("oldSelf", value.clone())
             .expect("a JSON value is a CEL value");
         match program.execute(&context) {
             Ok(cel::Value::Bool(true)) => {}
