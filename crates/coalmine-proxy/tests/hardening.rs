@@ -566,3 +566,70 @@ async fn ambiguous_request_heads_are_refused_or_made_plain() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_sticky_secret_file_makes_cookies_hold_across_replicas_and_restarts() {
+    bounded(LIMIT, async {
+        let stable = Upstream::start("stable").await;
+        let canary = Upstream::start("canary").await;
+        let dir = std::env::temp_dir().join(format!("coalmine-sticky-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let file = dir.join("secret");
+        std::fs::write(&file, "short\n").expect("write the secret");
+        let err = coalmine_proxy::read_sticky_secret(&file).expect_err("too short");
+        assert!(
+            err.contains("--sticky-secret-file") && err.contains("fewer than 16"),
+            "{err}"
+        );
+        std::fs::write(&file, "  0123456789abcdef0123456789abcdef\n").expect("write the secret");
+        let secret = coalmine_proxy::read_sticky_secret(&file).expect("a secret");
+        assert_eq!(secret, b"0123456789abcdef0123456789abcdef");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let start = |secret: Option<Vec<u8>>| {
+            TestProxy::start_with(
+                Config {
+                    stable: vec![stable.url()],
+                    canary: vec![canary.url()],
+                    routes: routes(r#"{"canaryWeight": 50, "stickyCookie": "ct"}"#),
+                    limits: Limits::default(),
+                    sticky_secret: secret,
+                },
+                Duration::from_secs(1),
+            )
+        };
+        let a = start(Some(secret.clone())).await;
+        // A client pinned to the canary by replica A.
+        let mut cookie = None;
+        for _ in 0..10 {
+            let reply = Conn::open(a.addr).await.get("/", &[]).await;
+            if reply.track() == "canary" {
+                let set = reply.header("set-cookie");
+                cookie = Some(set.split(';').next().unwrap_or_default().to_owned());
+                break;
+            }
+        }
+        let cookie = cookie.expect("weight 50 hands out a canary cookie");
+        // Replica B (or A restarted) with the same file keeps the pin: 20
+        // requests, all to the canary, and no new cookie.
+        let b = start(Some(secret)).await;
+        let mut conn = Conn::open(b.addr).await;
+        for _ in 0..20 {
+            let reply = conn.get("/", &[("cookie", cookie.as_str())]).await;
+            assert_eq!(reply.track(), "canary");
+            assert!(reply.headers.get("set-cookie").is_none());
+        }
+        // A proxy with a key of its own ignores the cookie: half of the
+        // requests go to stable, each with a fresh cookie.
+        let c = start(None).await;
+        let mut conn = Conn::open(c.addr).await;
+        let mut tracks = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let reply = conn.get("/", &[("cookie", cookie.as_str())]).await;
+            assert!(reply.headers.get("set-cookie").is_some());
+            tracks.insert(reply.track().to_owned());
+        }
+        assert_eq!(tracks.len(), 2, "{tracks:?}");
+    })
+    .await;
+}
