@@ -633,3 +633,92 @@ async fn a_sticky_secret_file_makes_cookies_hold_across_replicas_and_restarts() 
     })
     .await;
 }
+
+/// Reads from `s` until `answers` whole chunked answers from the test
+/// upstream came (each ends with the last chunk), or fails after 5 s.
+async fn read_answers(s: &mut TcpStream, answers: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while String::from_utf8_lossy(&got).matches("0\r\n\r\n").count() < answers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "{answers} answers expected, got {other:?} after: {}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn keep_alive_connections_go_on_across_idle_spells_pipelining_and_split_heads() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(canary.url(), Limits::default()).await;
+        let get = |n: u32| format!("GET /{n} HTTP/1.1\r\nhost: x\r\n\r\n").into_bytes();
+        let idle = || tokio::time::sleep(Duration::from_millis(150));
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        // One request, an idle spell (the connection lets its buffers
+        // go), and another on the same connection.
+        for n in 0..3 {
+            s.write_all(&get(n)).await.expect("write");
+            let got = read_answers(&mut s, 1).await;
+            assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+            idle().await;
+        }
+        // A request with the start of the next one behind it: the rest of
+        // the next comes after an idle spell.
+        let mut two = get(3);
+        let next = get(4);
+        two.extend_from_slice(&next[..10]);
+        s.write_all(&two).await.expect("write");
+        read_answers(&mut s, 1).await;
+        idle().await;
+        s.write_all(&next[10..]).await.expect("write");
+        let got = read_answers(&mut s, 1).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        // Three pipelined at once, then a body on the same connection.
+        let mut three = get(5);
+        three.extend(get(6));
+        three.extend(get(7));
+        s.write_all(&three).await.expect("write");
+        let got = read_answers(&mut s, 3).await;
+        assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
+        idle().await;
+        s.write_all(b"POST /8 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .expect("write");
+        let got = read_answers(&mut s, 1).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert_eq!(canary.count(), 9, "each request reached the upstream once");
+        // After an idle spell, an ambiguous head is still refused, and a
+        // `Connection: close` still closes.
+        idle().await;
+        s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.starts_with("HTTP/1.1 400"), "{rest}");
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        s.write_all(&get(9)).await.expect("write");
+        read_answers(&mut s, 1).await;
+        idle().await;
+        s.write_all(b"GET /10 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.starts_with("HTTP/1.1 200") && rest.ends_with("0\r\n\r\n"),
+            "answered, then closed: {rest}"
+        );
+        assert_eq!(canary.count(), 11);
+    })
+    .await;
+}
