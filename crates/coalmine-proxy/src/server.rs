@@ -12,7 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -356,7 +356,9 @@ async fn is_h2(stream: &tokio::net::TcpStream) -> Option<bool> {
 /// hyper's server connection keeps its read and write buffers (about
 /// 16 KiB) for as long as the connection lives, idle or not. Here a hyper
 /// connection serves a busy spell only: once an answer has gone out and
-/// the client has nothing more to read, the hyper connection is ended at
+/// the client has sent nothing for [`IDLE_RELEASE`] or a little more
+/// (checked by a timer per hyper connection, not per request, so a busy
+/// connection pays nothing per request), the hyper connection is ended at
 /// that message boundary (a graceful shutdown of an idle hyper connection,
 /// with the socket kept open: [`ClientIo`] skips the shutdown) and
 /// dropped with its buffers. The socket then waits for readability with
@@ -422,6 +424,11 @@ async fn serve_h1<H, F, B>(
         tokio::pin!(stopping);
         let mut stopped = false;
         let mut handing_over = false;
+        // Looked at every `IDLE_RELEASE`: a connection that began no
+        // request over a whole period and sits at a boundary is handed
+        // over. Busy connections never pay for it per request.
+        let mut tick = Box::pin(tokio::time::sleep(IDLE_RELEASE));
+        let mut seen = flags.begun();
         let ended = std::future::poll_fn(|cx| {
             if !stopped && stopping.as_mut().poll(cx).is_ready() {
                 stopped = true;
@@ -434,7 +441,18 @@ async fn serve_h1<H, F, B>(
                 }
                 return Poll::Ready(handing_over);
             }
-            if !handing_over && flags.idle() {
+            if handing_over || tick.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let begun = flags.begun();
+            let quiet = begun == seen;
+            seen = begun;
+            tick.as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_RELEASE);
+            if tick.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+            if quiet && flags.idle() {
                 // At a message boundary with nothing to read: end this
                 // hyper connection, keeping the socket.
                 handing_over = true;
@@ -490,9 +508,13 @@ fn connection_has_close(headers: &http::HeaderMap) -> bool {
     })
 }
 
+/// How long an HTTP/1 client connection sits idle, at least, before its
+/// hyper connection and buffers are let go (at most twice this).
+const IDLE_RELEASE: Duration = Duration::from_millis(250);
+
 /// Where a client connection's current exchange is, for [`serve_h1`];
 /// shared by the socket wrapper, the service and the answer body.
-struct Flags(AtomicU8);
+struct Flags(AtomicU8, AtomicU32);
 
 impl Flags {
     /// The request may be followed by a hand-over.
@@ -525,12 +547,18 @@ impl Flags {
     /// A request's head was read: whether hyper will keep the connection
     /// at a clean boundary after it.
     fn begin<T: Body>(&self, req: &Request<T>) {
+        self.1.fetch_add(1, Ordering::Relaxed);
         let reusable = req.version() == http::Version::HTTP_11
             && req.body().is_end_stream()
             && !req.headers().contains_key(header::UPGRADE)
             && !connection_has_close(req.headers());
         self.0
             .store(if reusable { Self::REUSABLE } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// Requests begun so far.
+    fn begun(&self) -> u32 {
+        self.1.load(Ordering::Relaxed)
     }
 
     fn refuse(&self) {
@@ -623,7 +651,7 @@ impl ClientIo {
         ClientIo {
             stream,
             ahead: Bytes::new(),
-            flags: Arc::new(Flags(AtomicU8::new(0))),
+            flags: Arc::new(Flags(AtomicU8::new(0), AtomicU32::new(0))),
         }
     }
 }

@@ -659,7 +659,9 @@ async fn keep_alive_connections_go_on_across_idle_spells_pipelining_and_split_he
         let canary = Upstream::start("canary").await;
         let proxy = all_to_canary(canary.url(), Limits::default()).await;
         let get = |n: u32| format!("GET /{n} HTTP/1.1\r\nhost: x\r\n\r\n").into_bytes();
-        let idle = || tokio::time::sleep(Duration::from_millis(150));
+        // Longer than twice the idle time after which a connection lets
+        // its buffers go (250 ms).
+        let idle = || tokio::time::sleep(Duration::from_millis(600));
         let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
         // One request, an idle spell (the connection lets its buffers
         // go), and another on the same connection.
