@@ -509,8 +509,12 @@ fn connection_has_close(headers: &http::HeaderMap) -> bool {
 }
 
 /// How long an HTTP/1 client connection sits idle, at least, before its
-/// hyper connection and buffers are let go (at most twice this).
-const IDLE_RELEASE: Duration = Duration::from_millis(250);
+/// hyper connection and buffers are let go (at most twice this). Short,
+/// so that many connections opening at once do not each hold buffers for
+/// long (freed memory stays in the allocator: the peak is what the
+/// process keeps); long against the gaps between requests on a busy
+/// connection, which are not worth a new hyper connection each.
+const IDLE_RELEASE: Duration = Duration::from_millis(25);
 
 /// Where a client connection's current exchange is, for [`serve_h1`];
 /// shared by the socket wrapper, the service and the answer body.

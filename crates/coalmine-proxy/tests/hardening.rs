@@ -660,7 +660,7 @@ async fn keep_alive_connections_go_on_across_idle_spells_pipelining_and_split_he
         let proxy = all_to_canary(canary.url(), Limits::default()).await;
         let get = |n: u32| format!("GET /{n} HTTP/1.1\r\nhost: x\r\n\r\n").into_bytes();
         // Longer than twice the idle time after which a connection lets
-        // its buffers go (250 ms).
+        // its buffers go (25 ms).
         let idle = || tokio::time::sleep(Duration::from_millis(600));
         let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
         // One request, an idle spell (the connection lets its buffers
