@@ -111,8 +111,12 @@ impl Conn {
             return Err(Error::Closed(e));
         }
         let head_only = req.method() == Method::HEAD;
+        let mut scan = HeadScan::default();
         loop {
-            if let Some((resp, framing, keep_alive)) = parse_head(&mut self.read, head_only)? {
+            if scan.may_hold_head(&self.read)
+                && let Some((resp, framing, keep_alive)) = parse_head(&mut self.read, head_only)?
+            {
+                scan = HeadScan::default();
                 if resp.status().is_informational() {
                     // 1xx other than 101 (which a request without Upgrade
                     // cannot get): another head follows.
@@ -158,6 +162,69 @@ impl Conn {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read.reserve(READ_SIZE);
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.read)
+    }
+}
+
+/// Tells when a response head that arrives in pieces may be whole, so it
+/// is parsed once rather than from its start after every read (which
+/// costs quadratic time in a head trickled in a byte at a time).
+///
+/// The first look parses at once (a head nearly always arrives in one
+/// read); after that, only the bytes not seen before are scanned for the
+/// empty line that ends a head (`\n\n` or `\n\r\n`, after the empty
+/// lines httparse skips before the status line), so the work stays linear
+/// in the head's length.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// Whether the buffer was handed to the parser without a scan.
+    tried: bool,
+    /// Bytes of the buffer scanned.
+    scanned: usize,
+    /// Where the scan is in the head's lines.
+    state: ScanState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ScanState {
+    /// Before the status line: empty lines are skipped.
+    #[default]
+    Leading,
+    /// Within a line.
+    Line,
+    /// Just after a `\n`.
+    LineStart,
+    /// After `\n\r`.
+    LineStartCr,
+}
+
+impl HeadScan {
+    /// Whether `buf` should be handed to the parser now.
+    fn may_hold_head(&mut self, buf: &[u8]) -> bool {
+        if buf.is_empty() {
+            return false;
+        }
+        if !self.tried {
+            self.tried = true;
+            return true;
+        }
+        let new = buf.get(self.scanned..).unwrap_or_default();
+        for (i, &b) in new.iter().enumerate() {
+            self.state = match (self.state, b) {
+                (ScanState::Leading, b'\r' | b'\n') => ScanState::Leading,
+                (ScanState::Line, b'\n') => ScanState::LineStart,
+                (ScanState::LineStart, b'\r') => ScanState::LineStartCr,
+                (ScanState::LineStart | ScanState::LineStartCr, b'\n') => {
+                    // An empty line: the head may end here. Scanning
+                    // resumes after it should the parser want more.
+                    self.scanned += i + 1;
+                    self.state = ScanState::Line;
+                    return true;
+                }
+                _ => ScanState::Line,
+            };
+        }
+        self.scanned = buf.len();
+        false
     }
 }
 
@@ -567,9 +634,17 @@ pub fn decode_for_fuzzing(data: &[u8]) {
     let piece = usize::from(first >> 1).max(1);
     let mut pieces = rest.chunks(piece);
     let mut buf = BytesMut::new();
+    let mut scan = HeadScan::default();
     let mut framing = loop {
-        match parse_head(&mut buf, head_only) {
-            Ok(Some((resp, _, _))) if resp.status().is_informational() => {}
+        let parsed = if scan.may_hold_head(&buf) {
+            parse_head(&mut buf, head_only)
+        } else {
+            Ok(None)
+        };
+        match parsed {
+            Ok(Some((resp, _, _))) if resp.status().is_informational() => {
+                scan = HeadScan::default();
+            }
             Ok(Some((_, framing, _))) => break framing,
             Ok(None) if buf.len() < MAX_HEAD => match pieces.next() {
                 Some(p) => buf.extend_from_slice(p),
@@ -658,6 +733,55 @@ mod tests {
             }
         }
         Err(format!("not finished: {framing:?}"))
+    }
+
+    /// Feeds `wire` in `piece`-byte reads as `exchange` does; the head's
+    /// status and how many times the parser ran.
+    fn trickle(wire: &[u8], piece: usize) -> (Option<u16>, usize) {
+        let mut buf = BytesMut::new();
+        let mut scan = HeadScan::default();
+        let mut parses = 0;
+        for p in wire.chunks(piece) {
+            buf.extend_from_slice(p);
+            if scan.may_hold_head(&buf) {
+                parses += 1;
+                match parse_head(&mut buf, false) {
+                    Ok(Some((resp, _, _))) if resp.status().is_informational() => {
+                        scan = HeadScan::default();
+                    }
+                    Ok(Some((resp, _, _))) => return (Some(resp.status().as_u16()), parses),
+                    Ok(None) => {}
+                    Err(_) => return (None, parses),
+                }
+            }
+        }
+        (None, parses)
+    }
+
+    #[test]
+    fn a_trickled_head_is_parsed_once_not_after_every_read() {
+        let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+        for i in 0..90 {
+            head.extend_from_slice(format!("x-filler-{i}: {}\r\n", "v".repeat(600)).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert!(head.len() > 50_000 && head.len() < MAX_HEAD);
+        // A read per byte: the parser runs for the first byte and once
+        // the empty line is in, never in between.
+        let (status, parses) = trickle(&head, 1);
+        assert_eq!((status, parses), (Some(200), 2));
+        // Bare LF line ends, empty lines before the status line, and a
+        // 1xx head before the answer: still one parse per head (+ the
+        // first look at each read that starts one).
+        let wire = b"\r\n\r\nHTTP/1.1 100 Continue\n\nHTTP/1.1 204 No Content\nx: y\n\r\n";
+        let (status, parses) = trickle(wire, 1);
+        assert_eq!(status, Some(204));
+        assert!(parses <= 4, "{parses} parses");
+        for piece in 1..wire.len() {
+            assert_eq!(trickle(wire, piece).0, Some(204), "pieces of {piece}");
+        }
+        // In one read, as nearly always: one parse.
+        assert_eq!(trickle(&head, head.len()), (Some(200), 1));
     }
 
     #[test]

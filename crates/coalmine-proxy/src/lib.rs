@@ -51,9 +51,33 @@ pub struct Config {
     pub routes: Routes,
     /// Timeouts and limits.
     pub limits: Limits,
-    /// The secret that signs sticky cookies; random per process when
-    /// absent (cookies then hold until the proxy restarts).
+    /// The secret that signs sticky cookies ([`read_sticky_secret`]);
+    /// random per process when absent (cookies then hold until the proxy
+    /// restarts, and only on this proxy).
     pub sticky_secret: Option<Vec<u8>>,
+}
+
+/// Fewest bytes a sticky-cookie secret may have (128 bits).
+pub const MIN_STICKY_SECRET: usize = 16;
+
+/// The sticky-cookie secret in `path` (`--sticky-secret-file`): the file's
+/// bytes, surrounding whitespace trimmed, at least [`MIN_STICKY_SECRET`]
+/// of them. Proxies given the same file accept each other's cookies, and
+/// a restart keeps them valid.
+pub fn read_sticky_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("--sticky-secret-file {}: {e}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    if secret.len() < MIN_STICKY_SECRET {
+        return Err(format!(
+            "--sticky-secret-file {}: the secret has {} bytes, fewer than {MIN_STICKY_SECRET}; \
+             make one with `head -c 32 /dev/urandom | base64 > {}`",
+            path.display(),
+            secret.len(),
+            path.display()
+        ));
+    }
+    Ok(secret.to_vec())
 }
 
 /// Why a proxy could not be configured.

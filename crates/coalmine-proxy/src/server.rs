@@ -12,19 +12,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::header::HeaderValue;
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 
 /// Largest request head read (hyper's default is about 400 KiB; HAProxy's
@@ -113,18 +116,8 @@ pub async fn serve_with<H, F, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // Runs from the end of an answer too, so it closes idle
-        // keep-alive connections.
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(MAX_REQUEST_HEAD)
-        // Measured: one flat buffer per answer costs 2% fewer instructions
-        // per request than a vectored write of headers and body.
-        .writev(false);
+    // HTTP/2 (prior knowledge) connections.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
     // An HTTP/2 client that stops answering pings is closed.
     builder
         .http2()
@@ -132,6 +125,23 @@ pub async fn serve_with<H, F, B>(
         .keep_alive_interval(limits.header_timeout)
         .keep_alive_timeout(limits.header_timeout.min(Duration::from_secs(20)));
     let builder = Arc::new(builder);
+    // HTTP/1 connections, one hyper connection per busy spell
+    // (`serve_h1`).
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .keep_alive(true)
+        // The time to send a head once its first byte came; between
+        // requests `serve_h1` times the wait itself.
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        // The buffer's limit alone lets a head through that arrives in
+        // one read past it: this one counts the parsed head.
+        .max_header_size(MAX_REQUEST_HEAD)
+        // Measured: one flat buffer per answer costs 2% fewer instructions
+        // per request than a vectored write of headers and body.
+        .writev(false);
+    let h1 = Arc::new(h1);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let max = fd_budget().map_or(limits.max_connections, |fds| {
         fds.min(limits.max_connections)
     });
@@ -164,26 +174,32 @@ pub async fn serve_with<H, F, B>(
                     ip: HeaderValue::from_str(&remote.ip().to_string())
                         .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 };
-                let service = service_fn(move |req| {
-                    let fut = handler(req, peer.clone());
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
                 let builder = builder.clone();
+                let h1 = h1.clone();
                 let watcher = graceful.watcher();
+                let stop = stop_rx.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
                     // hyper's header timeout starts once it knows the
                     // protocol, which takes a first byte: a client that
                     // never sends one is closed here.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                        Ok(Ok(1..)) => {}
-                        _ => return,
-                    }
-                    let io = TokioIo::new(Stalls::new(stream, write_timeout));
-                    let conn = builder.serve_connection_with_upgrades(io, service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    match tokio::time::timeout(header_timeout, is_h2(&stream)).await {
+                        Ok(Some(false)) => {
+                            let io = ClientIo::new(Stalls::new(stream, write_timeout));
+                            serve_h1(io, &h1, handler, peer, header_timeout, stop).await;
+                        }
+                        Ok(Some(true)) => {
+                            let service = service_fn(move |req| {
+                                let fut = handler(req, peer.clone());
+                                async move { Ok::<_, Infallible>(fut.await) }
+                            });
+                            let io = TokioIo::new(Stalls::new(stream, write_timeout));
+                            let conn = builder.serve_connection_with_upgrades(io, service);
+                            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        }
+                        Ok(None) | Err(_) => {}
                     }
                 });
             }
@@ -191,10 +207,14 @@ pub async fn serve_with<H, F, B>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(max.max(1)).unwrap_or(u32::MAX);
+    let finished = async {
+        graceful.shutdown().await;
+        // Every connection holds a slot: all slots back, all closed.
+        let _ = slots.acquire_many(all).await;
+    };
+    if tokio::time::timeout(grace, finished).await.is_err() {
         tracing::warn!("connections still open after {grace:?}; closing them");
     }
 }
@@ -305,5 +325,397 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stalls<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Whether a connection speaks HTTP/2 with prior knowledge (its first
+/// bytes are the preface's `PRI `), once it has sent enough to tell;
+/// `None` if it closes first. Request methods starting with `P` need a
+/// few bytes; any other first byte is HTTP/1 at once.
+async fn is_h2(stream: &tokio::net::TcpStream) -> Option<bool> {
+    let mut first = [0u8; 4];
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let n = stream.peek(&mut first).await.ok()?;
+        match (n, first[0]) {
+            (0, _) => return None,
+            (_, b'P') if n < first.len() => {
+                // `peek` returns at once while bytes wait unread: look
+                // again later, less and less often (a client that sends
+                // `P` and stops costs a few wake-ups until the timeout).
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            _ => return Some(first == *b"PRI "),
+        }
+    }
+}
+
+/// Serves an HTTP/1 client connection with no buffer held while it idles.
+///
+/// hyper's server connection keeps its read and write buffers (about
+/// 16 KiB) for as long as the connection lives, idle or not. Here a hyper
+/// connection serves a busy spell only: once an answer has gone out and
+/// the client has sent nothing for [`IDLE_RELEASE`] or a little more
+/// (checked by a timer per hyper connection, not per request, so a busy
+/// connection pays nothing per request), the hyper connection is ended at
+/// that message boundary (a graceful shutdown of an idle hyper connection,
+/// with the socket kept open: [`ClientIo`] skips the shutdown) and
+/// dropped with its buffers. The socket then waits for readability with
+/// nothing allocated, and the next request starts a new hyper connection,
+/// given any bytes the old one had read ahead.
+///
+/// Only at a boundary hyper itself would keep the connection alive across:
+/// a request without a body (so no unread body can remain), HTTP/1.1,
+/// neither side asking to close, no upgrade, its answer's body ended and
+/// flushed. Every other case stays with the hyper connection, which then
+/// ends the connection as it always does. The hand-over is checked: it
+/// counts only when hyper finishes at once; otherwise the connection
+/// closes.
+async fn serve_h1<H, F, B>(
+    mut io: ClientIo,
+    h1: &http1::Builder,
+    handler: H,
+    peer: Peer,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let flags = io.flags.clone();
+    loop {
+        if io.ahead.is_empty() {
+            // Idle: wait for the next request's first byte (or the end of
+            // the connection, which hyper then reads as such).
+            tokio::select! {
+                ready = tokio::time::timeout(idle_timeout, io.stream.io.readable()) => {
+                    if !matches!(ready, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+        flags.reset();
+        let service = {
+            let (handler, peer, flags) = (handler.clone(), peer.clone(), flags.clone());
+            service_fn(move |req: Request<Incoming>| {
+                flags.begin(&req);
+                let fut = handler(req, peer.clone());
+                let flags = flags.clone();
+                async move {
+                    let resp = fut.await;
+                    if connection_has_close(resp.headers()) {
+                        flags.refuse();
+                    }
+                    Ok::<_, Infallible>(resp.map(|inner| Watched { inner, flags }))
+                }
+            })
+        };
+        let mut conn = Box::pin(
+            h1.serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let stopping = stop.wait_for(|stop| *stop);
+        tokio::pin!(stopping);
+        let mut stopped = false;
+        let mut handing_over = false;
+        // Looked at every `IDLE_RELEASE`: a connection that began no
+        // request over a whole period and sits at a boundary is handed
+        // over. Busy connections never pay for it per request.
+        let mut tick = Box::pin(tokio::time::sleep(IDLE_RELEASE));
+        let mut seen = flags.begun();
+        let ended = std::future::poll_fn(|cx| {
+            if !stopped && stopping.as_mut().poll(cx).is_ready() {
+                stopped = true;
+                flags.refuse();
+                conn.as_mut().graceful_shutdown();
+            }
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return Poll::Ready(handing_over);
+            }
+            if handing_over || tick.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let begun = flags.begun();
+            let quiet = begun == seen;
+            seen = begun;
+            tick.as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_RELEASE);
+            if tick.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+            if quiet && flags.idle() {
+                // At a message boundary with nothing to read: end this
+                // hyper connection, keeping the socket.
+                handing_over = true;
+                flags.hand_over(true);
+                conn.as_mut().graceful_shutdown();
+                match conn.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(true),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                        flags.hand_over(false);
+                        return Poll::Ready(false);
+                    }
+                    Poll::Pending => {
+                        // Not idle after all: hyper finishes this
+                        // connection its own way and closes it.
+                        flags.hand_over(false);
+                        flags.refuse();
+                        handing_over = false;
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        if !ended {
+            return;
+        }
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return;
+        };
+        io = parts.io.into_inner();
+        flags.hand_over(false);
+        // What hyper read beyond the last request (the start of the next
+        // one) goes first to the next hyper connection.
+        if !parts.read_buf.is_empty() {
+            io.ahead = if io.ahead.is_empty() {
+                parts.read_buf
+            } else {
+                let mut joined = Vec::with_capacity(parts.read_buf.len() + io.ahead.len());
+                joined.extend_from_slice(&parts.read_buf);
+                joined.extend_from_slice(&io.ahead);
+                Bytes::from(joined)
+            };
+        }
+    }
+}
+
+/// Whether a `Connection` header says `close`.
+fn connection_has_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
+/// How long an HTTP/1 client connection sits idle, at least, before its
+/// hyper connection and buffers are let go (at most twice this). Short,
+/// so that many connections opening at once do not each hold buffers for
+/// long (freed memory stays in the allocator: the peak is what the
+/// process keeps); long against the gaps between requests on a busy
+/// connection, which are not worth a new hyper connection each.
+const IDLE_RELEASE: Duration = Duration::from_millis(25);
+
+/// Where a client connection's current exchange is, for [`serve_h1`];
+/// shared by the socket wrapper, the service and the answer body.
+struct Flags(AtomicU8, AtomicU32);
+
+impl Flags {
+    /// The request may be followed by a hand-over.
+    const REUSABLE: u8 = 1;
+    /// Its answer's body has ended.
+    const ANSWERED: u8 = 2;
+    /// ... and has been flushed to the socket.
+    const FLUSHED: u8 = 4;
+    /// ... and the socket had nothing more to read.
+    const IDLE: u8 = 8;
+    /// The hyper connection is ending for a hand-over: keep the socket.
+    const HANDING_OVER: u8 = 16;
+
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, bit: u8) {
+        self.0.fetch_or(bit, Ordering::Relaxed);
+    }
+
+    fn clear(&self, bit: u8) {
+        self.0.fetch_and(!bit, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// A request's head was read: whether hyper will keep the connection
+    /// at a clean boundary after it.
+    fn begin<T: Body>(&self, req: &Request<T>) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        let reusable = req.version() == http::Version::HTTP_11
+            && req.body().is_end_stream()
+            && !req.headers().contains_key(header::UPGRADE)
+            && !connection_has_close(req.headers());
+        self.0
+            .store(if reusable { Self::REUSABLE } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// Requests begun so far.
+    fn begun(&self) -> u32 {
+        self.1.load(Ordering::Relaxed)
+    }
+
+    fn refuse(&self) {
+        self.clear(Self::REUSABLE | Self::IDLE);
+    }
+
+    fn idle(&self) -> bool {
+        self.get() & Self::IDLE != 0
+    }
+
+    fn hand_over(&self, on: bool) {
+        if on {
+            self.set(Self::HANDING_OVER);
+        } else {
+            self.clear(Self::HANDING_OVER);
+        }
+    }
+
+    fn answered(&self) {
+        self.set(Self::ANSWERED);
+    }
+
+    /// After a successful flush.
+    fn flushed(&self) {
+        if self.get() & Self::ANSWERED != 0 {
+            self.set(Self::FLUSHED);
+        }
+    }
+
+    /// After a read of the socket found nothing.
+    fn nothing_to_read(&self) {
+        let done = Self::REUSABLE | Self::ANSWERED | Self::FLUSHED;
+        if self.get() & done == done {
+            self.set(Self::IDLE);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer body that tells [`Flags`] when it has ended.
+    struct Watched<B> {
+        #[pin]
+        inner: B,
+        flags: Arc<Flags>,
+    }
+}
+
+impl<B: Body> Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.flags.answered(),
+            Poll::Ready(Some(Err(_))) => this.flags.refuse(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.flags.answered();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client socket for [`serve_h1`]: bytes read ahead by the previous
+/// hyper connection come first, reads and flushes feed [`Flags`], and the
+/// shutdown is skipped while a hyper connection ends for a hand-over.
+struct ClientIo {
+    stream: Stalls<tokio::net::TcpStream>,
+    ahead: Bytes,
+    flags: Arc<Flags>,
+}
+
+impl ClientIo {
+    fn new(stream: Stalls<tokio::net::TcpStream>) -> Self {
+        ClientIo {
+            stream,
+            ahead: Bytes::new(),
+            flags: Arc::new(Flags(AtomicU8::new(0), AtomicU32::new(0))),
+        }
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.ahead.is_empty() {
+            let n = this.ahead.len().min(buf.remaining());
+            buf.put_slice(&this.ahead[..n]);
+            this.ahead.advance(n);
+            this.flags.clear(Flags::IDLE);
+            return Poll::Ready(Ok(()));
+        }
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        match polled {
+            Poll::Pending => this.flags.nothing_to_read(),
+            Poll::Ready(_) => this.flags.clear(Flags::IDLE),
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = polled {
+            self.flags.flushed();
+        }
+        polled
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.flags.get() & Flags::HANDING_OVER != 0 {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -566,3 +566,161 @@ async fn ambiguous_request_heads_are_refused_or_made_plain() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_sticky_secret_file_makes_cookies_hold_across_replicas_and_restarts() {
+    bounded(LIMIT, async {
+        let stable = Upstream::start("stable").await;
+        let canary = Upstream::start("canary").await;
+        let dir = std::env::temp_dir().join(format!("coalmine-sticky-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let file = dir.join("secret");
+        std::fs::write(&file, "short\n").expect("write the secret");
+        let err = coalmine_proxy::read_sticky_secret(&file).expect_err("too short");
+        assert!(
+            err.contains("--sticky-secret-file") && err.contains("fewer than 16"),
+            "{err}"
+        );
+        std::fs::write(&file, "  0123456789abcdef0123456789abcdef\n").expect("write the secret");
+        let secret = coalmine_proxy::read_sticky_secret(&file).expect("a secret");
+        assert_eq!(secret, b"0123456789abcdef0123456789abcdef");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let start = |secret: Option<Vec<u8>>| {
+            TestProxy::start_with(
+                Config {
+                    stable: vec![stable.url()],
+                    canary: vec![canary.url()],
+                    routes: routes(r#"{"canaryWeight": 50, "stickyCookie": "ct"}"#),
+                    limits: Limits::default(),
+                    sticky_secret: secret,
+                },
+                Duration::from_secs(1),
+            )
+        };
+        let a = start(Some(secret.clone())).await;
+        // A client pinned to the canary by replica A.
+        let mut cookie = None;
+        for _ in 0..10 {
+            let reply = Conn::open(a.addr).await.get("/", &[]).await;
+            if reply.track() == "canary" {
+                let set = reply.header("set-cookie");
+                cookie = Some(set.split(';').next().unwrap_or_default().to_owned());
+                break;
+            }
+        }
+        let cookie = cookie.expect("weight 50 hands out a canary cookie");
+        // Replica B (or A restarted) with the same file keeps the pin: 20
+        // requests, all to the canary, and no new cookie.
+        let b = start(Some(secret)).await;
+        let mut conn = Conn::open(b.addr).await;
+        for _ in 0..20 {
+            let reply = conn.get("/", &[("cookie", cookie.as_str())]).await;
+            assert_eq!(reply.track(), "canary");
+            assert!(reply.headers.get("set-cookie").is_none());
+        }
+        // A proxy with a key of its own ignores the cookie: half of the
+        // requests go to stable, each with a fresh cookie.
+        let c = start(None).await;
+        let mut conn = Conn::open(c.addr).await;
+        let mut tracks = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let reply = conn.get("/", &[("cookie", cookie.as_str())]).await;
+            assert!(reply.headers.get("set-cookie").is_some());
+            tracks.insert(reply.track().to_owned());
+        }
+        assert_eq!(tracks.len(), 2, "{tracks:?}");
+    })
+    .await;
+}
+
+/// Reads from `s` until `answers` whole chunked answers from the test
+/// upstream came (each ends with the last chunk), or fails after 5 s.
+async fn read_answers(s: &mut TcpStream, answers: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while String::from_utf8_lossy(&got).matches("0\r\n\r\n").count() < answers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "{answers} answers expected, got {other:?} after: {}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn keep_alive_connections_go_on_across_idle_spells_pipelining_and_split_heads() {
+    bounded(LIMIT, async {
+        let canary = Upstream::start("canary").await;
+        let proxy = all_to_canary(canary.url(), Limits::default()).await;
+        let get = |n: u32| format!("GET /{n} HTTP/1.1\r\nhost: x\r\n\r\n").into_bytes();
+        // Longer than twice the idle time after which a connection lets
+        // its buffers go (25 ms).
+        let idle = || tokio::time::sleep(Duration::from_millis(600));
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        // One request, an idle spell (the connection lets its buffers
+        // go), and another on the same connection.
+        for n in 0..3 {
+            s.write_all(&get(n)).await.expect("write");
+            let got = read_answers(&mut s, 1).await;
+            assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+            idle().await;
+        }
+        // A request with the start of the next one behind it: the rest of
+        // the next comes after an idle spell.
+        let mut two = get(3);
+        let next = get(4);
+        two.extend_from_slice(&next[..10]);
+        s.write_all(&two).await.expect("write");
+        read_answers(&mut s, 1).await;
+        idle().await;
+        s.write_all(&next[10..]).await.expect("write");
+        let got = read_answers(&mut s, 1).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        // Three pipelined at once, then a body on the same connection.
+        let mut three = get(5);
+        three.extend(get(6));
+        three.extend(get(7));
+        s.write_all(&three).await.expect("write");
+        let got = read_answers(&mut s, 3).await;
+        assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
+        idle().await;
+        s.write_all(b"POST /8 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .expect("write");
+        let got = read_answers(&mut s, 1).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert_eq!(canary.count(), 9, "each request reached the upstream once");
+        // After an idle spell, an ambiguous head is still refused, and a
+        // `Connection: close` still closes.
+        idle().await;
+        s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.starts_with("HTTP/1.1 400"), "{rest}");
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        s.write_all(&get(9)).await.expect("write");
+        read_answers(&mut s, 1).await;
+        idle().await;
+        s.write_all(b"GET /10 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.starts_with("HTTP/1.1 200") && rest.ends_with("0\r\n\r\n"),
+            "answered, then closed: {rest}"
+        );
+        assert_eq!(canary.count(), 11);
+    })
+    .await;
+}

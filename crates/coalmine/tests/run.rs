@@ -345,6 +345,42 @@ fn kill_9_and_restart_with_state_resumes_at_the_same_step() {
 }
 
 #[test]
+fn time_spent_down_is_not_bake_time_and_metrics_have_their_own_address() {
+    let r = rollout(
+        "downtime",
+        "0",
+        "    - setWeight: 10\n    - pause: {duration: 6s}\n    - setWeight: 60",
+    );
+    let state = r.path("state.json");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics_arg = metrics.to_string();
+    let mut run = r.start(&["--state", state_arg]);
+    assert!(wait_until(Duration::from_secs(10), || r.status()["weight"] == 10));
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = run.0.kill(); // SIGKILL, 5 s of the pause left
+    let _ = run.0.wait();
+    std::thread::sleep(Duration::from_secs(7));
+    let restarted = Instant::now();
+    let _run = r.start(&["--state", state_arg, "--metrics-listen", &metrics_arg]);
+    assert_eq!(
+        r.status()["weight"],
+        10,
+        "down longer than the pause, yet still in it"
+    );
+    assert!(wait_until(Duration::from_secs(12), || r.status()["weight"] == 60));
+    let waited = restarted.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "the pause ran on after the restart for what it had left: {waited:?}"
+    );
+    let (code, body) = get(metrics, "/metrics").expect("metrics on their own address");
+    assert_eq!(code, 200);
+    assert!(body.contains("coalmine_proxy_requests_total"), "{body}");
+    assert_eq!(get(metrics, "/status").map(|(c, _)| c), Some(404));
+}
+
+#[test]
 fn a_state_file_that_cannot_be_written_stops_neither_traffic_nor_the_rollout() {
     let r = rollout(
         "readonly",

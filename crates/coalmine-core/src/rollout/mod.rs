@@ -229,6 +229,27 @@ pub fn decide(plan: &Plan, status: &CanaryStatus, obs: &Observation, now: Time) 
     }
 }
 
+/// The status to go on from when the process that runs the rollout was
+/// down for `down` (local mode: `coalmine run` stopped, then restarted
+/// from its `--state` file). Nothing served the canary or judged it in
+/// that time, so the timers that measure time *under traffic* are moved
+/// later by `down`: a timed pause (bake time) and a gate's timeout get the
+/// time they had left, and the progress deadline does not fire for a
+/// canary that was never checked. The rollout's start and a person's
+/// pause keep their instants (they say when something happened, they do
+/// not time anything). In Kubernetes the data plane keeps serving while
+/// the controller is down, so the controller counts wall-clock time, as
+/// Argo Rollouts does with its stored pause start.
+pub fn discount_downtime(status: &CanaryStatus, down: Duration) -> CanaryStatus {
+    let mut s = status.clone();
+    if down.is_zero() || !matches!(s.phase, Phase::Progressing | Phase::Paused) {
+        return s;
+    }
+    s.step_started_at = s.step_started_at.map(|t| t.plus(down));
+    s.canary_unready_since = s.canary_unready_since.map(|t| t.plus(down));
+    s
+}
+
 fn steps_len(plan: &Plan) -> u32 {
     u32::try_from(plan.steps.len()).unwrap_or(u32::MAX)
 }

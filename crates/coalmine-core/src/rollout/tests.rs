@@ -654,3 +654,27 @@ fn numbers_are_short() {
     assert_eq!(short(0.0), "0");
     assert_eq!(short(20.0), "20");
 }
+
+#[test]
+fn time_spent_down_is_not_bake_time() {
+    // BRIEF_STEPS: setWeight 5, then a one-minute pause.
+    let mut run = Run::started(BRIEF_STEPS);
+    run.wait(Duration::from_secs(20));
+    assert_eq!(run.status.step, 1, "in the timed pause");
+    // The process stops here and comes back 10 minutes later: the pause
+    // has 40 s left, not none.
+    let down = Duration::from_mins(10);
+    run.status = discount_downtime(&run.status, down);
+    run.now = run.now.plus(down);
+    run.tick();
+    assert_eq!(run.status.step, 1, "still in the pause after a restart");
+    assert_eq!(run.status.weight, 5);
+    run.wait(Duration::from_secs(39));
+    assert_eq!(run.status.step, 1, "1 s of the pause left");
+    run.wait(Duration::from_secs(2));
+    assert_eq!(run.status.weight, 25, "the pause ended after its minute");
+    // Ended rollouts keep their instants.
+    let mut done = run.status.clone();
+    done.phase = Phase::Promoted;
+    assert_eq!(discount_downtime(&done, down), done);
+}

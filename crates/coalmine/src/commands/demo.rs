@@ -255,6 +255,8 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
     let options = Options {
         listen: Some(args.listen),
         admin: args.admin,
+        metrics_listen: None,
+        sticky_secret: None,
         admin_token: None,
         state: None,
         report: args.report.clone(),

@@ -38,6 +38,11 @@ pub struct Args {
     /// Also serve GET /metrics (alone) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Sign sticky cookies with the secret in this file (at least 16
+    /// bytes), so they stay valid across restarts and across replicas
+    /// given the same file [default: a random secret per process].
+    #[arg(long, value_name = "FILE")]
+    sticky_secret_file: Option<PathBuf>,
     /// A Canary file: its spec.upstreams give the pools (flags override).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -154,7 +159,11 @@ fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
             request_timeout: args.request_timeout.to_std(),
             ..Limits::default()
         },
-        sticky_secret: None,
+        sticky_secret: args
+            .sticky_secret_file
+            .as_deref()
+            .map(coalmine_proxy::read_sticky_secret)
+            .transpose()?,
     };
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     Ok((config, listen.unwrap_or(default_listen)))

@@ -57,6 +57,14 @@ pub struct Args {
     /// this file's first line.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Also serve GET /metrics (alone) on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Sign sticky cookies with the secret in this file (at least 16
+    /// bytes), so they stay valid across restarts [default: a random
+    /// secret per process].
+    #[arg(long, value_name = "FILE")]
+    sticky_secret_file: Option<PathBuf>,
     /// Write the final status and the judge's history here as JSON.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -91,8 +99,20 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let sticky_secret = match args.sticky_secret_file.as_deref() {
+        None => None,
+        Some(path) => match coalmine_proxy::read_sticky_secret(path) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                eprintln!("coalmine run: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let options = Options {
         listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        sticky_secret,
         admin: args.admin,
         admin_token,
         state: args.state,
@@ -183,6 +203,10 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// Admin address.
     pub admin: SocketAddr,
+    /// Where `GET /metrics` is also served alone, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The sticky cookies' secret (random when absent).
+    pub sticky_secret: Option<Vec<u8>>,
     /// The bearer token the admin API requires, if any.
     pub admin_token: Option<String>,
     /// State file.
@@ -298,6 +322,7 @@ pub struct Prepared {
     canary_urls: Vec<String>,
     data: TcpListener,
     control: TcpListener,
+    metrics: Option<TcpListener>,
     listen: SocketAddr,
     admin: SocketAddr,
 }
@@ -318,7 +343,9 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
     }
     let desired = canary.spec.desired_revision();
     let status = match &options.state {
-        Some(path) if path.exists() => checked_state(read_state(path)?, &plan, path)?,
+        Some(path) if path.exists() => {
+            resumed(checked_state(read_state(path)?, &plan, path)?, path)
+        }
         _ => CanaryStatus {
             stable_revision: canary.spec.local_stable_revision(),
             ..CanaryStatus::default()
@@ -336,7 +363,7 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
         canary: canary_urls.clone(),
         routes: Routes::all_stable(),
         limits: Limits::default(),
-        sticky_secret: None,
+        sticky_secret: options.sticky_secret.clone(),
     })
     .map_err(|e| format!("spec.upstreams: {e}"))?;
     let listen = match (options.listen, file_listen) {
@@ -355,6 +382,12 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
             options.admin
         )
     })?;
+    let metrics = match options.metrics_listen {
+        None => None,
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            format!("cannot listen on {addr} (metrics): {e} (use --metrics-listen ADDR)")
+        })?),
+    };
     let listen = data.local_addr().map_err(|e| format!("{listen}: {e}"))?;
     let admin = control
         .local_addr()
@@ -370,6 +403,7 @@ pub async fn prepare(canary: Canary, plan: Plan, options: Options) -> Result<Pre
         canary_urls,
         data,
         control,
+        metrics,
         listen,
         admin,
     })
@@ -403,6 +437,7 @@ impl Prepared {
             canary_urls,
             data,
             control,
+            metrics,
             listen,
             admin: admin_addr,
         } = self;
@@ -443,6 +478,10 @@ impl Prepared {
                 coalmine_proxy::admin::serve(control, guard, handler, stop).await;
             }
         });
+        if let Some(listener) = metrics {
+            let (proxy, stop) = (proxy.clone(), stopped(stop_rx.clone()));
+            tokio::spawn(async move { proxy.serve_metrics(listener, stop).await });
+        }
         let traffic_task = tokio::spawn({
             let (proxy, shared, stop) = (proxy.clone(), shared.clone(), stop_rx.clone());
             async move { shared.board.sample_traffic(proxy, stop).await }
@@ -580,6 +619,8 @@ impl Prepared {
                 if let Ok(mut s) = shared.status.lock() {
                     *s = decision.status.clone();
                 }
+            } else if let Some(path) = &options.state {
+                mark_alive(path);
             }
             status = decision.status.clone();
             track_weight(judging.as_mut(), status.weight, collected);
@@ -798,6 +839,48 @@ fn checked_state(status: CanaryStatus, plan: &Plan, path: &Path) -> Result<Canar
             path.display()
         )),
         None => Ok(status),
+    }
+}
+
+/// The saved status with the time no process ran the rollout taken off
+/// its timers (`rollout::discount_downtime`: without traffic there is no
+/// bake time). The state file's modification time tells when the last
+/// run was last alive, as every decision writes or touches the file
+/// ([`mark_alive`]); the estimate errs long by at most one decision's
+/// period, i.e. a timed pause may last that much longer, never shorter.
+/// The shifted status is written back at once, so a second restart does
+/// not count the first one's downtime again.
+fn resumed(status: CanaryStatus, path: &Path) -> CanaryStatus {
+    let Some(last_alive) = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .map(Time::from_unix_millis)
+    else {
+        return status;
+    };
+    let down = Time::now().since(last_alive);
+    let shifted = coalmine_core::rollout::discount_downtime(&status, down);
+    if shifted != status {
+        tracing::info!(down = %down, "--state: the rollout's timers resume where they stopped");
+        if let Err(e) = write_state(path, &shifted) {
+            tracing::warn!("{e}; the timers are shifted in memory only");
+        }
+    }
+    shifted
+}
+
+/// Moves the state file's modification time to now: the instant [`resumed`]
+/// takes as the last one this run was alive. A failure only makes a later
+/// restart count a little more time as down.
+fn mark_alive(path: &Path) {
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::debug!(path = %path.display(), error = %e, "cannot touch the state file");
     }
 }
 
