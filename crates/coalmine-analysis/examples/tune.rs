@@ -78,13 +78,7 @@ fn main() {
         .map(|m| m.split(',').filter_map(|n| Method::parse(n).ok()).collect())
         .unwrap_or_else(|| vec![Method::Coalmine]);
     for (name, s) in &scenarios {
-        let r = simulate(
-            s,
-            &methods,
-            runs,
-            seed,
-            2,
-        );
+        let r = simulate(s, &methods, runs, seed, 2);
         for m in &r.methods {
             println!(
                 "{name:<20} {:<15} rollback {:5.1}%  median {:>6}  pass {}",

@@ -587,7 +587,11 @@ mod tests {
         let a = g.assumed();
         assert!((a - (1.0 + 60.0 * WOBBLE / 4.0)).abs() < 1e-9, "{a}");
         let fading = 1.0 + (a - 1.0) * PRIOR_BLOCKS / (PRIOR_BLOCKS + 60.0);
-        assert!(g.short_phi() <= fading + 0.5, "{} vs {fading}", g.short_phi());
+        assert!(
+            g.short_phi() <= fading + 0.5,
+            "{} vs {fading}",
+            g.short_phi()
+        );
         assert!(g.short_phi() <= early, "{} then {early}", g.short_phi());
     }
 
@@ -618,7 +622,11 @@ mod tests {
         }
         // Residuals of 15 and 10 against a variance of 15: S / V ~ 10.8.
         assert!(g.measured() > 9.0, "{}", g.measured());
-        assert!((g.short_phi() - g.measured()).abs() < 1.5, "{}", g.short_phi());
+        assert!(
+            (g.short_phi() - g.measured()).abs() < 1.5,
+            "{}",
+            g.short_phi()
+        );
     }
 
     #[test]
@@ -627,7 +635,7 @@ mod tests {
         // period's assumed dispersion already counts the events so far.
         let mut g = Dispersion::new(6);
         g.update(Some(0.5), 3, 2);
-        let first = 1.0 + 0.5 * 5.0 * LONG_WOBBLE / 4.0;
+        let first = 1.0 + 5.0 * LONG_WOBBLE / 4.0;
         assert!((g.phi() - first).abs() < 1e-9, "{}", g.phi());
         for _ in 0..59 {
             g.update(Some(0.5), 3, 2);
@@ -635,7 +643,11 @@ mod tests {
         // Ten minutes, 300 events: `1 + 300 W / 4`, less what the measured
         // blocks (one ten-minute block so far, no degrees of freedom) say.
         let full = 1.0 + 300.0 * LONG_WOBBLE / 4.0;
-        assert!(g.phi() > 0.5 * full && g.phi() <= full + 1e-9, "{}", g.phi());
+        assert!(
+            g.phi() > 0.5 * full && g.phi() <= full + 1e-9,
+            "{}",
+            g.phi()
+        );
         assert!(g.short_phi() < g.phi());
     }
 

@@ -552,7 +552,7 @@ mod tests {
     fn methods_parse_by_name() {
         assert_eq!(Method::parse("mann-whitney"), Ok(Method::MannWhitney));
         assert!(
-            Method::parse("kayenta")
+            Method::parse("spinnaker")
                 .unwrap_err()
                 .contains("mann-whitney")
         );
