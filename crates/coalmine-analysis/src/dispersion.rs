@@ -380,7 +380,7 @@ impl Dispersion {
             .chunks(scale.blocks)
             .map(|c| c.iter().sum())
             .collect();
-        if self.block_events.len() % scale.blocks == 0 {
+        if self.block_events.len().is_multiple_of(scale.blocks) {
             periods.push(self.current_events);
         } else if let Some(last) = periods.last_mut() {
             *last += self.current_events;
