@@ -18,48 +18,53 @@ fn main() {
         noise_period_secs: period,
         ..healthy(50.0)
     };
+    let regression = |rps: f64, factor: f64, onset: u64| Scenario {
+        canary_errors: 0.005 * factor,
+        onset_secs: onset,
+        ..healthy(rps)
+    };
+    let stable_wobble = |period: u64, sigma: f64| Scenario {
+        noise_stable: sigma,
+        noise_period_secs: period,
+        ..healthy(50.0)
+    };
     let scenarios: Vec<(&str, Scenario)> = vec![
         ("healthy 100", healthy(100.0)),
         ("wobble 0.5 10s 50", wobble(10, 0.5)),
         ("wobble 0.5 1m 50", wobble(60, 0.5)),
         ("wobble 0.5 5m 50", wobble(300, 0.5)),
         ("wobble 0.5 10m 50", wobble(600, 0.5)),
+        ("stable 0.5 1m 50", stable_wobble(60, 0.5)),
+        ("stable 0.5 10m 50", stable_wobble(600, 0.5)),
         (
-            "1.3x 100",
+            "wobble 0.5 1m 1000",
             Scenario {
-                canary_errors: 0.0065,
-                ..healthy(100.0)
+                rps: 1000.0,
+                ..wobble(60, 0.5)
             },
         ),
         (
-            "2x onset 15m 100",
+            "wobble 0.5 10m 1000",
             Scenario {
-                canary_errors: 0.01,
-                onset_secs: 900,
-                ..healthy(100.0)
+                rps: 1000.0,
+                ..wobble(600, 0.5)
             },
         ),
         (
-            "2x 10",
+            "wobble 0.5 10m 10",
             Scenario {
-                canary_errors: 0.01,
-                ..healthy(10.0)
+                rps: 10.0,
+                ..wobble(600, 0.5)
             },
         ),
-        (
-            "2x 100",
-            Scenario {
-                canary_errors: 0.01,
-                ..healthy(100.0)
-            },
-        ),
-        (
-            "wobble 0.5 1m 10",
-            Scenario {
-                noise_canary: 0.5,
-                ..healthy(10.0)
-            },
-        ),
+        ("1.2x 100", regression(100.0, 1.2, 0)),
+        ("1.3x 100", regression(100.0, 1.3, 0)),
+        ("1.5x 10", regression(10.0, 1.5, 0)),
+        ("2x 5", regression(5.0, 2.0, 0)),
+        ("2x 10", regression(10.0, 2.0, 0)),
+        ("2x onset 15m 100", regression(100.0, 2.0, 900)),
+        ("2x onset 15m 1000", regression(1000.0, 2.0, 900)),
+        ("5x 5", regression(5.0, 5.0, 0)),
         (
             "pass 1.5 at 10",
             Scenario {
@@ -68,14 +73,12 @@ fn main() {
             },
         ),
     ];
+    let methods: Vec<Method> = std::env::var("TUNE_METHODS")
+        .ok()
+        .map(|m| m.split(',').filter_map(|n| Method::parse(n).ok()).collect())
+        .unwrap_or_else(|| vec![Method::Coalmine]);
     for (name, s) in &scenarios {
-        let r = simulate(
-            s,
-            &[Method::Coalmine, Method::CoalminePlain, Method::Msprt],
-            runs,
-            seed,
-            2,
-        );
+        let r = simulate(s, &methods, runs, seed, 2);
         for m in &r.methods {
             println!(
                 "{name:<20} {:<15} rollback {:5.1}%  median {:>6}  pass {}",

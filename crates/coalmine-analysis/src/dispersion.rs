@@ -52,6 +52,19 @@
 //! is that wobbles which mimic a regression within those minutes can fool
 //! it (docs/analysis.md, section 5).
 //!
+//! **Longer wobbles.** One-minute blocks see a wobble that lasts ten
+//! minutes only as a tenth of its dispersion. So the same estimate is made
+//! a second time with blocks of [`LONG_BLOCKS`] minutes ([`SCALES`]), and
+//! `phi` is the larger of the two. Its assumed part needs no ramp: it is
+//! `1 + (sum n_p^2 / sum n_p) W / 4` over the periods `p` of ten minutes
+//! so far, the period under way included, so it grows with the bad events
+//! as they come, from the first interval (`phi` is recomputed at every
+//! interval for it). Its prior is [`LONG_PRIOR_BLOCKS`] ten-minute blocks
+//! and its upper bound one-sided 95%: with a handful of ten-minute blocks
+//! in an hour the measured part is rough, and an 80% bound would let a
+//! real wobble through one time in five. PASS is tempered by the
+//! one-minute scale alone ([`Dispersion::short_phi`]).
+//!
 //! What this buys is measured, not proved: no test on counts alone is
 //! valid under every wobble (docs/analysis.md, section 5). Under a clump
 //! model (bad events in clumps of at most `phi` that fall in one version
@@ -83,16 +96,64 @@ pub const RAMP_START_EVENTS: f64 = 100.0;
 /// ...and bad events over which it grows to full strength.
 pub const RAMP_EVENTS: f64 = 100.0;
 
-/// One interval's bad events and share, as the guard keeps them.
+/// A wobble period the guard looks at.
 #[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    /// Blocks (minutes) merged into one.
+    pub blocks: usize,
+    /// Assumed per-period variance of one version's rate multiplier.
+    pub wobble: f64,
+    /// Pseudo-blocks (of this scale) at the assumed dispersion.
+    pub prior_blocks: f64,
+    /// Minutes before the assumed wobble starts to count.
+    pub ramp_start_blocks: f64,
+    /// Standard normal quantile of the measured dispersion's upper bound.
+    pub upper_z: f64,
+}
+
+/// The long wobble period, in blocks (minutes): the longest wobble the
+/// matrix holds the judge to (docs/analysis.md, section 4).
+pub const LONG_BLOCKS: usize = 10;
+/// Assumed variance of one version's rate multiplier over a long period
+/// (`e^(sigma^2) - 1` for a mean-one lognormal: 0.3 is sigma 0.51).
+pub const LONG_WOBBLE: f64 = 0.3;
+/// Pseudo-blocks of [`LONG_BLOCKS`] minutes at the assumed dispersion.
+pub const LONG_PRIOR_BLOCKS: f64 = 3.0;
+/// Standard normal quantile of the long period's measured upper bound
+/// (one-sided 95%: with two or three ten-minute blocks, the 80% bound of
+/// the one-minute scale lets a real wobble through one time in five).
+pub const LONG_UPPER_Z: f64 = 1.645;
+
+/// The periods looked at: a minute, and [`LONG_BLOCKS`] minutes.
+pub const SCALES: [Scale; 2] = [
+    Scale {
+        blocks: 1,
+        wobble: WOBBLE,
+        prior_blocks: PRIOR_BLOCKS,
+        ramp_start_blocks: RAMP_START_BLOCKS,
+        upper_z: UPPER_Z,
+    },
+    Scale {
+        blocks: LONG_BLOCKS,
+        wobble: LONG_WOBBLE,
+        prior_blocks: LONG_PRIOR_BLOCKS,
+        ramp_start_blocks: 0.0,
+        upper_z: LONG_UPPER_Z,
+    },
+];
+
+/// One interval's bad events and share, as the guard keeps them.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Cell {
+    /// The block (minute) it fell in, counted from 0.
+    block: usize,
     rho: f64,
     canary: f64,
     total: f64,
 }
 
 /// Estimates the dispersion of the canary/stable split of bad events.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Dispersion {
     block_len: usize,
     /// Completed blocks.
@@ -107,6 +168,11 @@ pub struct Dispersion {
     events: f64,
     /// Bad events in the block being filled.
     current_events: f64,
+    /// Bad events (both versions, with a share) per completed block.
+    block_events: Vec<f64>,
+    /// The measured residuals `(S, sum V_k, n)` per scale, as of the last
+    /// completed block.
+    measured_at: Vec<Option<(f64, f64, f64)>>,
 }
 
 impl Dispersion {
@@ -121,11 +187,15 @@ impl Dispersion {
             completed: 0,
             events: 0.0,
             current_events: 0.0,
+            block_events: Vec::new(),
+            measured_at: vec![None; SCALES.len()],
         }
     }
 
     /// Records one interval: the canary's share and both arms' bad events.
-    /// Returns whether a block completed (`phi` is recomputed then).
+    /// Returns whether `phi` was recomputed: at every interval, since the
+    /// assumed wobble of the longer periods grows with the bad events of
+    /// the period under way (see [`Dispersion::assumed_at`]).
     pub fn update(&mut self, rho: Option<f64>, canary_bad: u64, stable_bad: u64) -> bool {
         let total = (canary_bad + stable_bad) as f64;
         if let Some(rho) = rho.filter(|r| *r > 0.0 && *r < 1.0)
@@ -133,21 +203,34 @@ impl Dispersion {
         {
             self.current_events += total;
             self.current.push(Cell {
+                block: self.completed,
                 rho,
                 canary: canary_bad as f64,
                 total,
             });
         }
         self.current_intervals += 1;
-        if self.current_intervals < self.block_len {
-            return false;
-        }
-        self.current_intervals = 0;
-        self.completed += 1;
-        self.events += std::mem::take(&mut self.current_events);
-        let block = std::mem::take(&mut self.current);
-        if !block.is_empty() {
-            self.blocks.push(block);
+        if self.current_intervals >= self.block_len {
+            self.current_intervals = 0;
+            self.completed += 1;
+            let events = std::mem::take(&mut self.current_events);
+            self.events += events;
+            self.block_events.push(events);
+            let block = std::mem::take(&mut self.current);
+            if !block.is_empty() {
+                self.blocks.push(block);
+            }
+            let d = self.log_ratio_mle();
+            self.measured_at = SCALES
+                .iter()
+                .map(|scale| {
+                    if self.blocks.is_empty() {
+                        None
+                    } else {
+                        self.residuals_at(scale.blocks, d)
+                    }
+                })
+                .collect();
         }
         self.phi = self.estimate();
         true
@@ -156,6 +239,15 @@ impl Dispersion {
     /// The current dispersion factor, at least 1.
     pub fn phi(&self) -> f64 {
         self.phi
+    }
+
+    /// The dispersion of one-minute wobbles alone (the first scale), at
+    /// least 1: what the PASS test is tempered by.
+    pub fn short_phi(&self) -> f64 {
+        match (SCALES.first(), self.measured_at.first()) {
+            (Some(scale), Some(measured)) => self.estimate_at(scale, *measured),
+            _ => 1.0,
+        }
     }
 
     /// Completed blocks with bad events.
@@ -190,16 +282,26 @@ impl Dispersion {
     /// spread of a chi-square over its degrees of freedom does not depend
     /// on the counts).
     pub fn estimate(&self) -> f64 {
-        let assumed = self.assumed();
-        let Some((squares, variances, n)) = self.residuals() else {
+        SCALES
+            .iter()
+            .zip(&self.measured_at)
+            .map(|(scale, measured)| self.estimate_at(scale, *measured))
+            .fold(1.0, f64::max)
+    }
+
+    /// [`Self::estimate`] at one wobble period: blocks merged `scale.blocks`
+    /// at a time, with that scale's assumed wobble and prior.
+    fn estimate_at(&self, scale: &Scale, measured: Option<(f64, f64, f64)>) -> f64 {
+        let assumed = self.assumed_at(scale);
+        let Some((squares, variances, n)) = measured else {
             return assumed;
         };
         let mean_variance = variances / n;
-        let prior = PRIOR_BLOCKS * mean_variance;
+        let prior = scale.prior_blocks * mean_variance;
         let dof = n - 1.0;
         let expected = variances * dof / n;
         let shrunk = (prior * assumed + squares) / (prior + expected);
-        let upper = upper_bound(squares / expected.max(1e-12), dof);
+        let upper = upper_bound(squares / expected.max(1e-12), dof, scale.upper_z);
         shrunk.min(upper).max(1.0)
     }
 
@@ -210,17 +312,27 @@ impl Dispersion {
         if self.blocks.is_empty() {
             return None;
         }
-        let d = self.log_ratio_mle();
+        self.residuals_at(1, self.log_ratio_mle())
+    }
+
+    /// `(S, sum V_k, n)` with blocks merged `merge` at a time (only merged
+    /// blocks whose minutes have all completed), at log ratio `d`.
+    fn residuals_at(&self, merge: usize, d: f64) -> Option<(f64, f64, f64)> {
+        let merge = merge.max(1);
+        let groups = self.completed / merge;
+        let mut sums = vec![(0.0f64, 0.0f64, 0.0f64, 0.0f64); groups];
+        for c in self.blocks.iter().flatten() {
+            let Some(g) = sums.get_mut(c.block / merge) else {
+                continue;
+            };
+            let th = theta(c.rho, d);
+            g.0 += c.canary;
+            g.1 += th * c.total;
+            g.2 += th * (1.0 - th) * c.total;
+            g.3 += c.total;
+        }
         let (mut squares, mut variances, mut n) = (0.0f64, 0.0f64, 0.0f64);
-        for block in &self.blocks {
-            let (mut observed, mut expected, mut variance, mut events) = (0.0, 0.0, 0.0, 0.0);
-            for c in block {
-                let th = theta(c.rho, d);
-                observed += c.canary;
-                expected += th * c.total;
-                variance += th * (1.0 - th) * c.total;
-                events += c.total;
-            }
+        for (observed, expected, variance, events) in sums {
             // A lone bad event falls in one version or the other, with or
             // without clumps: its squared residual has the binomial
             // expectation under any dispersion. Such blocks (most of them
@@ -249,16 +361,52 @@ impl Dispersion {
     /// assumed there; any `W` would only delay regressions that are
     /// barely detectable within the hour (docs/analysis.md, section 4).
     pub fn assumed(&self) -> f64 {
+        self.assumed_at(&SCALES[0])
+    }
+
+    /// The assumed dispersion at one wobble period: `1 + ramp m L W / 4`,
+    /// `m L` the bad events in `L` minutes.
+    fn assumed_at(&self, scale: &Scale) -> f64 {
+        if scale.blocks <= 1 {
+            return self.assumed_per_block(scale);
+        }
+        // Bad events per period of `scale.blocks` minutes, the period
+        // under way included: a wobble that lasts the period moves all of
+        // them together, so it adds `n_p^2 W / 16` to a variance of
+        // `n_p / 4`, and the dispersion of the sum is
+        // `1 + (sum n_p^2 / sum n_p) W / 4`.
+        let mut periods: Vec<f64> = self
+            .block_events
+            .chunks(scale.blocks)
+            .map(|c| c.iter().sum())
+            .collect();
+        if self.block_events.len().is_multiple_of(scale.blocks) {
+            periods.push(self.current_events);
+        } else if let Some(last) = periods.last_mut() {
+            *last += self.current_events;
+        }
+        let sum: f64 = periods.iter().sum();
+        if sum <= 0.0 {
+            return 1.0;
+        }
+        let squares: f64 = periods.iter().map(|n| n * n).sum();
+        let minutes = self.completed as f64 + self.current_intervals as f64 / self.block_len as f64;
+        let per_block = sum / minutes.max(1.0);
+        let level = (per_block - NO_WOBBLE_EVENTS) / (FULL_WOBBLE_EVENTS - NO_WOBBLE_EVENTS);
+        1.0 + level.clamp(0.0, 1.0) * (squares / sum) * scale.wobble / 4.0
+    }
+
+    fn assumed_per_block(&self, scale: &Scale) -> f64 {
         if self.completed == 0 {
             return 1.0;
         }
-        let by_time = (self.completed as f64 - RAMP_START_BLOCKS) / RAMP_BLOCKS;
+        let by_time = (self.completed as f64 - scale.ramp_start_blocks) / RAMP_BLOCKS;
         let by_events = (self.events - RAMP_START_EVENTS) / RAMP_EVENTS;
         let ramp = by_time.max(by_events).clamp(0.0, 1.0);
         let per_block = self.events / self.completed as f64;
-        let scale = (per_block - NO_WOBBLE_EVENTS) / (FULL_WOBBLE_EVENTS - NO_WOBBLE_EVENTS);
-        let wobble = WOBBLE * scale.clamp(0.0, 1.0);
-        1.0 + ramp * per_block * wobble / 4.0
+        let level = (per_block - NO_WOBBLE_EVENTS) / (FULL_WOBBLE_EVENTS - NO_WOBBLE_EVENTS);
+        let wobble = scale.wobble * level.clamp(0.0, 1.0);
+        1.0 + ramp * per_block * scale.blocks as f64 * wobble / 4.0
     }
 
     /// The log rate ratio at which the expected canary bad events equal
@@ -299,12 +447,12 @@ impl Dispersion {
 /// dispersion: `ratio dof / chi2_dof(p)`, `p` the lower tail of
 /// [`UPPER_Z`], with the Wilson–Hilferty approximation of the quantile
 /// (within 2% from 3 degrees of freedom); infinite below 2.
-fn upper_bound(ratio: f64, dof: f64) -> f64 {
+fn upper_bound(ratio: f64, dof: f64, z: f64) -> f64 {
     if dof < 2.0 {
         return f64::INFINITY;
     }
     let spread = (2.0 / (9.0 * dof)).sqrt();
-    let base = 1.0 - 2.0 / (9.0 * dof) - UPPER_Z * spread;
+    let base = 1.0 - 2.0 / (9.0 * dof) - z * spread;
     if base <= 0.0 {
         return f64::INFINITY;
     }
@@ -433,14 +581,18 @@ mod tests {
             let (c, s) = splits[minute % splits.len()];
             g.update(Some(0.5), c, s);
             if minute == 11 {
-                early = g.phi();
+                early = g.short_phi();
             }
         }
         let a = g.assumed();
         assert!((a - (1.0 + 60.0 * WOBBLE / 4.0)).abs() < 1e-9, "{a}");
         let fading = 1.0 + (a - 1.0) * PRIOR_BLOCKS / (PRIOR_BLOCKS + 60.0);
-        assert!(g.phi() <= fading + 0.5, "{} vs {fading}", g.phi());
-        assert!(g.phi() <= early, "{} then {early}", g.phi());
+        assert!(
+            g.short_phi() <= fading + 0.5,
+            "{} vs {fading}",
+            g.short_phi()
+        );
+        assert!(g.short_phi() <= early, "{} then {early}", g.short_phi());
     }
 
     #[test]
@@ -455,11 +607,11 @@ mod tests {
             g.update(Some(0.5), c, s);
         }
         assert!(g.assumed() > 90.0, "{}", g.assumed());
-        assert!(g.phi() < 3.0, "{}", g.phi());
+        assert!(g.short_phi() < 3.0, "{}", g.short_phi());
         // chi2 quantiles at 0.2: 6.179 (10 degrees), 23.364 (30).
-        assert!((upper_bound(1.0, 10.0) - 10.0 / 6.179).abs() < 0.02);
-        assert!((upper_bound(1.0, 30.0) - 30.0 / 23.364).abs() < 0.01);
-        assert!(upper_bound(1.0, 1.0).is_infinite());
+        assert!((upper_bound(1.0, 10.0, UPPER_Z) - 10.0 / 6.179).abs() < 0.02);
+        assert!((upper_bound(1.0, 30.0, UPPER_Z) - 30.0 / 23.364).abs() < 0.01);
+        assert!(upper_bound(1.0, 1.0, UPPER_Z).is_infinite());
     }
 
     #[test]
@@ -470,15 +622,57 @@ mod tests {
         }
         // Residuals of 15 and 10 against a variance of 15: S / V ~ 10.8.
         assert!(g.measured() > 9.0, "{}", g.measured());
-        assert!((g.phi() - g.measured()).abs() < 1.5, "{}", g.phi());
+        assert!(
+            (g.short_phi() - g.measured()).abs() < 1.5,
+            "{}",
+            g.short_phi()
+        );
+    }
+
+    #[test]
+    fn a_long_wobble_is_assumed_from_the_first_interval() {
+        // 30 bad events a minute: before any block completes, the long
+        // period's assumed dispersion already counts the events so far.
+        let mut g = Dispersion::new(6);
+        g.update(Some(0.5), 3, 2);
+        let first = 1.0 + 5.0 * LONG_WOBBLE / 4.0;
+        assert!((g.phi() - first).abs() < 1e-9, "{}", g.phi());
+        for _ in 0..59 {
+            g.update(Some(0.5), 3, 2);
+        }
+        // Ten minutes, 300 events: `1 + 300 W / 4`, less what the measured
+        // blocks (one ten-minute block so far, no degrees of freedom) say.
+        let full = 1.0 + 300.0 * LONG_WOBBLE / 4.0;
+        assert!(
+            g.phi() > 0.5 * full && g.phi() <= full + 1e-9,
+            "{}",
+            g.phi()
+        );
+        assert!(g.short_phi() < g.phi());
+    }
+
+    #[test]
+    fn independent_ten_minute_blocks_let_the_long_prior_fade() {
+        // 60 bad events a minute split as a binomial would, for an hour:
+        // six ten-minute blocks with small residuals pull phi well below
+        // the assumed `1 + 600 W / 4`.
+        let mut g = Dispersion::new(1);
+        let splits = [(30, 30), (34, 26), (26, 34), (31, 29), (28, 32), (33, 27)];
+        for minute in 0..60 {
+            let (c, s) = splits[(minute * 7) % splits.len()];
+            g.update(Some(0.5), c, s);
+        }
+        let assumed = 1.0 + 600.0 * LONG_WOBBLE / 4.0;
+        assert!(g.phi() < assumed / 2.0, "{} vs {assumed}", g.phi());
     }
 
     #[test]
     fn blocks_group_intervals_and_skip_empty_ones() {
         let mut g = Dispersion::new(3);
-        assert!(!g.update(Some(0.5), 1, 0));
-        assert!(!g.update(Some(0.5), 0, 0));
-        assert!(g.update(Some(0.5), 0, 1));
+        g.update(Some(0.5), 1, 0);
+        g.update(Some(0.5), 0, 0);
+        assert_eq!(g.blocks(), 0);
+        g.update(Some(0.5), 0, 1);
         assert_eq!(g.blocks(), 1);
         // A block without bad events, or with no share, adds nothing.
         for _ in 0..3 {

@@ -117,7 +117,7 @@ fn share_bin(rho: f64) -> f64 {
 }
 
 /// One interval's counts for one metric.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Interval {
     /// Canary requests.
     pub canary_total: u64,
@@ -155,7 +155,7 @@ impl Interval {
 }
 
 /// Evidence that the canary's bad-event rate exceeds `max_ratio` × stable's.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RatioEProcess {
     delta0: f64,
     grid: Vec<f64>,
@@ -168,6 +168,9 @@ pub struct RatioEProcess {
     /// Dispersion factor: the log-likelihood is divided by it (see
     /// [`RatioEProcess::set_dispersion`]).
     phi: f64,
+    /// The dispersion factor of the PASS test (see
+    /// [`RatioEProcess::set_pass_dispersion`]).
+    pass_phi: f64,
     totals: Interval,
     /// Bad events per share, for the confidence sequence: the
     /// log-likelihood only depends on the sums at each share (the
@@ -192,6 +195,7 @@ impl RatioEProcess {
             grid,
             max_log_e: 0.0,
             phi: 1.0,
+            pass_phi: 1.0,
             by_share: Vec::new(),
             totals: Interval {
                 canary_total: 0,
@@ -256,6 +260,27 @@ impl RatioEProcess {
     pub fn set_dispersion(&mut self, phi: f64) {
         self.phi = if phi.is_finite() { phi.max(1.0) } else { 1.0 };
         self.max_log_e = self.max_log_e.min(self.log_e().max(0.0)).max(0.0);
+    }
+
+    /// Sets the dispersion factor of the PASS test alone (at least 1).
+    /// The judge gives it the dispersion of one-minute wobbles, where FAIL
+    /// also allows for longer ones: a wobble that lasts many minutes can
+    /// fake a regression for that long, but a canary whose rate really is
+    /// at or above `maxRatio` does not pass because of it unless the wobble
+    /// also hides the excess, which the one-minute blocks measure.
+    pub fn set_pass_dispersion(&mut self, phi: f64) {
+        self.pass_phi = if phi.is_finite() { phi.max(1.0) } else { 1.0 };
+    }
+
+    /// Whether `other` tests the same hypothesis with the same mixture
+    /// (tolerance, grid and weights): its evidence can be continued here.
+    pub fn same_test(&self, other: &RatioEProcess) -> bool {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.delta0.to_bits() == other.delta0.to_bits()
+            && bits(&self.grid) == bits(&other.grid)
+            && bits(&self.log_weights) == bits(&other.log_weights)
+            && bits(&self.pass_log_weights) == bits(&other.pass_log_weights)
+            && other.log_lr.len() == self.grid.len()
     }
 
     /// The dispersion factor in use.
@@ -337,7 +362,7 @@ impl RatioEProcess {
             .enumerate()
             .map(|(j, lw)| {
                 let d = self.delta0 - SPAN * (j + 1) as f64 / GRID as f64;
-                lw + self.log_likelihood(self.delta0, d) / self.phi
+                lw + self.log_likelihood(self.delta0, d) / self.pass_phi
             })
             .collect();
         log_sum_exp(&terms) >= -alpha.ln()

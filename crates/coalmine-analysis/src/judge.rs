@@ -12,9 +12,10 @@
 //! Overall: FAIL if any metric fails; PASS if every metric passes; NoData
 //! if no metric has data; Running otherwise.
 
+use coalmine_core::Time;
 use coalmine_core::plan::{AnalysisPlan, Check, Provider};
 use coalmine_core::spec::BuiltinMetric;
-use coalmine_core::status::QuantileStatus;
+use coalmine_core::status::{JudgeState, QuantileStatus};
 use coalmine_core::status::{MetricStatus, Verdict};
 
 use crate::dispersion::Dispersion;
@@ -79,6 +80,7 @@ impl Observed {
     }
 }
 
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum State {
     Compare {
         /// The e-process's share of the metric's alpha.
@@ -99,6 +101,7 @@ enum State {
     },
 }
 
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Metric {
     name: String,
     state: State,
@@ -109,7 +112,20 @@ struct Metric {
 }
 
 /// Judges one rollout's metrics.
+#[derive(Debug, Clone)]
 pub struct Judge {
+    metrics: Vec<Metric>,
+}
+
+/// The judge's whole evidence, to continue it after a restart (a
+/// controller's failover, `coalmine run` started again with its `--state`):
+/// per metric, the e-process's log-likelihoods over its grid and its bad
+/// events per share, the dispersion guard's blocks, the shape check's
+/// histograms, a threshold check's counts. Serialisable; a few kilobytes
+/// to a few tens for an hour of 10 s intervals. The alpha each metric
+/// spends is fixed by the plan and checked again on restore.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
     metrics: Vec<Metric>,
 }
 
@@ -170,6 +186,82 @@ impl Judge {
         Judge { metrics }
     }
 
+    /// The judge's evidence so far (see [`Snapshot`]).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The judge of `plan` with the evidence of `snapshot`: from here on it
+    /// decides exactly as the judge the snapshot was taken of would have.
+    /// A snapshot of another plan (other metrics, kinds, tolerances or
+    /// alpha) is refused, with the metric that differs.
+    pub fn restore(plan: &AnalysisPlan, snapshot: Snapshot) -> Result<Self, String> {
+        let fresh = Judge::new(plan);
+        if fresh.metrics.len() != snapshot.metrics.len() {
+            return Err(format!(
+                "the saved evidence has {} metrics, the plan {}",
+                snapshot.metrics.len(),
+                fresh.metrics.len()
+            ));
+        }
+        for (new, saved) in fresh.metrics.iter().zip(&snapshot.metrics) {
+            if !new.same_check(saved) {
+                return Err(format!(
+                    "metric `{}`: the saved evidence is of another check (`{}`)",
+                    new.name, saved.name
+                ));
+            }
+        }
+        Ok(Judge {
+            metrics: snapshot.metrics,
+        })
+    }
+
+    /// The evidence as the status keeps it ([`JudgeState`]): the judge of
+    /// `revision`, collecting since `since` by `plan`, after `intervals`.
+    pub fn save(
+        &self,
+        plan: &AnalysisPlan,
+        revision: &str,
+        since: Time,
+        intervals: u64,
+    ) -> Result<JudgeState, String> {
+        let evidence = serde_json::to_string(&self.snapshot())
+            .map_err(|e| format!("the judge's evidence cannot be written: {e}"))?;
+        Ok(JudgeState {
+            revision: revision.to_owned(),
+            since,
+            settings: fingerprint(plan),
+            intervals,
+            evidence,
+        })
+    }
+
+    /// The judge saved in `saved`, if it judged this rollout: `revision`,
+    /// rolled out (or retried) at `started`, by `plan`. `Ok(None)` when the
+    /// saved evidence is of another rollout or other settings (start
+    /// afresh); an error when it is of this one but cannot be read.
+    pub fn resume(
+        plan: &AnalysisPlan,
+        saved: &JudgeState,
+        revision: &str,
+        started: Option<Time>,
+    ) -> Result<Option<Self>, String> {
+        if saved.revision != revision
+            || started.is_some_and(|t| saved.since < t)
+            || saved.settings != fingerprint(plan)
+        {
+            return Ok(None);
+        }
+        let snapshot: Snapshot = serde_json::from_str(&saved.evidence)
+            .map_err(|e| format!("judgeState.evidence: not the judge's evidence ({e})"))?;
+        Judge::restore(plan, snapshot)
+            .map(Some)
+            .map_err(|e| format!("judgeState.evidence: {e}"))
+    }
+
     /// Records metric `index`'s observation for one interval. An
     /// observation of the wrong kind for the metric counts as no data.
     pub fn observe(&mut self, index: usize, observed: Observed) {
@@ -199,6 +291,7 @@ impl Judge {
                 eprocess.update(&counts);
                 if guard.update(counts.share(), counts.canary_bad, counts.stable_bad) {
                     eprocess.set_dispersion(guard.phi());
+                    eprocess.set_pass_dispersion(guard.short_phi());
                 }
                 if let (Some(shape), Some(h)) = (shape, histograms) {
                     shape.update(&h);
@@ -266,6 +359,45 @@ impl Judge {
 }
 
 impl Metric {
+    /// Whether `other` judges the same check: name, kind, alpha and
+    /// tolerance (the e-process's grid starts at the tolerance).
+    fn same_check(&self, other: &Metric) -> bool {
+        if self.name != other.name {
+            return false;
+        }
+        match (&self.state, &other.state) {
+            (
+                State::Compare {
+                    alpha: a,
+                    eprocess: e,
+                    shape: s,
+                    ..
+                },
+                State::Compare {
+                    alpha: b,
+                    eprocess: f,
+                    shape: t,
+                    ..
+                },
+            ) => a.to_bits() == b.to_bits() && e.same_test(f) && s.is_some() == t.is_some(),
+            (
+                State::Threshold {
+                    min: a,
+                    max: b,
+                    failure_limit: c,
+                    ..
+                },
+                State::Threshold {
+                    min: d,
+                    max: e,
+                    failure_limit: f,
+                    ..
+                },
+            ) => a == d && b == e && c == f,
+            _ => false,
+        }
+    }
+
     fn passes(&self) -> bool {
         if self.fails() || !self.seen_data {
             return false;
@@ -373,6 +505,18 @@ impl Metric {
     }
 }
 
+/// A fingerprint of an analysis plan (FNV-1a of its settings), so that
+/// saved evidence is continued only under the settings it was gathered by.
+pub fn fingerprint(plan: &AnalysisPlan) -> String {
+    let text = format!("{plan:?}");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,17 +568,27 @@ mod tests {
 
     #[test]
     fn a_regression_fails_with_its_numbers() {
+        // 5x, 28 bad events an interval: the guard allows for a wobble of
+        // ten minutes, so it takes part of one to convince.
         let mut judge = Judge::new(&plan(&[Check::Compare { max_ratio: 1.0 }]));
-        for _ in 0..5 {
+        let mut intervals = 0;
+        while !judge.fails() && intervals < 120 {
             judge.observe(0, counts(10, 18));
+            intervals += 1;
         }
         let (v, m) = judge.report();
-        assert_eq!(v, Verdict::Fail);
-        assert_eq!(m[0].canary_events, Some(50));
+        assert_eq!(v, Verdict::Fail, "{m:?}");
+        assert!(intervals > 5, "{intervals}");
+        assert_eq!(m[0].canary_events, Some(10 * intervals));
         assert_eq!(m[0].e_threshold, Some(20.0));
         assert!(m[0].e_value.unwrap() >= 20.0);
-        let [lo, _] = m[0].ratio_interval.unwrap();
-        assert!(lo > 1.0);
+        // The interval (two-sided, at alpha / 2 a side) excludes 1 a
+        // little later.
+        for _ in 0..60 {
+            judge.observe(0, counts(10, 18));
+        }
+        let [lo, _] = judge.report().1[0].ratio_interval.unwrap();
+        assert!(lo > 1.0, "{lo}");
     }
 
     #[test]
@@ -503,6 +657,78 @@ mod tests {
         let (v, m) = judge.report();
         assert_ne!(v, Verdict::Fail, "{m:?}");
         assert!(m[0].e_value.is_some_and(|e| e < 1.0), "{m:?}");
+    }
+
+    #[test]
+    fn a_restored_snapshot_decides_exactly_as_the_judge_it_was_taken_of() {
+        use crate::latency::Histograms;
+        let mut p = plan(&[
+            Check::Compare { max_ratio: 1.0 },
+            Check::Compare { max_ratio: 1.5 },
+            Check::Threshold {
+                min: None,
+                max: Some(0.5),
+                failure_limit: 30,
+            },
+        ]);
+        p.metrics[1].provider = Provider::Builtin {
+            metric: BuiltinMetric::Latency,
+            slower_than: Some(Duration::from_millis(300)),
+        };
+        // A wobbling, slowly worsening canary: every part of the state
+        // (grid, share bins, dispersion blocks, histograms, failures)
+        // moves.
+        let observe = |judge: &mut Judge, i: u64| {
+            let wobble = [3, 9, 1, 6, 12, 2][(i / 7 % 6) as usize];
+            let interval = |bad: u64, stable_bad: u64| Interval {
+                canary_total: 500 + i % 13,
+                canary_bad: bad,
+                stable_total: 4500 - i % 7,
+                stable_bad,
+                canary_share: Some(0.1),
+            };
+            judge.observe(0, Observed::Counts(interval(wobble + i / 40, 40 + i % 5)));
+            judge.observe(
+                1,
+                Observed::Latency {
+                    slow: interval(2 + i % 3, 20 + i % 4),
+                    histograms: Some(Histograms {
+                        bounds: vec![0.1, 0.3],
+                        canary: vec![400, 90 + i % 5, 10],
+                        stable: vec![3600, 800, 100 - i % 9],
+                    }),
+                },
+            );
+            judge.observe(2, Observed::Value((i % 10) as f64 / 10.0));
+        };
+        let mut judge = Judge::new(&p);
+        for i in 0..50 {
+            observe(&mut judge, i);
+        }
+        let text = serde_json::to_string(&judge.snapshot()).expect("serialisable");
+        let saved: Snapshot = serde_json::from_str(&text).expect("readable");
+        let mut restored = Judge::restore(&p, saved).expect("same plan");
+        assert_eq!(restored.report(), judge.report());
+        let mut decided = false;
+        for i in 50..400 {
+            observe(&mut judge, i);
+            observe(&mut restored, i);
+            assert_eq!(restored.report(), judge.report(), "interval {i}");
+            assert_eq!(
+                (restored.fails(), restored.passes()),
+                (judge.fails(), judge.passes())
+            );
+            decided |= judge.fails();
+        }
+        assert!(decided, "the run reaches a verdict");
+        // Another plan's evidence is refused, naming the metric.
+        let other = plan(&[Check::Compare { max_ratio: 1.2 }]);
+        let err = Judge::restore(&other, judge.snapshot()).expect_err("other plan");
+        assert!(err.contains("3 metrics"), "{err}");
+        let mut other = p.clone();
+        other.metrics[0].check = Check::Compare { max_ratio: 1.2 };
+        let err = Judge::restore(&other, judge.snapshot()).expect_err("other tolerance");
+        assert!(err.contains("`m0`"), "{err}");
     }
 
     #[test]

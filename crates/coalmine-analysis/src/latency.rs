@@ -79,7 +79,7 @@ pub struct QuantileShift {
 /// stable's requests: equal to stable's requests while the split is
 /// steady, smaller when it moves. The band for a weighted sample with that
 /// effective size is an approximation (exact for a steady split).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ShapeCheck {
     alpha: f64,
     bounds: Vec<f64>,

@@ -1,10 +1,11 @@
 //! The judge of each rollout under way, fed by its providers once per
 //! analysis interval, as `coalmine run` does.
 //!
-//! The judge's evidence lives in memory, one per Canary: a restarted (or
-//! newly elected) controller starts judging afresh from its first
-//! interval, which only delays a verdict (the e-process is valid from any
-//! start). A report counts for the rollout it was collected in only: a
+//! The judge's evidence lives in memory, one per Canary, and in the
+//! Canary's status (`status.judgeState`, written with the status after
+//! each judged interval): a restarted or newly elected controller
+//! continues it from there, with the alpha already spent, rather than
+//! starting afresh. A report counts for the rollout it was collected in only: a
 //! new revision, a retry or an edit of `spec.analysis` gets a new judge
 //! (see `rollout::decide`'s report rules). Collection happens inside the
 //! reconcile of that Canary, so a slow provider delays only its own Canary.
@@ -17,7 +18,7 @@ use coalmine_analysis::judge::Judge;
 use coalmine_core::Time;
 use coalmine_core::plan::Plan;
 use coalmine_core::rollout::AnalysisReport;
-use coalmine_core::status::{CanaryStatus, Phase};
+use coalmine_core::status::{CanaryStatus, JudgeState, Phase};
 use coalmine_providers::{Context, MetricSource};
 use tokio::time::Instant;
 
@@ -38,6 +39,8 @@ struct Judging {
     next: Instant,
     interval: StdDuration,
     report: Option<AnalysisReport>,
+    /// Intervals judged, those of a previous controller included.
+    intervals: u64,
 }
 
 /// The judges of every Canary this controller is rolling out.
@@ -59,6 +62,19 @@ pub struct Findings {
     pub report: Option<AnalysisReport>,
     /// Time to the next collection.
     pub next_in: Option<StdDuration>,
+    /// The judge's evidence after an interval judged in this call, for
+    /// `status.judgeState` (see [`keep_evidence`]).
+    pub state: Option<JudgeState>,
+}
+
+/// Puts the evidence of [`Findings::state`] in the status to be written,
+/// and drops it once the rollout is over.
+pub fn keep_evidence(next: &mut CanaryStatus, state: Option<JudgeState>) {
+    if !matches!(next.phase, Phase::Progressing | Phase::Paused) {
+        next.judge_state = None;
+    } else if let Some(state) = state {
+        next.judge_state = Some(state);
+    }
 }
 
 impl Analyses {
@@ -97,17 +113,25 @@ impl Analyses {
                 let sources = coalmine_providers::sources(analysis, None)
                     .map_err(|e| format!("spec.analysis: {e}"))?;
                 let interval = analysis.interval.to_std();
+                let revision = status.canary_revision.clone().unwrap_or_default();
+                let (judge, since, intervals) = match resumed(key, analysis, status, &revision) {
+                    Some(r) => r,
+                    None => (Judge::new(analysis), Time::now(), 0),
+                };
                 let j = Arc::new(tokio::sync::Mutex::new(Judging {
-                    judge: Judge::new(analysis),
+                    judge,
                     sources,
-                    revision: status.canary_revision.clone().unwrap_or_default(),
+                    revision,
                     settings: settings.clone(),
-                    since: Time::now(),
+                    since,
                     share,
+                    // The interval under way when the previous controller
+                    // stopped is lost; the first one here starts now.
                     share_changed: false,
                     next: Instant::now() + interval,
                     interval,
                     report: None,
+                    intervals,
                 }));
                 if let Ok(mut m) = self.judges.lock() {
                     m.insert(key.to_owned(), j.clone());
@@ -119,6 +143,7 @@ impl Analyses {
         // Through a plain reference, so the judge and the sources (both
         // fields) can be borrowed at once.
         let j = &mut *guard;
+        let mut state = None;
         if Instant::now() >= j.next {
             let interval = j.interval;
             for (i, source) in j.sources.iter_mut().enumerate() {
@@ -127,6 +152,11 @@ impl Analyses {
             }
             j.share = share;
             j.share_changed = false;
+            j.intervals += 1;
+            match j.judge.save(analysis, &j.revision, j.since, j.intervals) {
+                Ok(saved) => state = Some(saved),
+                Err(e) => tracing::warn!(canary = key, "{e}"),
+            }
             let (verdict, metrics) = j.judge.report();
             j.report = Some(AnalysisReport {
                 revision: j.revision.clone(),
@@ -148,6 +178,33 @@ impl Analyses {
         Ok(Findings {
             report: j.report.clone(),
             next_in: Some(j.next.saturating_duration_since(Instant::now())),
+            state,
         })
+    }
+}
+
+/// The judge saved in the Canary's status, if it judged the rollout under
+/// way, with when it started and the intervals it judged.
+fn resumed(
+    key: &str,
+    analysis: &coalmine_core::plan::AnalysisPlan,
+    status: &CanaryStatus,
+    revision: &str,
+) -> Option<(Judge, Time, u64)> {
+    let saved = status.judge_state.as_ref()?;
+    match Judge::resume(analysis, saved, revision, status.rollout_started_at) {
+        Ok(Some(judge)) => {
+            tracing::info!(
+                canary = key,
+                intervals = saved.intervals,
+                "the judge continues the evidence saved in the status"
+            );
+            Some((judge, saved.since, saved.intervals))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(canary = key, "status.{e}; the judge starts afresh");
+            None
+        }
     }
 }

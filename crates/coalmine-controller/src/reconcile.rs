@@ -493,6 +493,7 @@ async fn step(
 
     let now = Time::now();
     let mut decision = decide(plan, &status, &obs, now);
+    crate::analysis::keep_evidence(&mut decision.status, findings.state);
     set_condition(
         &mut decision.status.conditions,
         VALID_CONDITION,

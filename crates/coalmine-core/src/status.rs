@@ -147,6 +147,25 @@ pub struct AnalysisStatus {
     pub metrics: Vec<MetricStatus>,
 }
 
+/// The judge's saved evidence (see `coalmine_analysis::judge::Snapshot`).
+/// It counts only for the rollout it was gathered in: the same canary
+/// revision, from `since` (not before `rolloutStartedAt`), with the same
+/// analysis settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgeState {
+    /// The canary revision judged.
+    pub revision: String,
+    /// When the judge started collecting.
+    pub since: Time,
+    /// A fingerprint of the analysis settings it judges by.
+    pub settings: String,
+    /// Intervals judged so far.
+    pub intervals: u64,
+    /// The evidence itself, as JSON (a few kilobytes to a few tens).
+    pub evidence: String,
+}
+
 /// The judge's findings on one metric.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -261,6 +280,11 @@ pub struct CanaryStatus {
     /// The judge's latest findings for this rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStatus>,
+    /// The judge's evidence for this rollout, so that a restarted or
+    /// newly elected controller (or `coalmine run` started again with the
+    /// same `--state`) continues it rather than starting afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_state: Option<JudgeState>,
     /// Kubernetes-style conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -381,6 +381,64 @@ fn time_spent_down_is_not_bake_time_and_metrics_have_their_own_address() {
 }
 
 #[test]
+fn a_restart_with_state_continues_the_judges_evidence() {
+    // Both versions at 5% errors, held at a pause: the judge keeps
+    // counting, and after a kill -9 it goes on from the saved counts.
+    let r = rollout_with(
+        "evidence",
+        "0.05",
+        "0.05",
+        "    - setWeight: 50\n    - pause: {}",
+    );
+    let state = r.path("state.json");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let mut run = r.start(&["--state", state_arg]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(r.listen, stop.clone());
+    let saved = |min_intervals: u64| {
+        let status: serde_json::Value = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let intervals = status["judgeState"]["intervals"].as_u64().unwrap_or(0);
+        (intervals >= min_intervals).then_some(status)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || saved(4).is_some()),
+        "no evidence in --state: {}",
+        r.status()
+    );
+    let _ = run.0.kill(); // SIGKILL
+    let _ = run.0.wait();
+    let before = saved(4).expect("the saved status");
+    let intervals = before["judgeState"]["intervals"].as_u64().unwrap_or(0);
+    let requests = before["analysis"]["metrics"][0]["canaryRequests"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(requests > 0, "{before}");
+    let _run = r.start(&["--state", state_arg]);
+    // The first interval judged after the restart adds to the saved
+    // counts: a fresh judge would report one interval's requests.
+    let after = wait_until(Duration::from_secs(10), || {
+        r.status()["judgeState"]["intervals"].as_u64() > Some(intervals)
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    assert!(after, "{}", r.status());
+    let status = r.status();
+    let now = status["analysis"]["metrics"][0]["canaryRequests"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(now > requests, "{requests} before, {now} after: {status}");
+    assert_eq!(
+        status["judgeState"]["since"], before["judgeState"]["since"],
+        "{status}"
+    );
+}
+
+#[test]
 fn a_state_file_that_cannot_be_written_stops_neither_traffic_nor_the_rollout() {
     let r = rollout(
         "readonly",

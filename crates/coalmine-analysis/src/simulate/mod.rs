@@ -22,7 +22,7 @@ use coalmine_core::spec::BuiltinMetric;
 
 use crate::eprocess::Interval;
 use crate::judge::{Judge, Observed};
-use peers::{MannWhitney, Msprt, PlainEProcess, Rule, Threshold};
+use peers::{Flagger, Kayenta, MannWhitney, Msprt, PlainEProcess, Rule, Threshold};
 use traffic::{Minute, Tick, Traffic};
 
 /// A latency distribution: lognormal with a median and a sigma, plus an
@@ -145,6 +145,12 @@ pub struct Scenario {
     /// Latency drift common to both versions: medians grow by this share
     /// over the run (0.1: 10% slower at the end).
     pub latency_drift: f64,
+    /// The `replicas` router's per-connection share noise: requests come
+    /// over this many equally busy client connections, each pinned to the
+    /// canary with probability the weight and re-pinned every minute, so
+    /// the share that reaches the canary is `k / connections` rather than
+    /// the weight (0: requests are split one by one).
+    pub connections: u64,
 }
 
 impl Default for Scenario {
@@ -170,6 +176,7 @@ impl Default for Scenario {
             header_share: 0.0,
             extrapolation: 1.0,
             latency_drift: 0.0,
+            connections: 0,
         }
     }
 }
@@ -223,21 +230,27 @@ pub enum Method {
     Coalmine,
     /// The e-process alone, without the dispersion guard.
     CoalminePlain,
-    /// Flagger's threshold rule.
+    /// Flagger's threshold rule, checked for the whole run.
     Threshold,
+    /// Flagger's rule with its step schedule and promotion.
+    Flagger,
     /// Kayenta's Mann–Whitney rule.
     MannWhitney,
+    /// Kayenta's classifier with its effect-size tolerance and score.
+    Kayenta,
     /// The mixture SPRT.
     Msprt,
 }
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 7] = [
         Method::Coalmine,
         Method::CoalminePlain,
         Method::Threshold,
+        Method::Flagger,
         Method::MannWhitney,
+        Method::Kayenta,
         Method::Msprt,
     ];
 
@@ -247,7 +260,9 @@ impl Method {
             Method::Coalmine => "coalmine",
             Method::CoalminePlain => "coalmine-plain",
             Method::Threshold => "threshold",
+            Method::Flagger => "flagger",
             Method::MannWhitney => "mann-whitney",
+            Method::Kayenta => "kayenta",
             Method::Msprt => "msprt",
         }
     }
@@ -263,9 +278,10 @@ impl Method {
             })
     }
 
-    /// Whether the method has a PASS verdict (the others only roll back).
+    /// Whether the method has a PASS verdict (coalmine's judge) or a
+    /// promotion (Flagger's schedule); the others only roll back.
     pub fn has_pass(self) -> bool {
-        self == Method::Coalmine
+        matches!(self, Method::Coalmine | Method::Flagger)
     }
 
     fn rule(self, s: &Scenario) -> Box<dyn Rule> {
@@ -279,7 +295,9 @@ impl Method {
                 Box::new(PlainEProcess::new(s.alpha, s.max_ratio, s.has_latency()))
             }
             Method::Threshold => Box::new(Threshold::new(s.has_latency().then_some(s.slower_than))),
+            Method::Flagger => Box::new(Flagger::new(s.has_latency().then_some(s.slower_than))),
             Method::MannWhitney => Box::new(MannWhitney::new(s.has_latency())),
+            Method::Kayenta => Box::new(Kayenta::new(s.has_latency())),
             Method::Msprt => Box::new(Msprt::new(s.alpha, s.has_latency())),
         }
     }
@@ -534,7 +552,7 @@ mod tests {
     fn methods_parse_by_name() {
         assert_eq!(Method::parse("mann-whitney"), Ok(Method::MannWhitney));
         assert!(
-            Method::parse("kayenta")
+            Method::parse("spinnaker")
                 .unwrap_err()
                 .contains("mann-whitney")
         );

@@ -11,6 +11,18 @@
 //! - `msprt`: the mixture sequential probability ratio test on the
 //!   difference of proportions (normal approximation), every interval, on
 //!   cumulative counts; alpha split over the metrics like coalmine's.
+//! - `flagger`: Flagger's analysis as users run it: the same check a
+//!   minute, but a passed check moves the weight a step and the analysis
+//!   ends when the schedule does: after [`Flagger::steps`] passed checks
+//!   (`maxWeight: 50`, `stepWeight: 10`) the canary is promoted, unless
+//!   `threshold` (5) failed checks came first. A promotion race: a
+//!   regression must fail 5 checks before 5 pass.
+//! - `kayenta`: Kayenta's classifier as users run it: every 10 minutes,
+//!   per metric, a Mann–Whitney test of per-minute values at 98%
+//!   confidence, and a metric is High only if the increase is also larger
+//!   than the effect-size tolerance (`allowedIncrease: 1.1`, the mean
+//!   ratio); the score is the share of metrics not High, and a score under
+//!   the marginal threshold (75) rolls back.
 //! - `coalmine-plain`: coalmine's e-process without the dispersion guard,
 //!   to show what the guard buys.
 
@@ -67,6 +79,105 @@ impl Rule for Threshold {
     }
 }
 
+/// Flagger's analysis with its step schedule.
+pub struct Flagger {
+    check: Threshold,
+    /// Passed checks that finish the schedule and promote (5: `maxWeight`
+    /// 50 over `stepWeight` 10).
+    pub steps: u32,
+    passed_checks: u32,
+    promoted: bool,
+}
+
+impl Flagger {
+    /// Flagger's defaults (99% success, `threshold: 5`) over a 10% → 50%
+    /// schedule of one-minute steps.
+    pub fn new(max_p99: Option<f64>) -> Self {
+        Flagger {
+            check: Threshold::new(max_p99),
+            steps: 5,
+            passed_checks: 0,
+            promoted: false,
+        }
+    }
+}
+
+impl Rule for Flagger {
+    fn observe(&mut self, tick: &Tick, minute: Option<&Minute>) -> bool {
+        if self.promoted || minute.is_none() {
+            return false;
+        }
+        let failed_before = self.check.failed;
+        if self.check.observe(tick, minute) {
+            return true;
+        }
+        if self.check.failed == failed_before {
+            self.passed_checks += 1;
+            self.promoted = self.passed_checks >= self.steps;
+        }
+        false
+    }
+
+    fn passed(&self) -> bool {
+        self.promoted
+    }
+}
+
+/// Kayenta's classifier with its effect-size tolerance and score.
+pub struct Kayenta {
+    rates: MannWhitney,
+    /// The mean ratio a significant increase must exceed to be High (1.1).
+    pub allowed_increase: f64,
+    /// Scores under this roll back (75, Kayenta's marginal threshold).
+    pub marginal: f64,
+}
+
+impl Kayenta {
+    /// Every 10 minutes at 98% confidence, `allowedIncrease: 1.1`,
+    /// marginal score 75.
+    pub fn new(latency: bool) -> Self {
+        Kayenta {
+            rates: MannWhitney::new(latency),
+            allowed_increase: 1.1,
+            marginal: 75.0,
+        }
+    }
+
+    fn high(&self, canary: &[f64], stable: &[f64]) -> bool {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let (c, b) = (mean(canary), mean(stable));
+        // A ratio to a zero baseline is unbounded: any significant
+        // increase over nothing is large.
+        let large = if b > 0.0 {
+            c / b > self.allowed_increase
+        } else {
+            c > 0.0
+        };
+        large && self.rates.increased(canary, stable)
+    }
+}
+
+impl Rule for Kayenta {
+    fn observe(&mut self, _: &Tick, minute: Option<&Minute>) -> bool {
+        let Some(m) = minute else { return false };
+        // Collect the per-minute values (the Mann–Whitney rule's own
+        // bookkeeping), then classify at its schedule.
+        self.rates.record(m);
+        let r = &self.rates;
+        if !r.minutes.is_multiple_of(r.every_minutes) {
+            return false;
+        }
+        let mut metrics = 1.0;
+        let mut high = f64::from(u8::from(self.high(&r.canary_rates, &r.stable_rates)));
+        if r.latency {
+            metrics += 1.0;
+            high += f64::from(u8::from(self.high(&r.canary_p99, &r.stable_p99)));
+        }
+        let score = 100.0 * (metrics - high) / metrics;
+        score < self.marginal
+    }
+}
+
 /// Kayenta's rule.
 pub struct MannWhitney {
     latency: bool,
@@ -94,15 +205,8 @@ impl MannWhitney {
         }
     }
 
-    fn increased(&self, canary: &[f64], stable: &[f64]) -> bool {
-        mann_whitney_p(canary, stable)
-            .is_some_and(|(p, higher)| higher && p < 1.0 - self.confidence)
-    }
-}
-
-impl Rule for MannWhitney {
-    fn observe(&mut self, _: &Tick, minute: Option<&Minute>) -> bool {
-        let Some(m) = minute else { return false };
+    /// Adds one minute's error rates and p99s.
+    fn record(&mut self, m: &Minute) {
         self.minutes += 1;
         if m.canary_total > 0 && m.stable_total > 0 {
             self.canary_rates
@@ -114,6 +218,18 @@ impl Rule for MannWhitney {
             self.canary_p99.push(c);
             self.stable_p99.push(b);
         }
+    }
+
+    fn increased(&self, canary: &[f64], stable: &[f64]) -> bool {
+        mann_whitney_p(canary, stable)
+            .is_some_and(|(p, higher)| higher && p < 1.0 - self.confidence)
+    }
+}
+
+impl Rule for MannWhitney {
+    fn observe(&mut self, _: &Tick, minute: Option<&Minute>) -> bool {
+        let Some(m) = minute else { return false };
+        self.record(m);
         if !self.minutes.is_multiple_of(self.every_minutes) {
             return false;
         }
@@ -325,6 +441,60 @@ mod tests {
         let small = msprt_log_lambda([1000, 10, 1000, 5]);
         let large = msprt_log_lambda([10_000, 100, 10_000, 50]);
         assert!(large > small && large > 3.0, "{small} {large}");
+    }
+
+    #[test]
+    fn flagger_promotes_after_its_schedule_unless_checks_fail_first() {
+        let tick = Tick::default();
+        let minute = |bad| Minute {
+            canary_total: 100,
+            canary_bad: bad,
+            ..Minute::default()
+        };
+        let mut f = Flagger::new(None);
+        // 4 failed, then 5 passed: promoted, and nothing after counts.
+        for _ in 0..4 {
+            assert!(!f.observe(&tick, Some(&minute(2))));
+        }
+        for _ in 0..5 {
+            assert!(!f.passed());
+            assert!(!f.observe(&tick, Some(&minute(0))));
+        }
+        assert!(f.passed());
+        for _ in 0..10 {
+            assert!(!f.observe(&tick, Some(&minute(5))));
+        }
+        // 5 failed among 4 passed: rolled back.
+        let mut f = Flagger::new(None);
+        let mut rolled = false;
+        for bad in [2, 0, 2, 0, 2, 0, 2, 0, 2] {
+            rolled = f.observe(&tick, Some(&minute(bad)));
+        }
+        assert!(rolled && !f.passed());
+    }
+
+    #[test]
+    fn kayenta_ignores_significant_increases_within_its_tolerance() {
+        let tick = Tick::default();
+        let minute = |canary_bad, stable_bad| Minute {
+            canary_total: 10_000,
+            canary_bad,
+            stable_total: 10_000,
+            stable_bad,
+            ..Minute::default()
+        };
+        // 5% higher every minute: significant, but within 1.1.
+        let mut k = Kayenta::new(false);
+        for i in 0..10u64 {
+            assert!(!k.observe(&tick, Some(&minute(105 + i % 3, 100 + i % 3))));
+        }
+        // 50% higher: High, score 0, rolled back at the 10th minute.
+        let mut k = Kayenta::new(false);
+        let rolled: Vec<bool> = (0..10u64)
+            .map(|i| k.observe(&tick, Some(&minute(150 + i % 3, 100 + i % 3))))
+            .collect();
+        assert_eq!(rolled.iter().filter(|r| **r).count(), 1);
+        assert!(rolled[9]);
     }
 
     #[test]

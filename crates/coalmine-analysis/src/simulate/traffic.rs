@@ -65,6 +65,9 @@ pub struct Traffic<'a> {
     /// The shared multiplier of the minute (incident and daily swing).
     shared: f64,
     minute: Minute,
+    /// The share of connections pinned to the canary this minute, with
+    /// per-connection share noise (`Scenario::connections`).
+    pinned: Option<f64>,
     canary_samples: Vec<f64>,
     stable_samples: Vec<f64>,
 }
@@ -85,6 +88,7 @@ impl<'a> Traffic<'a> {
             wobble_period: None,
             shared: 1.0,
             minute: Minute::default(),
+            pinned: None,
             canary_samples: Vec::new(),
             stable_samples: Vec::new(),
         }
@@ -122,6 +126,13 @@ impl<'a> Traffic<'a> {
         let (canary_mean, stable_mean) = match weight {
             Some(w) => (all * w, all * (1.0 - w)),
             None => (all, all),
+        };
+        let (canary_mean, stable_mean) = match self.pinned_share(weight.unwrap_or(0.5)) {
+            Some(k) => {
+                let both = canary_mean + stable_mean;
+                (both * k, both * (1.0 - k))
+            }
+            None => (canary_mean, stable_mean),
         };
         let header = self.poisson(all * s.header_share);
         let mut tick = Tick {
@@ -173,11 +184,25 @@ impl<'a> Traffic<'a> {
         (tick, done)
     }
 
+    /// The share of connections on the canary this minute at `weight`,
+    /// drawn once a minute; `None` without per-connection noise.
+    fn pinned_share(&mut self, weight: f64) -> Option<f64> {
+        let n = self.scenario.connections;
+        if n == 0 {
+            return None;
+        }
+        if self.pinned.is_none() {
+            self.pinned = Some(self.binomial(n, weight) as f64 / n as f64);
+        }
+        self.pinned
+    }
+
     /// Draws the minute's error rates: per-version noise, a shared
     /// incident, and the daily swing.
     fn start_minute(&mut self, minute: u64) {
         let s = self.scenario;
         self.minute_index = Some(minute);
+        self.pinned = None;
         let t = minute as f64 * 60.0 + 30.0;
         // One day compressed into the run: traffic between 0.2x and 1.8x,
         // error rates a little higher under load (0.6x to 1.4x).

@@ -7,8 +7,10 @@
 //! atomically, before acting), carry out the actions (routes, promotion),
 //! sleep until the next interval, timer or command. Everything the
 //! rollout needs to resume is in the status, so a restart with the same
-//! `--state` file continues at the same step and weight; the judge's
-//! evidence starts afresh (the proxy's counters died with the process).
+//! `--state` file continues at the same step and weight, and the judge
+//! continues its evidence (`status.judgeState`, written after each
+//! judged interval); the interval under way at the restart is lost with
+//! the proxy's counters.
 //!
 //! Exit codes: 0 promoted, 2 rolled back, 1 error.
 
@@ -280,6 +282,8 @@ struct Judging {
     /// ...and whether it has changed since (the interval is left out).
     weight_changed: bool,
     report: Option<AnalysisReport>,
+    /// Intervals judged, those before a restart included.
+    intervals: u64,
 }
 
 /// Follows the weight that the interval being collected sees. `decide`
@@ -541,14 +545,20 @@ impl Prepared {
                 let builtin = BuiltinSource::in_process(proxy.metrics());
                 let sources = coalmine_providers::sources(analysis, Some(&builtin))
                     .map_err(|e| format!("spec.analysis: {e}"))?;
+                let revision = status.canary_revision.clone().unwrap_or_default();
+                let (judge, since, intervals) = match resumed_judge(analysis, &status, &revision) {
+                    Some(resumed) => resumed,
+                    None => (Judge::new(analysis), now, 0),
+                };
                 judging = Some(Judging {
-                    judge: Judge::new(analysis),
+                    judge,
                     sources,
-                    revision: status.canary_revision.clone().unwrap_or_default(),
-                    since: now,
+                    revision,
+                    since,
                     weight: status.weight,
                     weight_changed: false,
                     report: None,
+                    intervals,
                 });
                 next_collect = tokio::time::Instant::now() + interval;
             }
@@ -566,6 +576,7 @@ impl Prepared {
                         let observed = source.collect(&ctx).await.tagged(share, j.weight_changed);
                         j.judge.observe(i, observed);
                     }
+                    j.intervals += 1;
                     collected = true;
                     let (verdict, metrics) = j.judge.report();
                     history.push(HistoryEntry {
@@ -611,7 +622,8 @@ impl Prepared {
                 analysis: judging.as_ref().and_then(|j| j.report.clone()),
                 command: pending.clone(),
             };
-            let decision = decide(&plan, &status, &observation, Time::now());
+            let mut decision = decide(&plan, &status, &observation, Time::now());
+            keep_evidence(&mut decision.status, judging.as_ref(), &plan, collected);
             if decision.status != status || state_unsaved(&shared) {
                 if let Some(path) = &options.state {
                     save_state(path, &decision.status, &shared);
@@ -881,6 +893,48 @@ fn mark_alive(path: &Path) {
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     if let Err(e) = touched {
         tracing::debug!(path = %path.display(), error = %e, "cannot touch the state file");
+    }
+}
+
+/// The judge saved in the status (`--state`), if it judged the rollout
+/// under way, with when it started and the intervals it judged.
+fn resumed_judge(
+    analysis: &coalmine_core::plan::AnalysisPlan,
+    status: &CanaryStatus,
+    revision: &str,
+) -> Option<(Judge, Time, u64)> {
+    let saved = status.judge_state.as_ref()?;
+    match Judge::resume(analysis, saved, revision, status.rollout_started_at) {
+        Ok(Some(judge)) => {
+            tracing::info!(
+                intervals = saved.intervals,
+                "the judge continues the evidence saved in --state"
+            );
+            Some((judge, saved.since, saved.intervals))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("--state: {e}; the judge starts afresh");
+            None
+        }
+    }
+}
+
+/// Puts the judge's evidence in the status after each judged interval,
+/// and drops it once the rollout is over.
+fn keep_evidence(next: &mut CanaryStatus, judging: Option<&Judging>, plan: &Plan, collected: bool) {
+    if !matches!(next.phase, Phase::Progressing | Phase::Paused) {
+        next.judge_state = None;
+        return;
+    }
+    if !collected {
+        return;
+    }
+    if let (Some(j), Some(analysis)) = (judging, &plan.analysis) {
+        match j.judge.save(analysis, &j.revision, j.since, j.intervals) {
+            Ok(saved) => next.judge_state = Some(saved),
+            Err(e) => tracing::warn!("{e}"),
+        }
     }
 }
 

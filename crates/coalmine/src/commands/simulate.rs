@@ -76,6 +76,10 @@ pub struct Args {
     /// Latency drift common to both versions over the run, e.g. 10%.
     #[arg(long, default_value = "0%")]
     latency_drift: String,
+    /// The replicas router's per-connection share noise: requests over this many
+    /// client connections, each pinned to a version for a minute (0: off).
+    #[arg(long, default_value_t = 0)]
+    connections: u64,
     /// Runs each line of a scenario matrix file (NAME: FLAGS) and prints a Markdown table.
     #[arg(long, value_name = "FILE")]
     matrix: Option<std::path::PathBuf>,
@@ -83,7 +87,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "coalmine,coalmine-plain,threshold,mann-whitney,msprt"
+        default_value = "coalmine,coalmine-plain,threshold,flagger,mann-whitney,kayenta,msprt"
     )]
     methods: Vec<String>,
     /// Output format: table or json.
@@ -247,6 +251,7 @@ fn build(args: &Args) -> Result<(Scenario, Vec<Method>, bool), String> {
                 ));
             },
             latency_drift: rate("latency-drift", &args.latency_drift)?,
+            connections: args.connections,
         },
         methods,
         json,
