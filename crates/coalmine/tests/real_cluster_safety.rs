@@ -662,8 +662,10 @@ async fn a_promotion_that_cannot_finish_says_it_is_stuck() -> TestResult {
     let client = env.admin().await?;
     let ns = namespace(&client, "stuck").await?;
     let ctl = Controller::start(env, &ns)?;
+    let hook = coalmine_notify::testing::Recorder::start().await?;
     let mut s = spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}]));
     s["progressDeadline"] = json!("5s");
+    s["notifications"] = json!([{"url": hook.url, "on": ["stuck"]}]);
     create(&client, &ns, "web", s).await?;
     phase(&client, &ns, "web", "Idle", 60).await?;
     set_image(&client, &ns, "web", "web:2").await?;
@@ -686,6 +688,15 @@ async fn a_promotion_that_cannot_finish_says_it_is_stuck() -> TestResult {
         Ok(reasons.iter().any(|r| r == "Stuck").then_some(()))
     })
     .await?;
+    // The Event is also the `stuck` notification, with the reason.
+    let stuck_notice = eventually(30, "a stuck notification", || async {
+        Ok(hook.json().into_iter().find(|b| b["transition"] == "stuck"))
+    })
+    .await?;
+    assert!(
+        stuck_notice.to_string().contains("progressDeadline"),
+        "{stuck_notice}"
+    );
     let out = env
         .kubectl()?
         .args(["delete", "resourcequota", "limit", "-n", &ns])
