@@ -734,7 +734,7 @@ fn kube_scenario(dir: &Path) {
     assert_eq!(page["current"], "pause until promoted", "{page}");
     assert_eq!(
         page["traffic"], true,
-        "no traffic section in Kubernetes: {page}"
+        "no traffic section before the judge reports counts: {page}"
     );
     assert!(
         page["identity"]

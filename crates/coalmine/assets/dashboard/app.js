@@ -325,7 +325,7 @@
       if (!state.info) {
         state.info = await api("dashboard/info");
         renderIdentity();
-        $("traffic").hidden = !state.info.traffic;
+        $("traffic").hidden = true;
       }
       const [status, events, hist, traffic] = await Promise.all([
         api("status"),
@@ -341,6 +341,9 @@
       state.traffic = state.traffic.concat(traffic).slice(-3600);
       if (hist.length) state.historyAfter = hist[hist.length - 1].seq;
       if (traffic.length) state.trafficAfter = traffic[traffic.length - 1].seq;
+      // Shown once there is something to draw (in Kubernetes, from the
+      // judge's second report on).
+      $("traffic").hidden = !state.info.traffic || !state.traffic.length;
       renderStatus();
       renderEvents(events);
       renderMetrics();

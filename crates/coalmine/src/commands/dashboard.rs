@@ -132,6 +132,9 @@ pub struct Board {
     notifications: std::sync::Arc<coalmine_notify::Counts>,
     history: Mutex<Series<serde_json::Value>>,
     traffic: Mutex<Series<TrafficSample>>,
+    /// The judge's running counts at its last report, where `/traffic` is
+    /// derived from them ([`Board::counted`]).
+    last_counts: Mutex<Option<(i64, [u64; 4])>>,
 }
 
 impl Board {
@@ -195,6 +198,7 @@ impl Board {
             closed: std::sync::atomic::AtomicBool::new(false),
             history: Mutex::new(Series::new(HISTORY_KEPT)),
             traffic: Mutex::new(Series::new(TRAFFIC_KEPT)),
+            last_counts: Mutex::new(None),
             notifications: Default::default(),
         }
     }
@@ -255,6 +259,36 @@ impl Board {
                 v
             });
         }
+    }
+
+    /// Where no proxy is at hand (a Canary in Kubernetes), traffic comes
+    /// from the judge's running counts at each report, `[stable requests,
+    /// stable bad events, canary requests, canary bad events]` since the
+    /// analysis began: a sample is the rate between two reports. Counts
+    /// that go down belong to a new judge (a new revision, a retry) and
+    /// start afresh.
+    pub fn counted(&self, at_millis: i64, counts: [u64; 4]) {
+        let Ok(mut last) = self.last_counts.lock() else {
+            return;
+        };
+        if let Some((then, before)) = *last {
+            let secs = (at_millis - then) as f64 / 1000.0;
+            let grew = counts.iter().zip(before).all(|(n, b)| *n >= b);
+            if secs > 0.0 && grew {
+                let rate = |i: usize| (counts[i] - before[i]) as f64 / secs;
+                if let Ok(mut t) = self.traffic.lock() {
+                    t.push(|seq| TrafficSample {
+                        seq,
+                        at: at_millis,
+                        stable_rps: rate(0),
+                        stable_failures: rate(1),
+                        canary_rps: rate(2),
+                        canary_failures: rate(3),
+                    });
+                }
+            }
+        }
+        *last = Some((at_millis, counts));
     }
 
     /// Samples the proxy's counters every second until `stop` turns true.
@@ -430,6 +464,39 @@ mod tests {
         assert_eq!(s.after(0), vec![2, 3, 4]);
         assert_eq!(s.after(4), vec![4]);
         assert_eq!(s.after(5), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn traffic_from_running_counts_is_the_rate_between_reports() {
+        let board = Board::from_spec("web", "web", &serde_json::json!({}), "", false, true);
+        board.counted(10_000, [100, 1, 10, 0]);
+        assert!(
+            board
+                .traffic
+                .lock()
+                .map(|t| t.after(0))
+                .unwrap_or_default()
+                .is_empty()
+        );
+        // Ten seconds later: 500 more stable requests, 50 more canary ones.
+        board.counted(20_000, [600, 6, 60, 5]);
+        // A new judge counts from zero: no sample, a new baseline.
+        board.counted(30_000, [10, 0, 1, 0]);
+        board.counted(32_000, [210, 2, 21, 4]);
+        let samples = board.traffic.lock().map(|t| t.after(0)).unwrap_or_default();
+        let rates: Vec<[f64; 4]> = samples
+            .iter()
+            .map(|s| {
+                [
+                    s.stable_rps,
+                    s.stable_failures,
+                    s.canary_rps,
+                    s.canary_failures,
+                ]
+            })
+            .collect();
+        assert_eq!(rates, vec![[50.0, 0.5, 5.0, 0.5], [100.0, 1.0, 10.0, 2.0]]);
+        assert_eq!(samples[1].at, 32_000);
     }
 
     #[test]

@@ -14,8 +14,10 @@
 //! for `/history`, from the moment the dashboard started. The buttons post
 //! to the same paths as in local mode and become the `coalmine.dev/command`
 //! annotation, as `coalmine promote|abort|… NAME` does; the page sees the
-//! outcome in the status and the Events. There is no `/traffic`: the
-//! requests per version are in the router's metrics, not in the Canary.
+//! outcome in the status and the Events. `/traffic` is derived from the
+//! judge's running counts in each analysis (requests and bad events per
+//! version, of the first metric that reports them): the Canary carries no
+//! finer traffic figures.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -201,7 +203,7 @@ fn watch(
 ) -> (Arc<Shared>, tokio::task::JoinHandle<()>) {
     let label = format!("{namespace}/{name}");
     let mut board =
-        Board::from_spec(name, &label, &canary.spec, addr, false, false).acting_as(identity);
+        Board::from_spec(name, &label, &canary.spec, addr, false, true).acting_as(identity);
     if let Some(url) = list_url {
         board = board.listed_at(url);
     }
@@ -520,6 +522,17 @@ async fn poll(
                             "verdict": analysis.verdict,
                             "metrics": analysis.metrics,
                         }));
+                        let counts = analysis.metrics.iter().find_map(|m| {
+                            Some([
+                                m.stable_requests?,
+                                m.stable_events?,
+                                m.canary_requests?,
+                                m.canary_events?,
+                            ])
+                        });
+                        if let Some(counts) = counts {
+                            shared.board.counted(at.unix_millis(), counts);
+                        }
                         last_analysis = Some(key);
                     }
                 }
