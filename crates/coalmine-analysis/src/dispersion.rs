@@ -53,9 +53,14 @@
 //! it (docs/analysis.md, section 5).
 //!
 //! **Longer wobbles.** One-minute blocks see a wobble that lasts ten
-//! minutes only as a tenth of its dispersion. So the same estimate is made
-//! a second time with blocks of [`LONG_BLOCKS`] minutes ([`SCALES`]), and
-//! `phi` is the larger of the two. Its assumed part needs no ramp: it is
+//! minutes only as a tenth of its dispersion. A guard made with
+//! [`Dispersion::with_long_scale`] makes the same estimate a second time
+//! with blocks of [`LONG_BLOCKS`] minutes ([`SCALES`]), and `phi` is the
+//! larger of the two. The judge does not use it: it holds a healthy canary
+//! with a ten-minute wobble back, but makes every regression wait for
+//! ten-minute blocks, so that a canary failing ten times as often as
+//! stable at a few requests a second is promoted before it is caught
+//! (docs/analysis.md, section 3). Its assumed part needs no ramp: it is
 //! `1 + (sum n_p^2 / sum n_p) W / 4` over the periods `p` of ten minutes
 //! so far, the period under way included, so it grows with the bad events
 //! as they come, from the first interval (`phi` is recomputed at every
@@ -124,7 +129,12 @@ pub const LONG_PRIOR_BLOCKS: f64 = 3.0;
 /// the one-minute scale lets a real wobble through one time in five).
 pub const LONG_UPPER_Z: f64 = 1.645;
 
-/// The periods looked at: a minute, and [`LONG_BLOCKS`] minutes.
+/// The periods a guard can look at: a minute, and [`LONG_BLOCKS`]
+/// minutes. The judge looks at the first alone ([`Dispersion::new`]); the
+/// second is there for [`Dispersion::with_long_scale`], measured in
+/// docs/analysis.md (section 3, the wobble frontier) and not chosen: it
+/// holds ten-minute wobbles back at the price of many minutes on every
+/// regression, large ones included.
 pub const SCALES: [Scale; 2] = [
     Scale {
         blocks: 1,
@@ -173,10 +183,14 @@ pub struct Dispersion {
     /// The measured residuals `(S, sum V_k, n)` per scale, as of the last
     /// completed block.
     measured_at: Vec<Option<(f64, f64, f64)>>,
+    /// Whether the ten-minute scale is looked at too.
+    #[serde(default)]
+    long: bool,
 }
 
 impl Dispersion {
-    /// A guard that groups `block_len` (>= 1) intervals into a block.
+    /// A guard that groups `block_len` (>= 1) intervals into a block and
+    /// looks at one-minute wobbles.
     pub fn new(block_len: usize) -> Self {
         Dispersion {
             block_len: block_len.max(1),
@@ -188,8 +202,23 @@ impl Dispersion {
             events: 0.0,
             current_events: 0.0,
             block_events: Vec::new(),
-            measured_at: vec![None; SCALES.len()],
+            measured_at: vec![None; 1],
+            long: false,
         }
+    }
+
+    /// A guard that also looks at ten-minute wobbles ([`SCALES`]).
+    pub fn with_long_scale(block_len: usize) -> Self {
+        Dispersion {
+            measured_at: vec![None; SCALES.len()],
+            long: true,
+            ..Dispersion::new(block_len)
+        }
+    }
+
+    /// The periods this guard looks at.
+    fn scales(&self) -> &'static [Scale] {
+        if self.long { &SCALES } else { &SCALES[..1] }
     }
 
     /// Records one interval: the canary's share and both arms' bad events.
@@ -221,7 +250,8 @@ impl Dispersion {
                 self.blocks.push(block);
             }
             let d = self.log_ratio_mle();
-            self.measured_at = SCALES
+            self.measured_at = self
+                .scales()
                 .iter()
                 .map(|scale| {
                     if self.blocks.is_empty() {
@@ -282,7 +312,7 @@ impl Dispersion {
     /// spread of a chi-square over its degrees of freedom does not depend
     /// on the counts).
     pub fn estimate(&self) -> f64 {
-        SCALES
+        self.scales()
             .iter()
             .zip(&self.measured_at)
             .map(|(scale, measured)| self.estimate_at(scale, *measured))
@@ -633,7 +663,7 @@ mod tests {
     fn a_long_wobble_is_assumed_from_the_first_interval() {
         // 30 bad events a minute: before any block completes, the long
         // period's assumed dispersion already counts the events so far.
-        let mut g = Dispersion::new(6);
+        let mut g = Dispersion::with_long_scale(6);
         g.update(Some(0.5), 3, 2);
         let first = 1.0 + 5.0 * LONG_WOBBLE / 4.0;
         assert!((g.phi() - first).abs() < 1e-9, "{}", g.phi());
@@ -656,7 +686,7 @@ mod tests {
         // 60 bad events a minute split as a binomial would, for an hour:
         // six ten-minute blocks with small residuals pull phi well below
         // the assumed `1 + 600 W / 4`.
-        let mut g = Dispersion::new(1);
+        let mut g = Dispersion::with_long_scale(1);
         let splits = [(30, 30), (34, 26), (26, 34), (31, 29), (28, 32), (33, 27)];
         for minute in 0..60 {
             let (c, s) = splits[(minute * 7) % splits.len()];

@@ -568,27 +568,17 @@ mod tests {
 
     #[test]
     fn a_regression_fails_with_its_numbers() {
-        // 5x, 28 bad events an interval: the guard allows for a wobble of
-        // ten minutes, so it takes part of one to convince.
         let mut judge = Judge::new(&plan(&[Check::Compare { max_ratio: 1.0 }]));
-        let mut intervals = 0;
-        while !judge.fails() && intervals < 120 {
+        for _ in 0..5 {
             judge.observe(0, counts(10, 18));
-            intervals += 1;
         }
         let (v, m) = judge.report();
-        assert_eq!(v, Verdict::Fail, "{m:?}");
-        assert!(intervals > 5, "{intervals}");
-        assert_eq!(m[0].canary_events, Some(10 * intervals));
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(m[0].canary_events, Some(50));
         assert_eq!(m[0].e_threshold, Some(20.0));
         assert!(m[0].e_value.unwrap() >= 20.0);
-        // The interval (two-sided, at alpha / 2 a side) excludes 1 a
-        // little later.
-        for _ in 0..60 {
-            judge.observe(0, counts(10, 18));
-        }
-        let [lo, _] = judge.report().1[0].ratio_interval.unwrap();
-        assert!(lo > 1.0, "{lo}");
+        let [lo, _] = m[0].ratio_interval.unwrap();
+        assert!(lo > 1.0);
     }
 
     #[test]
