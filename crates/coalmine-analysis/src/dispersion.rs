@@ -182,10 +182,8 @@ pub struct Dispersion {
     block_events: Vec<f64>,
     /// The measured residuals `(S, sum V_k, n)` per scale, as of the last
     /// completed block.
+    /// Its length is the number of [`SCALES`] looked at.
     measured_at: Vec<Option<(f64, f64, f64)>>,
-    /// Whether the ten-minute scale is looked at too.
-    #[serde(default)]
-    long: bool,
 }
 
 impl Dispersion {
@@ -203,7 +201,6 @@ impl Dispersion {
             current_events: 0.0,
             block_events: Vec::new(),
             measured_at: vec![None; 1],
-            long: false,
         }
     }
 
@@ -211,14 +208,13 @@ impl Dispersion {
     pub fn with_long_scale(block_len: usize) -> Self {
         Dispersion {
             measured_at: vec![None; SCALES.len()],
-            long: true,
             ..Dispersion::new(block_len)
         }
     }
 
     /// The periods this guard looks at.
     fn scales(&self) -> &'static [Scale] {
-        if self.long { &SCALES } else { &SCALES[..1] }
+        &SCALES[..self.measured_at.len().clamp(1, SCALES.len())]
     }
 
     /// Records one interval: the canary's share and both arms' bad events.
