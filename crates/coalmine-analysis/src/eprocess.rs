@@ -476,7 +476,7 @@ mod tests {
     }
 
     /// Reference values computed independently (plain floating point, no
-    /// logs, in Python) from the brief's formulas, over the same 40-point
+    /// logs, in Python) from the formulas of docs/analysis.md section 1, over the same 40-point
     /// grid with the weights of [`prior_weights`].
     #[test]
     fn matches_hand_computed_values() {

@@ -6,7 +6,7 @@
 //! can be mirrored to the canary. The route table and the pools sit behind
 //! one `ArcSwap`, so a change never blocks or splits a request
 //! ([`forward`]). The admin API ([`admin`]) changes routes and exposes the
-//! metrics of the brief ([`metrics`]), which are also readable in process
+//! its metrics ([`metrics`]), which are also readable in process
 //! for the judge.
 //!
 //! Layout: [`route`] is the pure per-request decision; [`upstream`] the

@@ -1,4 +1,4 @@
-//! The proxy's Prometheus metrics, with the names of the brief, and an
+//! The proxy's Prometheus metrics (names in docs/proxy.md), and an
 //! in-process view of the same counters for the judge.
 //!
 //! Every counter the request path touches is created at start-up and held

@@ -1,10 +1,11 @@
 //! The per-request routing decision, compiled from a [`Routes`] table.
 //!
-//! Order, as the brief asks: header routes → sticky cookie → weight. The
+//! Order: header routes → sticky cookie → weight. The
 //! weighted choice is exact rather than random: request `n` goes to the
 //! canary when `floor((n+1)·w/100) > floor(n·w/100)`, so every 100
-//! consecutive requests carry exactly `w` canary requests. That meets "within
-//! one percentage point over 20,000 requests, also at 1%" by construction,
+//! consecutive requests carry exactly `w` canary requests. That keeps the
+//! split within one percentage point over 20,000 requests, also at 1%, by
+//! construction,
 //! where a coin flip would miss it now and then.
 //!
 //! Sticky cookies are signed: the value is the track and an HMAC-SHA256

@@ -71,7 +71,8 @@ fn the_faulty_canary_is_rolled_back_by_its_errors() {
             .is_some_and(|r| r.contains("metric errors failed")),
         "{s}"
     );
-    // The blast-radius bound, with steps starting at 5%.
+    // The blast radius: rolled back within 30 s and fewer than 100 failed
+    // canary requests, with steps starting at 5%.
     assert!(s["secondsToRollback"].as_f64() <= Some(30.0), "{s}");
     assert!(
         s["requests"]["canary"]["failed"].as_u64() < Some(100),

@@ -260,7 +260,7 @@ fn after_promotion_all_traffic_goes_to_the_canary() {
 
 #[test]
 fn a_faulty_canary_is_rolled_back_and_gets_no_more_requests() {
-    // The case: 5% errors against stable's 0.5%, from a 5% weight.
+    // A tenfold regression: 5% errors against stable's 0.5%, from a 5% weight.
     let r = rollout_with(
         "faulty",
         "0.005",
