@@ -32,8 +32,8 @@ pub enum Op {
     /// Create the Deployment, or set its replicas (and its template when
     /// `template` is true and the revision differs).
     Deployment {
-        /// The wanted object.
-        object: Box<Deployment>,
+        /// The wanted object, as JSON (see [`workload::deployment`]).
+        object: Box<Value>,
         /// Whether an existing Deployment's template is replaced.
         template: bool,
     },
@@ -379,11 +379,18 @@ mod tests {
         }
     }
 
+    /// A built Deployment through the compiled types, to read in tests.
+    fn typed(object: &Value) -> Deployment {
+        serde_json::from_value(object.clone()).expect("a Deployment")
+    }
+
     fn replicas_of(ops: &[Op], name: &str) -> Vec<i32> {
         ops.iter()
             .filter_map(|o| match o {
-                Op::Deployment { object, .. } if object.metadata.name.as_deref() == Some(name) => {
-                    object.spec.as_ref().and_then(|s| s.replicas)
+                Op::Deployment { object, .. }
+                    if typed(object).metadata.name.as_deref() == Some(name) =>
+                {
+                    typed(object).spec.as_ref().and_then(|s| s.replicas)
                 }
                 Op::Scale { name: n, replicas } if n == name => Some(*replicas),
                 _ => None,
@@ -394,9 +401,15 @@ mod tests {
     fn image_of(ops: &[Op], name: &str) -> Option<String> {
         ops.iter().find_map(|o| match o {
             Op::Deployment { object, template }
-                if object.metadata.name.as_deref() == Some(name) && *template =>
+                if typed(object).metadata.name.as_deref() == Some(name) && *template =>
             {
-                object.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+                typed(object)
+                    .spec
+                    .as_ref()?
+                    .template
+                    .spec
+                    .as_ref()?
+                    .containers[0]
                     .image
                     .clone()
             }
@@ -573,9 +586,9 @@ mod tests {
                 .into_iter()
                 .find_map(|o| match o {
                     Op::Deployment { object, template }
-                        if object.metadata.name.as_deref() == Some("web") =>
+                        if typed(&object).metadata.name.as_deref() == Some("web") =>
                     {
-                        Some((object, template))
+                        Some((typed(&object), template))
                     }
                     _ => None,
                 })

@@ -429,8 +429,14 @@ async fn step(
     let total = replicas_wanted(&checked);
     let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), c.namespace());
     let canary_name = workload::canary_name(c.name());
-    let stable_d = deploys.get_opt(c.name()).await?;
-    let canary_d = deploys.get_opt(&canary_name).await?;
+    let (stable_d, stable_raw) = workload::get_deployment(&deploys, c.name())
+        .await?
+        .map(|f| (f.deployment, f.template))
+        .unzip();
+    let (canary_d, canary_raw) = workload::get_deployment(&deploys, &canary_name)
+        .await?
+        .map(|f| (f.deployment, f.template))
+        .unzip();
     let uid = c.metadata.uid.as_deref().unwrap_or_default();
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(ctx.client.clone(), c.namespace());
@@ -590,7 +596,7 @@ async fn step(
                 .map(|t| workload::pod_template(t, workload::Track::Stable, &desired))
         })
         .flatten();
-    remember_stable_template(&mut decision.status, stable_d.as_ref(), from_spec);
+    remember_stable_template(&mut decision.status, stable_raw.flatten(), from_spec);
     // Counted as of this reconcile; sending goes on in the background.
     if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
         decision.status.notifications = Some(counts);
@@ -619,7 +625,7 @@ async fn step(
         .iter()
         .any(|c| c.type_ == APPLIED_CONDITION && c.status != "True");
     let state = Now {
-        canary_d,
+        canary_template: canary_raw.flatten(),
         selector,
         current,
         serving,
@@ -744,7 +750,8 @@ fn stuck(
 
 /// What the cluster runs now, for [`apply::split`].
 struct Now {
-    canary_d: Option<Deployment>,
+    /// The canary Deployment's pod template, whole.
+    canary_template: Option<serde_json::Value>,
     selector: std::collections::BTreeMap<String, String>,
     current: (i32, i32),
     serving: Option<workload::Serving>,
@@ -795,7 +802,7 @@ fn traffic_condition(status: &mut CanaryStatus, now: Time, delay: Duration) -> O
 /// writes.
 fn remember_stable_template(
     status: &mut CanaryStatus,
-    stable: Option<&Deployment>,
+    stable: Option<serde_json::Value>,
     from_spec: Option<serde_json::Value>,
 ) {
     let Some(rev) = status.stable_revision.as_deref() else {
@@ -809,7 +816,6 @@ fn remember_stable_template(
         return;
     }
     let found = stable
-        .and_then(workload::template_of)
         .into_iter()
         .chain(from_spec)
         .find(|t| workload::template_revision(t) == Some(rev));
@@ -849,14 +855,13 @@ async fn carry_out(
     desired: &str,
     now: Now,
 ) -> Result<(), Error> {
-    let canary_d = now.canary_d;
     let owner = owner_of(c)?;
     let inputs = apply::Inputs {
         name: c.name(),
         spec: &checked.canary.spec,
         desired,
         owner: &owner,
-        canary_template: canary_d.as_ref().and_then(workload::template_of),
+        canary_template: now.canary_template,
         selector: now.selector,
         current: now.current,
         serving: now.serving,
@@ -1058,13 +1063,25 @@ mod tests {
         remember_stable_template(&mut status, None, None);
         assert_eq!(status.stable_template, None);
         // A stable Deployment at another revision (mid-promotion) is not it.
-        remember_stable_template(&mut status, Some(&deployment("new", 1, 1, 2)), None);
+        remember_stable_template(
+            &mut status,
+            workload::template_of(&deployment("new", 1, 1, 2)),
+            None,
+        );
         assert_eq!(status.stable_template, None);
-        remember_stable_template(&mut status, Some(&deployment("old", 1, 1, 2)), None);
+        remember_stable_template(
+            &mut status,
+            workload::template_of(&deployment("old", 1, 1, 2)),
+            None,
+        );
         assert_eq!(rev_of(&status).as_deref(), Some("old"));
         // Promoted: the next revision's template replaces it.
         status.stable_revision = Some("new".into());
-        remember_stable_template(&mut status, Some(&deployment("new", 2, 2, 2)), None);
+        remember_stable_template(
+            &mut status,
+            workload::template_of(&deployment("new", 2, 2, 2)),
+            None,
+        );
         assert_eq!(rev_of(&status).as_deref(), Some("new"));
         // The first deploy: no Deployment yet, the spec's template.
         let mut first = CanaryStatus {

@@ -16,6 +16,13 @@
 //! Updates are JSON patches of exactly the fields coalmine decides
 //! (replicas, template, selector), so labels, annotations and fields other
 //! tools set on these objects stay.
+//!
+//! Pod templates travel as JSON, never through the compiled `k8s-openapi`
+//! types: those know the fields of one Kubernetes release and would drop
+//! newer ones silently. Deployments are created and their templates
+//! patched with `fieldValidation=Strict`, so a field the cluster does not
+//! know (a typo in `spec.template`) is refused by the API server with its
+//! path, and shows on the Canary, instead of vanishing.
 
 use std::collections::BTreeMap;
 
@@ -198,7 +205,8 @@ fn managed_labels(selector: &BTreeMap<String, String>) -> Value {
     Value::Object(labels)
 }
 
-/// A Deployment of `template` for one track.
+/// A Deployment of `template` for one track, as the JSON sent to the API
+/// server (every field of the template kept).
 pub fn deployment(
     name: &str,
     owner: &OwnerReference,
@@ -206,7 +214,7 @@ pub fn deployment(
     template: Value,
     track: Track,
     replicas: i32,
-) -> Result<Deployment, Error> {
+) -> Result<Value, Error> {
     let mut match_labels: Map<String, Value> = selector
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
@@ -214,17 +222,17 @@ pub fn deployment(
     match_labels.insert(TRACK_LABEL.into(), json!(track.as_str()));
     let mut labels = managed_labels(selector);
     labels[TRACK_LABEL] = json!(track.as_str());
-    Ok(serde_json::from_value(json!({
+    Ok(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels, "ownerReferences": [owner]},
+        "metadata": {"name": name, "labels": labels, "ownerReferences": [serde_json::to_value(owner)?]},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": match_labels},
             "template": template,
             "strategy": strategy(),
         }
-    }))?)
+    }))
 }
 
 /// The rollout strategy of both Deployments: a template change (a
@@ -405,25 +413,83 @@ pub fn replicas_of(d: &Deployment) -> i32 {
     d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
 }
 
-/// A Deployment's pod template as JSON.
+/// A Deployment's pod template as JSON, as the compiled types know it:
+/// enough for its labels and annotations (the revision), not for copying
+/// (see [`Fetched::template`]).
 pub fn template_of(d: &Deployment) -> Option<Value> {
     let t = &d.spec.as_ref()?.template;
     serde_json::to_value(t).ok()
+}
+
+/// A Deployment read from the API server: typed for its replicas and
+/// status, with its pod template exactly as the server returned it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The Deployment, through the compiled types.
+    pub deployment: Deployment,
+    /// `spec.template` as JSON, with the fields the compiled types lack.
+    pub template: Option<Value>,
+}
+
+/// Reads Deployment `name`, if it exists, keeping its pod template whole.
+pub async fn get_deployment(api: &Api<Deployment>, name: &str) -> Result<Option<Fetched>, Error> {
+    let request = kube::core::Request::new(api.resource_url())
+        .get(name, &kube::api::GetParams::default())
+        .map_err(kube::Error::BuildRequest)?;
+    let raw: Value = match api.clone().into_client().request(request).await {
+        Ok(raw) => raw,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let template = raw.pointer("/spec/template").cloned();
+    Ok(Some(Fetched {
+        deployment: serde_json::from_value(raw)?,
+        template,
+    }))
+}
+
+/// Creates Deployment `desired` with `fieldValidation=Strict`.
+async fn create_strict(api: &Api<Deployment>, desired: &Value) -> Result<Deployment, Error> {
+    let mut request = kube::core::Request::new(api.resource_url())
+        .create(&PostParams::default(), serde_json::to_vec(desired)?)
+        .map_err(kube::Error::BuildRequest)?;
+    let uri = request.uri().to_string();
+    let sep = if uri.ends_with('?') || uri.ends_with('&') {
+        ""
+    } else if uri.contains('?') {
+        "&"
+    } else {
+        "?"
+    };
+    *request.uri_mut() = format!("{uri}{sep}fieldValidation=Strict")
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| {
+            kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e.into()))
+        })?;
+    Ok(api.clone().into_client().request(request).await?)
 }
 
 /// Creates `desired` if it is missing; otherwise sets its replicas and,
 /// when `template` is true, its pod template (when the revision differs).
 pub async fn ensure_deployment(
     api: &Api<Deployment>,
-    desired: &Deployment,
+    desired: &Value,
     template: bool,
 ) -> Result<Deployment, Error> {
-    let name = desired.metadata.name.clone().unwrap_or_default();
+    let name = desired
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let Some(current) = api.get_opt(&name).await? else {
-        return Ok(api.create(&PostParams::default(), desired).await?);
+        return create_strict(api, desired).await;
     };
     let mut ops = Vec::new();
-    let want = replicas_of(desired);
+    let want = desired
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .and_then(|r| i32::try_from(r).ok())
+        .unwrap_or(1);
     if replicas_of(&current) != want {
         ops.push(json!({"op": "replace", "path": "/spec/replicas", "value": want}));
     }
@@ -431,7 +497,10 @@ pub async fn ensure_deployment(
         ops.push(json!({"op": "add", "path": "/spec/strategy", "value": strategy()}));
     }
     if template {
-        let want_t = template_of(desired).unwrap_or(Value::Null);
+        let want_t = desired
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or(Value::Null);
         let have_t = template_of(&current).unwrap_or(Value::Null);
         // Compared by revision: the API server fills in defaults, so the
         // stored template never equals the one sent.
@@ -443,7 +512,11 @@ pub async fn ensure_deployment(
         return Ok(current);
     }
     Ok(api
-        .patch(&name, &PatchParams::default(), &json_patch(ops)?)
+        .patch(
+            &name,
+            &PatchParams::default().validation_strict(),
+            &json_patch(ops)?,
+        )
         .await?)
 }
 
@@ -592,8 +665,7 @@ mod tests {
         let s = spec();
         let sel = selector_labels(&s);
         let t = pod_template(s.template.as_ref().expect("template"), Track::Canary, "abc");
-        let d = deployment("web-canary", &owner(), &sel, t, Track::Canary, 3).expect("built");
-        let v = serde_json::to_value(&d).expect("json");
+        let v = deployment("web-canary", &owner(), &sel, t, Track::Canary, 3).expect("built");
         assert_eq!(v["spec"]["selector"]["matchLabels"][TRACK_LABEL], "canary");
         assert_eq!(v["spec"]["selector"]["matchLabels"]["app"], "web");
         assert_eq!(
@@ -609,6 +681,37 @@ mod tests {
         let stable = retrack(&v["spec"]["template"], Track::Stable);
         assert_eq!(stable["metadata"]["labels"][TRACK_LABEL], "stable");
         assert_eq!(template_revision(&stable), Some("abc"));
+    }
+
+    #[test]
+    fn fields_newer_than_the_compiled_types_are_kept() {
+        // `fileKeyRef` (env from a file) and container restart rules are
+        // fields of Kubernetes releases after the one `k8s-openapi` is
+        // built for here: a round trip through `Deployment` drops them.
+        let template = json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{
+                "name": "web", "image": "web:2", "restartPolicy": "Always",
+                "restartPolicyRules": [{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}],
+                "env": [{"name": "X", "valueFrom": {"fileKeyRef": {"volumeName": "v", "path": "a.env", "key": "X"}}}]
+            }]}
+        });
+        let sel = selector_labels(&spec());
+        let Value::Object(t) = template else {
+            panic!("an object")
+        };
+        let t = pod_template(&t, Track::Canary, "abc");
+        let v = deployment("web-canary", &owner(), &sel, t, Track::Canary, 1).expect("built");
+        let c = &v["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["env"][0]["valueFrom"]["fileKeyRef"]["key"], "X");
+        assert_eq!(c["restartPolicyRules"][0]["action"], "Restart");
+        let through_types: Deployment = serde_json::from_value(v).expect("a Deployment");
+        let dropped = template_of(&through_types).expect("a template");
+        assert_eq!(
+            dropped["spec"]["containers"][0].get("restartPolicyRules"),
+            None,
+            "the compiled types drop it: why templates travel as JSON"
+        );
     }
 
     #[test]
@@ -662,6 +765,7 @@ mod tests {
             2,
         )
         .expect("built");
+        let d: Deployment = serde_json::from_value(d).expect("a Deployment");
         assert!(has_strategy(&d), "never fewer available pods than wanted");
     }
 
