@@ -461,6 +461,11 @@ async fn step(
     if !foreign.is_empty() {
         return refuse(api, c, ctx, "NotOwned", &foreign).await;
     }
+    let ours: Vec<&Deployment> = stable_d.iter().chain(canary_d.iter()).collect();
+    let autoscaled = workload::autoscaled(&ctx.client, c.namespace(), c.name(), &ours).await?;
+    if !autoscaled.is_empty() {
+        return refuse(api, c, ctx, "AutoscaledDeployment", &autoscaled).await;
+    }
     let selector = match workload::selector_for(spec, c.name(), stable_d.as_ref()) {
         Ok(s) => s,
         Err(p) => return invalid(api, c, ctx, &[p]).await,

@@ -448,10 +448,88 @@ pub async fn get_deployment(api: &Api<Deployment>, name: &str) -> Result<Option<
     }))
 }
 
+/// The field manager of the controller's writes to Deployments: the API
+/// server records which manager last set each field, and [`autoscaled`]
+/// tells coalmine's `spec.replicas` from anyone else's by it.
+pub const FIELD_MANAGER: &str = "coalmine-controller";
+
+/// Patch parameters of the controller's Deployment writes.
+fn deployment_patch() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+    .validation_strict()
+}
+
+/// Whether a manager other than coalmine set `spec.replicas` last: an
+/// update takes a field's ownership, so this holds from another writer's
+/// change of the replicas until coalmine's next one.
+pub fn replicas_set_by_another(d: &Deployment) -> bool {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter_map(|m| m.fields_v1.as_ref())
+        .any(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+}
+
+/// HorizontalPodAutoscalers that size one of the Canary's Deployments
+/// (`deployments`, the existing ones): coalmine sets both Deployments'
+/// replicas for the traffic split, so an autoscaler on either would undo
+/// each step and be undone in turn. Looked up only when another manager
+/// set a Deployment's replicas, so a Canary nobody else scales costs no
+/// call. The supported way is an autoscaler on the Canary itself (its
+/// `scale` subresource), which sizes both tracks together.
+pub async fn autoscaled(
+    client: &kube::Client,
+    namespace: &str,
+    canary: &str,
+    deployments: &[&Deployment],
+) -> Result<Vec<coalmine_core::Problem>, Error> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let scaled: Vec<&str> = deployments
+        .iter()
+        .filter(|d| replicas_set_by_another(d))
+        .filter_map(|d| d.metadata.name.as_deref())
+        .collect();
+    if scaled.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+    let list = hpas.list(&kube::api::ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|h| {
+            let target = &h.spec.as_ref()?.scale_target_ref;
+            let hit = target.kind == "Deployment" && scaled.contains(&target.name.as_str());
+            hit.then(|| {
+                let hpa = h.metadata.name.as_deref().unwrap_or_default();
+                coalmine_core::Problem::error(
+                    "spec.replicas",
+                    format!(
+                        "HorizontalPodAutoscaler {hpa} scales Deployment {}, whose replicas coalmine sets for the traffic split",
+                        target.name
+                    ),
+                )
+                .hint(format!(
+                    "point the autoscaler at the Canary, which scales both tracks together: `kubectl patch hpa {hpa} --type merge -p '{{\"spec\":{{\"scaleTargetRef\":{{\"apiVersion\":\"coalmine.dev/v1alpha1\",\"kind\":\"Canary\",\"name\":\"{canary}\"}}}}}}'`"
+                ))
+            })
+        })
+        .collect())
+}
+
 /// Creates Deployment `desired` with `fieldValidation=Strict`.
 async fn create_strict(api: &Api<Deployment>, desired: &Value) -> Result<Deployment, Error> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
     let mut request = kube::core::Request::new(api.resource_url())
-        .create(&PostParams::default(), serde_json::to_vec(desired)?)
+        .create(&params, serde_json::to_vec(desired)?)
         .map_err(kube::Error::BuildRequest)?;
     let uri = request.uri().to_string();
     let sep = if uri.ends_with('?') || uri.ends_with('&') {
@@ -512,11 +590,7 @@ pub async fn ensure_deployment(
         return Ok(current);
     }
     Ok(api
-        .patch(
-            &name,
-            &PatchParams::default().validation_strict(),
-            &json_patch(ops)?,
-        )
+        .patch(&name, &deployment_patch(), &json_patch(ops)?)
         .await?)
 }
 
@@ -527,7 +601,7 @@ pub async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(
     {
         api.patch(
             name,
-            &PatchParams::default(),
+            &deployment_patch(),
             &Patch::Merge(json!({"spec": {"replicas": replicas}})),
         )
         .await?;

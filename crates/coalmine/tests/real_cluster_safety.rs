@@ -491,6 +491,7 @@ fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
         ("create", "services"),
         ("patch", "services"),
         ("list", "endpointslices.discovery.k8s.io"),
+        ("list", "horizontalpodautoscalers.autoscaling"),
         ("get", "httproutes.gateway.networking.k8s.io"),
         ("patch", "httproutes.gateway.networking.k8s.io"),
         ("get", "ingresses.networking.k8s.io"),
@@ -527,6 +528,8 @@ fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
         ("create", "events"),
         ("get", "pods"),
         ("get", "secrets"),
+        ("get", "horizontalpodautoscalers.autoscaling"),
+        ("patch", "horizontalpodautoscalers.autoscaling"),
     ];
     for (verb, what) in unused {
         assert!(!can(verb, what, "default")?, "{verb} {what} is not used");

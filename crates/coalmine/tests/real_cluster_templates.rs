@@ -65,7 +65,11 @@ async fn fields_newer_than_the_compiled_types_reach_stable_canary_and_promotion(
     spec["template"] = template(container("web:1"));
     create(&client, &ns, "web", spec).await?;
     phase(&client, &ns, "web", "Idle", 60).await?;
-    assert_newer_fields(&stored_container(&client, &ns, "web").await?, "stable");
+    let stable = eventually(60, "Deployment web", || async {
+        Ok(stored_container(&client, &ns, "web").await.ok())
+    })
+    .await?;
+    assert_newer_fields(&stable, "stable");
 
     let canaries: Api<coalmine_controller::resource::CanaryResource> =
         Api::namespaced(client.clone(), &ns);
@@ -74,7 +78,10 @@ async fn fields_newer_than_the_compiled_types_reach_stable_canary_and_promotion(
         .patch("web", &PatchParams::default(), &Patch::Merge(patch))
         .await?;
     phase(&client, &ns, "web", "Paused", 90).await?;
-    let canary = stored_container(&client, &ns, "web-canary").await?;
+    let canary = eventually(60, "Deployment web-canary", || async {
+        Ok(stored_container(&client, &ns, "web-canary").await.ok())
+    })
+    .await?;
     assert_eq!(canary["image"], "web:2");
     assert_newer_fields(&canary, "canary");
 
