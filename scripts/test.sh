@@ -2,7 +2,8 @@
 # The test command: installs what the tests need, then runs every test.
 # Needs: a Rust toolchain (cargo); installs promtool (Debian package
 # `prometheus`) and the Prometheus server when they are missing: the proxy's
-# /metrics test and the providers' tests against a real server need them;
+# /metrics test and the providers' and the controller's tests against a
+# real server need them;
 # and Debian's `chromium` and `chromium-driver` for the dashboard's browser
 # tests (crates/coalmine/tests/dashboard.rs), which fail without them.
 set -euo pipefail
@@ -17,19 +18,12 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
-# kubectl comes with the machine image; elsewhere try Debian's package.
-if ! command -v kubectl >/dev/null; then
-  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubernetes-client >/dev/null || true
-fi
-# A missing server is a failure here, not a skipped test. kubectl comes
-# with the machine image (the fake API server's tests drive it).
+# A missing server is a failure here, not a skipped test.
 export COALMINE_REQUIRE_PROMETHEUS=1
-export COALMINE_REQUIRE_KUBECTL=1
-# The real Kubernetes of the tests (scripts/kube-env.sh, docs/kubernetes.md):
-# its Go build (cached in target/kube-env/bin) runs while cargo compiles; a
-# missing Go toolchain or a failed build fails the tests.
+# The real Kubernetes of the tests (scripts/kube-env.sh, docs/kubernetes.md),
+# kubectl included (the tests run that one): its Go build (cached in
+# target/kube-env/bin) runs while cargo compiles; a missing Go toolchain or
+# a failed build fails the tests.
 mkdir -p target
 scripts/kube-env.sh build >target/kube-env-build.log 2>&1 &
 kube_build=$!

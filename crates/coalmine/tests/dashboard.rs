@@ -6,9 +6,10 @@
 //! Set `COALMINE_SCREENSHOT=PATH` to save the rolled-back page as a PNG
 //! (the README's screenshot is made that way).
 //!
-//! The list of Canaries runs against the real API server of
-//! `scripts/kube-env.sh` (`kube_env`), with a user whose RBAC reaches some
-//! namespaces and not others.
+//! The Kubernetes dashboard (`coalmine dashboard NAME`) and its list of
+//! Canaries run against the real API server of `scripts/kube-env.sh`
+//! (`kube_env`): with the admin's kubeconfig, and with a user whose RBAC
+//! reaches some namespaces and not others.
 
 mod kube_env;
 
@@ -260,19 +261,35 @@ impl Browser {
         )
     }
 
+    /// Clicks the element `css` selects; found again when the page
+    /// replaced it between finding and clicking (a list redrawn by a
+    /// poll).
     fn click(&self, css: &str) {
-        let found = self.call(
-            "POST",
-            "/element",
-            Some(json!({ "using": "css selector", "value": css })),
-        );
-        let id = found
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .expect("an element id")
-            .to_owned();
-        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+        for _ in 0..20 {
+            let found = self.call(
+                "POST",
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            );
+            let id = found
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_str)
+                .expect("an element id")
+                .to_owned();
+            let path = format!("/session/{}/element/{id}/click", self.session);
+            let (code, answer) = http(self.driver, "POST", &path, Some(&json!({})))
+                .unwrap_or_else(|| panic!("chromedriver did not answer POST {path}"));
+            if code == 200 {
+                return;
+            }
+            assert_eq!(
+                answer["value"]["error"], "stale element reference",
+                "POST {path}: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{css} was replaced at every click");
     }
 
     /// Accepts the confirmation dialog open (or about to open), as a person
@@ -574,11 +591,18 @@ spec:
     );
 }
 
-/// Runs a command with the test's kubeconfig; code, stdout, stderr.
+/// Runs a command with the test's kubeconfig and `dir` first on PATH
+/// (kubectl of the cluster's release); code, stdout, stderr.
 fn kube_run(dir: &Path, program: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new(program)
         .args(args)
         .env("KUBECONFIG", dir.join("kubeconfig"))
+        .env("PATH", path)
         .stdin(Stdio::null())
         .output()
         .expect("the command runs");
@@ -593,7 +617,7 @@ fn shop(image: &str) -> String {
     format!(
         "apiVersion: coalmine.dev/v1alpha1
 kind: Canary
-metadata: {{name: shop, namespace: default}}
+metadata: {{name: shop}}
 spec:
   replicas: 4
   selector: {{matchLabels: {{app: shop}}}}
@@ -620,33 +644,35 @@ fn kube_status(dir: &Path) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coalmine_dashboard_shows_a_kubernetes_canary_and_aborts_it_with_the_kubeconfig() {
-    let kubectl = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(kubectl, "kubectl is missing (scripts/test.sh needs it too)");
-    let mut opts = coalmine_fakekube::Options::default();
-    opts.deployment_ready_delay = Duration::from_millis(150);
-    let server = coalmine_fakekube::FakeApiServer::start(opts)
-        .await
-        .expect("fake API server");
-    let dir = std::env::temp_dir().join(format!("coalmine-kube-dashboard-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    server
-        .write_kubeconfig(dir.join("kubeconfig"))
-        .expect("kubeconfig");
-    let d = dir.clone();
-    let outcome = tokio::task::spawn_blocking(move || kube_scenario(&d)).await;
-    server.shutdown().await;
+async fn coalmine_dashboard_shows_a_kubernetes_canary_and_aborts_it_with_the_kubeconfig()
+-> kube_env::TestResult {
+    let env = kube_env::env()?;
+    let admin = env.admin().await?;
+    let ns = kube_env::namespace(&admin, "dash-kube").await?;
+    let controller = kube_env::Controller::start(env, &ns)?;
+    // A person's kubeconfig: the admin's, the test's namespace as its
+    // default; kubectl of the cluster's release first on PATH.
+    let dir = Path::new(env.var("KUBE_ENV_RUN")?).join(format!("dash-{ns}"));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(env.var("ADMIN_KUBECONFIG")?, dir.join("kubeconfig"))?;
+    std::os::unix::fs::symlink(env.var("KUBECTL")?, dir.join("kubectl"))?;
+    let (d, name) = (dir.clone(), ns.to_string());
+    let outcome = tokio::task::spawn_blocking(move || kube_scenario(&d, &name)).await;
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+    controller.finish()?;
+    Ok(())
 }
 
-fn kube_scenario(dir: &Path) {
+fn kube_scenario(dir: &Path, ns: &str) {
+    let (code, _, err) = kube_run(
+        dir,
+        "kubectl",
+        &["config", "set-context", "--current", "--namespace", ns],
+    );
+    assert_eq!(code, Some(0), "{err}");
     let crd = dir.join("crd.yaml");
     let (code, out, err) = kube_run(dir, BIN, &["crd"]);
     assert_eq!(code, Some(0), "{err}");
@@ -657,33 +683,19 @@ fn kube_scenario(dir: &Path) {
         &["apply", "-f", crd.to_str().expect("utf-8")],
     );
     assert_eq!(code, Some(0), "{err}");
-    let _controller = Proc(
-        Command::new(BIN)
-            .args([
-                "controller",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--no-leader-election",
-            ])
-            .env("KUBECONFIG", dir.join("kubeconfig"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the controller starts"),
-    );
     let file = dir.join("shop.yaml");
     let path = file.to_str().expect("utf-8");
     std::fs::write(&file, shop("shop:1")).expect("write");
     let (code, _, err) = kube_run(dir, "kubectl", &["apply", "-f", path]);
     assert_eq!(code, Some(0), "{err}");
-    wait_for(Duration::from_secs(30), "shop is Idle", || {
+    wait_for(Duration::from_secs(60), "shop is Idle", || {
         let s = kube_status(dir);
         (s["phase"] == "Idle" && s["stableRevision"].is_string()).then_some(())
     });
     std::fs::write(&file, shop("shop:2")).expect("write");
     let (code, _, err) = kube_run(dir, "kubectl", &["apply", "-f", path]);
     assert_eq!(code, Some(0), "{err}");
-    wait_for(Duration::from_secs(30), "shop paused at 25%", || {
+    wait_for(Duration::from_secs(60), "shop paused at 25%", || {
         let s = kube_status(dir);
         (s["phase"] == "Paused" && s["weight"] == 25).then_some(())
     });
@@ -729,7 +741,7 @@ fn kube_scenario(dir: &Path) {
             (!p.is_null()).then_some(p)
         },
     );
-    assert_eq!(page["name"], "default/shop", "{page}");
+    assert_eq!(page["name"], format!("{ns}/shop"), "{page}");
     assert_eq!(page["weight"], "25%", "{page}");
     assert_eq!(page["current"], "pause until promoted", "{page}");
     assert_eq!(
@@ -746,7 +758,7 @@ fn kube_scenario(dir: &Path) {
     let text = browser.confirm();
     assert!(text.starts_with("Abort"), "{text}");
     wait_for(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "the controller rolls shop back",
         || (kube_status(dir)["phase"] == "RolledBack").then_some(()),
     );
@@ -794,12 +806,7 @@ fn viewer_kubeconfig(
         );
     }
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    let out = env.kubectl_with_input(&["apply", "-f", "-"], &list.to_string())?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply(&list)?;
     let out = env
         .kubectl()?
         .args(["create", "token", "viewer", "-n", home])
@@ -881,7 +888,7 @@ async fn the_kubernetes_dashboard_lists_the_canaries_rbac_lets_the_user_read_and
     kube_env::phase(&admin, &a, "web", "Paused", 60).await?;
     let kubeconfig = viewer_kubeconfig(env, &a, &[&a, &b])?;
 
-    let (a2, b2, hidden2) = (a.clone(), b.clone(), hidden.clone());
+    let (a2, b2, hidden2) = (a.to_string(), b.to_string(), hidden.to_string());
     let admin2 = admin.clone();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {

@@ -9,13 +9,12 @@ mod kube_env;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube_env::{
-    BoxError, Controller, TestResult, Webhook, create, env, eventually, namespace, phase,
-    set_image, spec,
+    BoxError, Controller, TestResult, Webhook, condition, create, create_http_route, env, events,
+    eventually, http_routes, merge_patch, namespace, phase, serving, set_image, spec,
 };
 use serde_json::{Value, json};
 
@@ -30,23 +29,7 @@ fn example(file: &str) -> Result<Value, BoxError> {
 #[test]
 fn deploy_applies_to_the_real_api_server() -> TestResult {
     let env = env()?;
-    let deploy = format!("{}/../../deploy", env!("CARGO_MANIFEST_DIR"));
-    let out = env.kubectl()?.args(["apply", "-k", &deploy]).output()?;
-    assert!(
-        out.status.success(),
-        "kubectl apply -k deploy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = env
-        .kubectl()?
-        .args(["wait", "--for=condition=Established", "--timeout=30s"])
-        .args(["crd/canaries.coalmine.dev"])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply_deploy()?;
     // The ServiceAccount may do what the controller does, and no more.
     let can = |verb: &str, what: &str| -> Result<bool, BoxError> {
         let out = env
@@ -275,42 +258,9 @@ async fn the_api_server_runs_the_crd_cel_rules() -> TestResult {
 
 /// Deployment `name`'s (spec.replicas, first image), if it exists.
 async fn shape(client: &Client, ns: &str, name: &str) -> Result<Option<(i32, String)>, BoxError> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    Ok(api.get_opt(name).await?.map(|d| {
-        let spec = d.spec.unwrap_or_default();
-        let image = spec
-            .template
-            .spec
-            .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
-            .unwrap_or_default();
-        (spec.replicas.unwrap_or(1), image)
-    }))
-}
-
-/// The images of the Ready endpoints behind Service `svc`, from its
-/// EndpointSlices and their pods, sorted.
-async fn serving(client: &Client, ns: &str, svc: &str) -> Result<Vec<String>, BoxError> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut images = Vec::new();
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
-    for slice in slices.list(&lp).await?.items {
-        for ep in slice.endpoints {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready) == Some(true);
-            let pod = ep.target_ref.as_ref().and_then(|r| r.name.clone());
-            if let (true, Some(pod)) = (ready, pod)
-                && let Some(p) = pods.get_opt(&pod).await?
-            {
-                let image = p
-                    .spec
-                    .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
-                    .unwrap_or_default();
-                images.push(image);
-            }
-        }
-    }
-    images.sort();
-    Ok(images)
+    Ok(kube_env::deployment(client, ns, name)
+        .await?
+        .map(|d| kube_env::shape(&d)))
 }
 
 fn n_of(images: &[String], image: &str) -> usize {
@@ -402,6 +352,14 @@ async fn a_failing_webhook_metric_rolls_back_on_a_real_cluster() -> TestResult {
         message.contains("p99-latency") && message.contains("0.9"),
         "{done}"
     );
+    assert_eq!(done["weight"], 0);
+    let failed = events(&client, &ns)
+        .await?
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("AnalysisFailed"))
+        .ok_or("no AnalysisFailed event")?;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert!(failed.note.unwrap_or_default().contains("p99-latency"));
     eventually(60, "4 Ready web:1 endpoints and no canary pod", || async {
         let s = serving(&client, &ns, "web").await?;
         Ok((s == vec!["web:1".to_owned(); 4]).then_some(()))
@@ -409,14 +367,16 @@ async fn a_failing_webhook_metric_rolls_back_on_a_real_cluster() -> TestResult {
     .await?;
     assert_eq!(
         shape(&client, &ns, "web").await?,
-        Some((4, "web:1".to_owned()))
+        Some((4, "web:1".to_owned())),
+        "stable untouched, all replicas"
+    );
+    assert_eq!(
+        shape(&client, &ns, "web-canary").await?.map(|c| c.0),
+        Some(0),
+        "canary scaled to zero"
     );
     ctl.finish()?;
     Ok(())
-}
-
-fn http_route() -> kube::api::ApiResource {
-    coalmine_controller::router::gateway::http_route_resource()
 }
 
 /// (name, weight) of each backendRef of rule `i`.
@@ -449,23 +409,20 @@ async fn gateway_api_router_promotes_with_the_gateway_api_1_2_crds() -> TestResu
 async fn gateway_api_router_promotes(env: &kube_env::Env) -> TestResult {
     let client = env.admin().await?;
     let ns = namespace(&client, "gateway").await?;
-    let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route());
-    let user: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {
-            "parentRefs": [{"name": "gateway"}],
-            "rules": [
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                 "backendRefs": [{"name": "web", "port": 80}]},
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
-                 "backendRefs": [{"name": "admin", "port": 80}]}
-            ]
-        }
-    }))?;
+    let routes = http_routes(&client, &ns);
     // As the API server stored it, with its defaults.
-    let stored = routes.create(&PostParams::default(), &user).await?;
+    let stored = create_http_route(
+        &client,
+        &ns,
+        "web",
+        json!([
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "backendRefs": [{"name": "web", "port": 80}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+             "backendRefs": [{"name": "admin", "port": 80}]}
+        ]),
+    )
+    .await?;
     let ctl = Controller::start(env, &ns)?;
     let mut s = spec(
         "web:1",
@@ -491,14 +448,18 @@ async fn gateway_api_router_promotes(env: &kube_env::Env) -> TestResult {
         Some("stable")
     );
     set_image(&client, &ns, "web", "web:2").await?;
-    eventually(60, "weights 80/20 on the HTTPRoute", || async {
+    let at20 = eventually(60, "weights 80/20 on the HTTPRoute", || async {
         let r = routes.get("web").await?;
         Ok(
             (weights(&r, 0) == [("web".to_owned(), 80), ("web-canary".to_owned(), 20)])
-                .then_some(()),
+                .then_some(r),
         )
     })
     .await?;
+    assert_eq!(
+        at20.data["spec"]["rules"][1], stored.data["spec"]["rules"][1],
+        "other rules untouched"
+    );
     eventually(60, "3 Ready canary endpoints behind web-canary", || async {
         let s = serving(&client, &ns, "web-canary").await?;
         Ok((n_of(&s, "web:2") == 3).then_some(()))
@@ -569,7 +530,7 @@ async fn nginx_router_promotes_with_a_real_canary_ingress() -> TestResult {
             {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
         ]}}]}
     }))?;
-    ingresses.create(&PostParams::default(), &user).await?;
+    let user = ingresses.create(&PostParams::default(), &user).await?;
     let ctl = Controller::start(env, &ns)?;
     let mut s = spec(
         "web:1",
@@ -597,19 +558,25 @@ async fn nginx_router_promotes_with_a_real_canary_ingress() -> TestResult {
             .filter(|i| annotation(i, "canary-weight").as_deref() == Some("10")))
     })
     .await?;
+    assert_eq!(annotation(&first, "canary").as_deref(), Some("true"));
     let spec = serde_json::to_value(first.spec.clone())?;
     assert_eq!(spec["ingressClassName"], "nginx");
+    assert_eq!(spec["rules"][0]["host"], "shop.example");
     assert_eq!(
         spec["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
         "web-canary"
     );
-    eventually(60, "canary Ingress at 40% with a header", || async {
+    let second = eventually(60, "canary Ingress at 40% with a header", || async {
         Ok(ingresses.get_opt("web-canary").await?.filter(|i| {
             annotation(i, "canary-weight").as_deref() == Some("40")
                 && annotation(i, "canary-by-header").as_deref() == Some("x-canary")
         }))
     })
     .await?;
+    assert_eq!(
+        annotation(&second, "canary-by-header-value").as_deref(),
+        Some("always")
+    );
     phase(&client, &ns, "web", "Promoted", 120).await?;
     eventually(30, "canary Ingress deleted", || async {
         Ok(ingresses
@@ -619,6 +586,11 @@ async fn nginx_router_promotes_with_a_real_canary_ingress() -> TestResult {
             .then_some(()))
     })
     .await?;
+    assert_eq!(
+        serde_json::to_value(ingresses.get("web").await?.spec)?,
+        serde_json::to_value(user.spec)?,
+        "the user's Ingress is never changed"
+    );
     ctl.finish()?;
     Ok(())
 }
@@ -662,15 +634,6 @@ fn a_403_in_a_controller_log_is_found() {
     assert!(kube_env::forbid_403(refused, path).is_err());
     assert!(kube_env::forbid_403("status 403 Forbidden", path).is_err());
     assert!(kube_env::forbid_403("2026-12-07T02:37:54.640328Z INFO step 1", path).is_ok());
-}
-
-/// The Events of namespace `ns`.
-async fn events(
-    client: &Client,
-    ns: &str,
-) -> Result<Vec<k8s_openapi::api::events::v1::Event>, BoxError> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    Ok(api.list(&ListParams::default()).await?.items)
 }
 
 #[tokio::test]
@@ -781,13 +744,14 @@ async fn deleting_a_canary_sends_traffic_back_and_the_garbage_collector_takes_th
     let env = env()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "delete").await?;
-    let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route());
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
-    }))?;
-    let stored = routes.create(&PostParams::default(), &route).await?;
+    let routes = http_routes(&client, &ns);
+    let stored = create_http_route(
+        &client,
+        &ns,
+        "web",
+        json!([{"backendRefs": [{"name": "web", "port": 80}]}]),
+    )
+    .await?;
     let ctl = Controller::start(env, &ns)?;
     let mut s = spec("web:1", 2, json!([{"setWeight": 30}, {"pause": {}}]));
     s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
@@ -800,6 +764,16 @@ async fn deleting_a_canary_sends_traffic_back_and_the_garbage_collector_takes_th
             (weights(&r, 0) == [("web".to_owned(), 70), ("web-canary".to_owned(), 30)])
                 .then_some(()),
         )
+    })
+    .await?;
+    // Even a spec made invalid meanwhile (a template without the
+    // selector's label: the API server takes it, validation does not)
+    // names the router to clean up.
+    let invalid = json!({"spec": {"template": {"metadata": {"labels": {"app": "other"}}}}});
+    merge_patch(&client, &ns, "web", invalid).await?;
+    eventually(60, "Valid=False", || async {
+        let s = kube_env::status(&client, &ns, "web").await?;
+        Ok(condition(&s, "Valid").filter(|c| c["status"] == "False"))
     })
     .await?;
     let canaries: Api<coalmine_controller::resource::CanaryResource> =
@@ -870,7 +844,8 @@ fn run_cli(
 async fn the_cli_and_the_kubectl_plugin_drive_a_canary_on_a_real_cluster() -> TestResult {
     let env = env()?;
     let client = env.admin().await?;
-    let ns = namespace(&client, "cli").await?;
+    let test_ns = namespace(&client, "cli").await?;
+    let ns = test_ns.to_string();
     let ctl = Controller::start(env, &ns)?;
     // A person's kubeconfig: the admin, the test's namespace as default;
     // kubectl of the cluster's release and the plugin first on PATH.

@@ -28,11 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube_env::{BoxError, Controller, TestResult, env, eventually, phase};
 use serde_json::{Value, json};
 
@@ -261,30 +260,9 @@ impl Drop for Prometheus {
     }
 }
 
-/// The images of the Ready endpoints behind Service `svc`, from its
-/// EndpointSlices and their pods, sorted.
+/// The images of the Ready endpoints behind Service `svc` of `shop`.
 async fn serving(client: &Client, svc: &str) -> Result<Vec<String>, BoxError> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let mut images = Vec::new();
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
-    for slice in slices.list(&lp).await?.items {
-        for ep in slice.endpoints {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready) == Some(true);
-            let pod = ep.target_ref.as_ref().and_then(|r| r.name.clone());
-            if let (true, Some(pod)) = (ready, pod)
-                && let Some(p) = pods.get_opt(&pod).await?
-            {
-                let image = p
-                    .spec
-                    .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
-                    .unwrap_or_default();
-                images.push(image);
-            }
-        }
-    }
-    images.sort();
-    Ok(images)
+    kube_env::serving(client, NS, svc).await
 }
 
 /// (pods of `myapp:1.0`, pods of `myapp:2.0`) in `images`.

@@ -66,24 +66,10 @@ fn names(vs: &DynamicObject) -> Vec<String> {
         .collect()
 }
 
-/// Applies `deploy/`, so the controller's ClusterRole is the one in the tree.
-fn apply_deploy(env: &kube_env::Env) -> TestResult {
-    let deploy = format!("{}/../../deploy", env!("CARGO_MANIFEST_DIR"));
-    let out = env.kubectl()?.args(["apply", "-k", &deploy]).output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "kubectl apply -k deploy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
-
 #[tokio::test]
 async fn the_istio_example_rolls_out_through_its_virtual_service() -> TestResult {
     let env = env()?;
-    apply_deploy(env)?;
+    env.apply_deploy()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "istio").await?;
     let (vs, canary) = example(&ns)?;
@@ -226,7 +212,7 @@ async fn the_istio_example_rolls_out_through_its_virtual_service() -> TestResult
 #[tokio::test]
 async fn a_missing_virtual_service_is_reported_and_nothing_breaks() -> TestResult {
     let env = env()?;
-    apply_deploy(env)?;
+    env.apply_deploy()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "istio-missing").await?;
     let ctl = Controller::start(env, &ns)?;
@@ -297,7 +283,7 @@ async fn a_missing_virtual_service_is_reported_and_nothing_breaks() -> TestResul
 #[tokio::test]
 async fn destination_rule_subsets_split_one_service() -> TestResult {
     let env = env()?;
-    apply_deploy(env)?;
+    env.apply_deploy()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "istio-subsets").await?;
     let vss = virtual_services(&client, &ns);

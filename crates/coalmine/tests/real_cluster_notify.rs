@@ -12,25 +12,10 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_env::{Controller, TestResult, create, env, eventually, namespace, phase, set_image};
 use serde_json::json;
 
-/// Applies `deploy/`, so the cluster has the CRD (with `urlFrom`) and the
-/// RBAC in the tree.
-fn apply_deploy(env: &kube_env::Env) -> TestResult {
-    let deploy = format!("{}/../../deploy", env!("CARGO_MANIFEST_DIR"));
-    let out = env.kubectl()?.args(["apply", "-k", &deploy]).output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "kubectl apply -k deploy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
-
 #[tokio::test]
 async fn a_webhook_url_from_a_secret_is_used_and_never_shown() -> TestResult {
     let env = env()?;
-    apply_deploy(env)?;
+    env.apply_deploy()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "notify-secret").await?;
     let hook = Recorder::start().await?;
@@ -51,12 +36,7 @@ async fn a_webhook_url_from_a_secret_is_used_and_never_shown() -> TestResult {
          "subjects": [{"kind": "ServiceAccount", "name": "coalmine-controller",
                        "namespace": "coalmine-system"}]}
     ]});
-    let out = env.kubectl_with_input(&["apply", "-f", "-"], &objects.to_string())?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply(&objects)?;
     let ctl = Controller::start(env, &ns)?;
     let mut s = kube_env::spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}]));
     s["notifications"] = json!([{
@@ -111,18 +91,13 @@ async fn a_webhook_url_from_a_secret_is_used_and_never_shown() -> TestResult {
 #[tokio::test]
 async fn a_secret_the_controller_may_not_read_is_a_counted_failure() -> TestResult {
     let env = env()?;
-    apply_deploy(env)?;
+    env.apply_deploy()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "notify-denied").await?;
     let secret = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "hooks", "namespace": ns},
         "stringData": {"url": "http://127.0.0.1:9/s3cr3t"}});
-    let out = env.kubectl_with_input(&["apply", "-f", "-"], &secret.to_string())?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply(&secret)?;
     let ctl = Controller::start(env, &ns)?;
     let mut s = kube_env::spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}]));
     s["notifications"] = json!([{

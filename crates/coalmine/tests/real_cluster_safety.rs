@@ -17,7 +17,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube_env::{
-    BoxError, Controller, TestResult, create, env, eventually, namespace, phase, set_image, spec,
+    BoxError, Controller, TestResult, command, condition, create, create_http_route, env,
+    eventually, http_routes, namespace, phase, set_image, spec,
 };
 use serde_json::{Value, json};
 
@@ -117,16 +118,6 @@ async fn replicas(client: &Client, ns: &str, name: &str) -> Result<Option<i32>, 
         .get_opt(name)
         .await?
         .map(|d| d.spec.and_then(|s| s.replicas).unwrap_or(1)))
-}
-
-/// Sets the command annotation (what `coalmine promote|abort` do).
-async fn command(client: &Client, ns: &str, name: &str, cmd: &str) -> TestResult {
-    let api: Api<coalmine_controller::resource::CanaryResource> =
-        Api::namespaced(client.clone(), ns);
-    let patch = json!({"metadata": {"annotations": {"coalmine.dev/command": cmd}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
 }
 
 /// Waits until the rollout pauses for a person at `weight`.
@@ -294,19 +285,7 @@ async fn a_release_label_on_the_template_never_empties_the_service() -> TestResu
 #[test]
 fn the_selector_is_immutable_and_label_only() -> TestResult {
     let env = env()?;
-    let crd = format!("{}/../../deploy/crd.yaml", env!("CARGO_MANIFEST_DIR"));
-    let out = env.kubectl()?.args(["apply", "-f", &crd]).output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = env
-        .kubectl()?
-        .args(["wait", "--for=condition=Established", "--timeout=30s"])
-        .args(["crd/canaries.coalmine.dev"])
-        .output()?;
-    assert!(out.status.success());
+    env.apply_deploy()?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(env.admin())?;
     let ns = rt.block_on(namespace(&client, "selector"))?;
@@ -368,12 +347,7 @@ async fn a_running_app_is_refused_then_handed_over_without_a_gap() -> TestResult
             {"name": "http", "port": 80, "targetPort": 8080},
             {"name": "metrics", "port": 9090, "targetPort": 9090}]}});
     for doc in [&legacy, &svc] {
-        let out = env.kubectl_with_input(&["apply", "-f", "-"], &doc.to_string())?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.apply(doc)?;
     }
     let log = EndpointLog::start(&client, &ns, "web").await?;
     settled(&client, &ns, &log, 4).await?;
@@ -451,13 +425,7 @@ async fn a_running_app_is_refused_then_handed_over_without_a_gap() -> TestResult
 #[test]
 fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
     let env = env()?;
-    let deploy = format!("{}/../../deploy", env!("CARGO_MANIFEST_DIR"));
-    let out = env.kubectl()?.args(["apply", "-k", &deploy]).output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply_deploy()?;
     // `RESOURCE/SUB` is a subresource (kubectl reads `a/b` as object b).
     let can = |verb: &str, what: &str, ns: &str| -> Result<bool, BoxError> {
         let mut cmd = env.kubectl()?;
@@ -549,12 +517,7 @@ fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
 fn quota(env: &kube_env::Env, ns: &str, hard: Value) -> TestResult {
     let doc = json!({"apiVersion": "v1", "kind": "ResourceQuota",
         "metadata": {"name": "limit", "namespace": ns}, "spec": {"hard": hard}});
-    let out = env.kubectl_with_input(&["apply", "-f", "-"], &doc.to_string())?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply(&doc)?;
     let used: serde_json::Map<String, Value> = hard
         .as_object()
         .into_iter()
@@ -580,14 +543,6 @@ fn quota(env: &kube_env::Env, ns: &str, hard: Value) -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
-}
-
-fn condition(status: &Value, type_: &str) -> Option<Value> {
-    status["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .cloned()
 }
 
 /// The reasons of the Events about Canary `web`.
@@ -749,20 +704,13 @@ async fn behind_a_gateway_the_canary_keeps_its_pods_for_the_scale_down_delay() -
     let env = env()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "delay").await?;
-    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
+    create_http_route(
+        &client,
         &ns,
-        &coalmine_controller::router::gateway::http_route_resource(),
-    );
-    let route: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"parentRefs": [{"name": "gateway"}],
-                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
-    }))?;
-    routes
-        .create(&kube::api::PostParams::default(), &route)
-        .await?;
+        "web",
+        json!([{"backendRefs": [{"name": "web", "port": 80}]}]),
+    )
+    .await?;
     let ctl = Controller::start(env, &ns)?;
     let mut s = spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}]));
     s["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
@@ -867,20 +815,14 @@ async fn a_mirror_the_gateway_api_1_2_crds_cannot_limit_is_refused_not_written()
     let env = kube_env::env_gateway_api_1_2()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "mirror").await?;
-    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
+    let routes = http_routes(&client, &ns);
+    create_http_route(
+        &client,
         &ns,
-        &coalmine_controller::router::gateway::http_route_resource(),
-    );
-    let route: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"parentRefs": [{"name": "gateway"}],
-                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
-    }))?;
-    routes
-        .create(&kube::api::PostParams::default(), &route)
-        .await?;
+        "web",
+        json!([{"backendRefs": [{"name": "web", "port": 80}]}]),
+    )
+    .await?;
     let ctl = Controller::start(env, &ns)?;
     let mut s = spec(
         "web:1",
@@ -917,20 +859,13 @@ async fn a_route_its_gateway_refuses_stops_the_rollout_with_the_reason() -> Test
     let env = env()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "refusedroute").await?;
-    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
+    create_http_route(
+        &client,
         &ns,
-        &coalmine_controller::router::gateway::http_route_resource(),
-    );
-    let route: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"parentRefs": [{"name": "gateway"}],
-                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
-    }))?;
-    routes
-        .create(&kube::api::PostParams::default(), &route)
-        .await?;
+        "web",
+        json!([{"backendRefs": [{"name": "web", "port": 80}]}]),
+    )
+    .await?;
     // What a Gateway controller writes when it will not serve the route.
     let status = json!({"status": {"parents": [{
         "parentRef": {"name": "gateway"}, "controllerName": "example.com/gateway",

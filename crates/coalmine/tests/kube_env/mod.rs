@@ -1,8 +1,14 @@
 //! The real Kubernetes of `scripts/kube-env.sh` for the tests: brought up
 //! once per test binary (the script finds a running one), one namespace
-//! per test, and `coalmine controller` run as its own process with the
-//! controller ServiceAccount's kubeconfig, so RBAC applies to it as in a
-//! cluster. A controller log with a 403 fails the test that ran it.
+//! per test (deleted when the test ends), and the controller with the
+//! controller ServiceAccount's rights, so RBAC applies to it as in a
+//! cluster: `coalmine controller` as its own process ([`Controller`]), or
+//! the `coalmine_controller` library in the test ([`InProcess`]). A
+//! controller log with a 403 fails the test that ran it.
+//!
+//! The tests of `coalmine` and of `coalmine-controller` share this file
+//! (the latter include it with `#[path]`); [`Controller`] needs the
+//! `coalmine` binary, which only the former have.
 
 #![allow(dead_code)]
 
@@ -15,9 +21,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use coalmine_controller::resource::CanaryResource;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -109,17 +116,146 @@ impl Env {
         Ok(child.wait_with_output()?)
     }
 
+    /// Runs kubectl as the admin; its stdout, or an error with its stderr.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String, BoxError> {
+        let out = self.kubectl()?.args(args).output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` of `doc` (an object or a `List`) as the admin.
+    pub fn apply(&self, doc: &Value) -> TestResult {
+        let out = self.kubectl_with_input(&["apply", "-f", "-"], &doc.to_string())?;
+        if !out.status.success() {
+            return Err(format!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// Applies `deploy/` (`kubectl apply -k`) and waits for the Canary CRD,
+    /// so the cluster has the CRD and the RBAC of the tree.
+    pub fn apply_deploy(&self) -> TestResult {
+        let deploy = repo_root().join("deploy");
+        let deploy = deploy.to_str().ok_or("a utf-8 path")?;
+        self.kubectl_ok(&["apply", "-k", deploy])?;
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/canaries.coalmine.dev",
+        ])?;
+        Ok(())
+    }
+
     /// A client as the cluster admin.
     pub async fn admin(&self) -> Result<Client, BoxError> {
-        let kc = Kubeconfig::read_from(self.var("ADMIN_KUBECONFIG")?)?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        client_from(Kubeconfig::read_from(self.var("ADMIN_KUBECONFIG")?)?).await
+    }
+
+    /// A client as the controller's ServiceAccount
+    /// (`coalmine-system/coalmine-controller`, with the RBAC of `deploy/`).
+    pub async fn controller_client(&self) -> Result<Client, BoxError> {
+        client_from(Kubeconfig::read_from(self.var("CONTROLLER_KUBECONFIG")?)?).await
+    }
+
+    /// A client as ServiceAccount `ns/name`, with a token made for it.
+    pub async fn service_account_client(&self, ns: &str, name: &str) -> Result<Client, BoxError> {
+        let token = self.kubectl_ok(&["create", "token", name, "-n", ns])?;
+        let text = std::fs::read_to_string(self.var("CONTROLLER_KUBECONFIG")?)?;
+        let text: String = text
+            .lines()
+            .map(|l| match l.split_once("token:") {
+                Some((indent, _)) => format!("{indent}token: {}\n", token.trim()),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        client_from(Kubeconfig::from_yaml(&text)?).await
     }
 }
 
-/// A new namespace named after `prefix`, unique across runs.
-pub async fn namespace(client: &Client, prefix: &str) -> Result<String, BoxError> {
+async fn client_from(kc: Kubeconfig) -> Result<Client, BoxError> {
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A namespace of one test, named after a prefix and unique across runs.
+/// Dropped, it is deleted with what is in it (Canaries' finalizers
+/// removed first: the controller may be gone) and with its controllers'
+/// Lease in `coalmine-system`.
+#[derive(Debug)]
+pub struct TestNamespace {
+    name: String,
+    kubectl: String,
+    kubeconfig: String,
+}
+
+impl std::ops::Deref for TestNamespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl serde::Serialize for TestNamespace {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let kubectl = |args: &[&str]| {
+            Command::new(&self.kubectl)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+        };
+        let ns = self.name.as_str();
+        if let Ok(out) = kubectl(&["get", "canaries.coalmine.dev", "-n", ns, "-o", "name"]) {
+            for canary in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = kubectl(&[
+                    "patch",
+                    canary,
+                    "-n",
+                    ns,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]);
+            }
+        }
+        let lease = format!("coalmine-{ns}");
+        let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
+        let _ = kubectl(&[
+            "delete",
+            "lease",
+            &lease,
+            "-n",
+            "coalmine-system",
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// A new namespace named after `prefix`, unique across runs, deleted
+/// when the returned value is dropped.
+pub async fn namespace(client: &Client, prefix: &str) -> Result<TestNamespace, BoxError> {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -141,7 +277,12 @@ pub async fn namespace(client: &Client, prefix: &str) -> Result<String, BoxError
         Ok(sa.get_opt("default").await?.map(|_| ()))
     })
     .await?;
-    Ok(name)
+    let env = env()?;
+    Ok(TestNamespace {
+        name,
+        kubectl: env.var("KUBECTL")?.to_owned(),
+        kubeconfig: env.var("ADMIN_KUBECONFIG")?.to_owned(),
+    })
 }
 
 /// `coalmine controller` as its own process, watching one namespace,
@@ -177,11 +318,13 @@ impl Controller {
         lease_seconds: u64,
         extra: &[String],
     ) -> Result<Controller, BoxError> {
+        let bin = option_env!("CARGO_BIN_EXE_coalmine")
+            .ok_or("no coalmine binary: only coalmine's tests run it as a process")?;
         let log = Path::new(env.var("KUBE_ENV_RUN")?)
             .join("logs")
             .join(format!("controller-{ns}-{identity}.log"));
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_coalmine"))
+        let child = Command::new(bin)
             .args(["controller", "--text-logs", "--metrics-addr", "127.0.0.1:0"])
             .arg("--kubeconfig")
             .arg(env.var("CONTROLLER_KUBECONFIG")?)
@@ -312,9 +455,14 @@ pub async fn phase(
 
 /// Sets the Canary's image (a new revision).
 pub async fn set_image(client: &Client, ns: &str, name: &str, image: &str) -> TestResult {
-    let api: Api<CanaryResource> = Api::namespaced(client.clone(), ns);
     let patch = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "web", "image": image, "ports": [{"containerPort": 8080}]}]}}}});
+    merge_patch(client, ns, name, patch).await
+}
+
+/// Merge-patches Canary `name` with `patch`.
+pub async fn merge_patch(client: &Client, ns: &str, name: &str, patch: Value) -> TestResult {
+    let api: Api<CanaryResource> = Api::namespaced(client.clone(), ns);
     api.patch(
         name,
         &kube::api::PatchParams::default(),
@@ -358,4 +506,215 @@ impl Webhook {
         });
         Ok(Webhook { url, value: cell })
     }
+}
+
+/// The images of the Ready endpoints behind Service `svc`, from its
+/// EndpointSlices and their pods, sorted.
+pub async fn serving(client: &Client, ns: &str, svc: &str) -> Result<Vec<String>, BoxError> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut images = Vec::new();
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    for slice in slices.list(&lp).await?.items {
+        for ep in slice.endpoints {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready) == Some(true);
+            let pod = ep.target_ref.as_ref().and_then(|r| r.name.clone());
+            if let (true, Some(pod)) = (ready, pod)
+                && let Some(p) = pods.get_opt(&pod).await?
+            {
+                let image = p
+                    .spec
+                    .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+                    .unwrap_or_default();
+                images.push(image);
+            }
+        }
+    }
+    images.sort();
+    Ok(images)
+}
+
+/// The HTTPRoutes of namespace `ns`.
+pub fn http_routes(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &coalmine_controller::router::gateway::http_route_resource(),
+    )
+}
+
+/// Creates HTTPRoute `name` in `ns` with these rules, attached to Gateway
+/// `gateway`; the route as the API server stored it (with its defaults).
+pub async fn create_http_route(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    rules: Value,
+) -> Result<DynamicObject, BoxError> {
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": rules}
+    }))?;
+    Ok(http_routes(client, ns)
+        .create(&PostParams::default(), &route)
+        .await?)
+}
+
+/// The controller run in the test from the `coalmine_controller` library
+/// (`coalmine_controller::run`), its log kept apart from other tests'.
+pub struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    log: LogBuffer,
+    /// Its metrics.
+    pub metrics: Arc<coalmine_controller::ops::Metrics>,
+}
+
+/// Where an in-process controller's log goes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl InProcess {
+    /// Starts the controller for namespace `ns` as the controller's
+    /// ServiceAccount, without leader election.
+    pub async fn start(env: &Env, ns: &str) -> Result<InProcess, BoxError> {
+        let client = env.controller_client().await?;
+        Ok(InProcess::run(
+            &client,
+            coalmine_controller::Config {
+                namespace: Some(ns.to_owned()),
+                ..coalmine_controller::Config::default()
+            },
+        ))
+    }
+
+    /// Runs the controller with `client` and `config`. What it logs (at
+    /// the level of the process's `RUST_LOG=info,coalmine_controller=debug`)
+    /// is kept for [`InProcess::finish`].
+    pub fn run(client: &Client, config: coalmine_controller::Config) -> InProcess {
+        use tracing::instrument::WithSubscriber;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let metrics = Arc::new(coalmine_controller::ops::Metrics::new());
+        let log = LogBuffer::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,coalmine_controller=debug",
+            ))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let task = tokio::spawn(
+            coalmine_controller::run(client.clone(), config, metrics.clone(), async move {
+                let _ = rx.await;
+            })
+            .with_subscriber(subscriber),
+        );
+        InProcess {
+            stop: Some(tx),
+            task,
+            log,
+            metrics,
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.log
+            .0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Stops it gracefully, and fails when its log has a 403.
+    pub async fn finish(mut self) -> Result<String, BoxError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await?;
+        let log = self.log();
+        forbid_403(&log, Path::new("the in-process controller's log"))?;
+        Ok(log)
+    }
+
+    /// Stops it gracefully, with no 403 check (a test that expects one).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Aborts it as a crash would: no graceful shutdown, no Lease release.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Deployment `name` of `ns`, if it exists.
+pub async fn deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<k8s_openapi::api::apps::v1::Deployment>, BoxError> {
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+    Ok(api.get_opt(name).await?)
+}
+
+/// (spec.replicas, first image) of a Deployment.
+pub fn shape(d: &k8s_openapi::api::apps::v1::Deployment) -> (i32, String) {
+    let spec = d.spec.clone().unwrap_or_default();
+    let image = spec
+        .template
+        .spec
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+        .unwrap_or_default();
+    (spec.replicas.unwrap_or(1), image)
+}
+
+/// The Events of namespace `ns`.
+pub async fn events(
+    client: &Client,
+    ns: &str,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>, BoxError> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+/// Sets the command annotation of Canary `name` (what `coalmine promote`,
+/// `abort`, ... do).
+pub async fn command(client: &Client, ns: &str, name: &str, cmd: &str) -> TestResult {
+    let patch = json!({"metadata": {"annotations": {
+        coalmine_controller::resource::COMMAND_ANNOTATION: cmd}}});
+    merge_patch(client, ns, name, patch).await
+}
+
+/// The status condition of type `type_`, if there is one.
+pub fn condition(status: &Value, type_: &str) -> Option<Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
 }

@@ -1,8 +1,10 @@
-//! Against the fake API server: a replica that loses its Lease while a
-//! reconcile runs makes no write after the loss — neither the status write
-//! nor any later cluster operation — so two replicas never both act.
-
-mod common;
+//! A replica that loses its Lease while a reconcile runs makes no write
+//! after the loss — neither the status write nor any later cluster
+//! operation — so two replicas never both act. The loss is forced in the
+//! test (`Leadership::revoke`) at the moment that matters; two controllers
+//! electing a leader through the real Lease API are tested with the
+//! `coalmine controller` process
+//! (`of_two_controller_processes_one_leads_and_the_other_takes_over`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +18,6 @@ use coalmine_controller::router::{RouteTarget, TrafficRouter};
 use coalmine_controller::workload::{self, Track};
 use coalmine_controller::{Context, Error, analysis, ops::Metrics, reconcile};
 use coalmine_core::routes::Routes;
-use common::{
-    BoxError, TestResult, cluster, create, deployment, eventually, set_image, shape, spec,
-};
 use futures_util::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
@@ -26,6 +25,10 @@ use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Map, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::kube_env::{
+    BoxError, TestResult, create, deployment, env, eventually, namespace, set_image, shape, spec,
+};
 
 /// A leader for an hour, unless revoked.
 fn leading() -> Arc<Leadership> {
@@ -84,7 +87,10 @@ async fn revoking_webhook(
 
 #[tokio::test]
 async fn a_reconcile_that_loses_the_lease_midway_writes_no_status() -> TestResult {
-    let (_server, client) = cluster().await?;
+    let env = env()?;
+    let admin = env.admin().await?;
+    let ns = namespace(&admin, "midway").await?;
+    let client = env.controller_client().await?;
     let leadership = leading();
     let armed = Arc::new(AtomicBool::new(false));
     let fired = Arc::new(AtomicUsize::new(0));
@@ -96,17 +102,23 @@ async fn a_reconcile_that_loses_the_lease_midway_writes_no_status() -> TestResul
         "webhook": {"url": format!("{url}/p99"), "value": "$.value"},
         "threshold": {"max": 0.5}
     }]});
-    create(&client, "web", s).await?;
-    let api: Api<CanaryResource> = Api::namespaced(client.clone(), "default");
+    create(&admin, &ns, "web", s).await?;
+    let api: Api<CanaryResource> = Api::namespaced(client.clone(), &ns);
     let once = || async {
         let c = api.get("web").await?;
         let r = reconcile::reconcile(Arc::new(c), ctx.clone()).await;
         Ok::<_, BoxError>(r)
     };
-    // Walk the rollout to its `pause: {}` by hand, one reconcile at a time.
-    once().await??;
-    set_image(&client, "web", "web:2").await?;
-    eventually(20, "the rollout paused at 50%", || async {
+    // Walk the rollout to its `pause: {}` by hand, one reconcile at a time
+    // (the real Deployment controller makes the pods meanwhile).
+    eventually(60, "the first revision stable", || async {
+        once().await??;
+        let st = api.get("web").await?.status.unwrap_or_default();
+        Ok((st["phase"] == "Idle").then_some(()))
+    })
+    .await?;
+    set_image(&admin, &ns, "web", "web:2").await?;
+    eventually(60, "the rollout paused at 50%", || async {
         once().await??;
         let st = api.get("web").await?.status.unwrap_or_default();
         Ok((st["phase"] == "Paused" && st["weight"] == 50).then_some(()))
@@ -118,7 +130,7 @@ async fn a_reconcile_that_loses_the_lease_midway_writes_no_status() -> TestResul
     armed.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let before = api.get("web").await?;
-    let canary_before = deployment(&client, "web-canary")
+    let canary_before = deployment(&admin, &ns, "web-canary")
         .await?
         .ok_or("no canary")?;
     assert!(leadership.is_valid(), "leader when the reconcile starts");
@@ -131,12 +143,14 @@ async fn a_reconcile_that_loses_the_lease_midway_writes_no_status() -> TestResul
         "the Canary was not written"
     );
     assert_eq!(after.status, before.status);
-    let canary_after = deployment(&client, "web-canary")
+    // The Deployment controller writes the Deployment's status: its spec
+    // (generation) is what the reconcile would have written.
+    let canary_after = deployment(&admin, &ns, "web-canary")
         .await?
         .ok_or("no canary")?;
     assert_eq!(
-        canary_after.metadata.resource_version,
-        canary_before.metadata.resource_version
+        canary_after.metadata.generation,
+        canary_before.metadata.generation
     );
     // A replica that is not the leader does nothing at all.
     let r = once().await?;
@@ -171,14 +185,27 @@ impl TrafficRouter for LosesTheLease {
 
 #[tokio::test]
 async fn operations_stop_at_the_first_one_after_the_lease_is_lost() -> TestResult {
-    let (_server, client) = cluster().await?;
+    let env = env()?;
+    let admin = env.admin().await?;
+    let ns = namespace(&admin, "lost").await?;
+    let client = env.controller_client().await?;
+    // The owner of the Deployments: a Canary no controller reconciles.
+    create(
+        &admin,
+        &ns,
+        "web",
+        spec("web:1", 3, json!([{"setWeight": 50}])),
+    )
+    .await?;
+    let canaries: Api<CanaryResource> = Api::namespaced(admin.clone(), &ns);
+    let uid = canaries.get("web").await?.metadata.uid.ok_or("no uid")?;
     let leadership = leading();
     let router = LosesTheLease(leadership.clone());
     let owner = OwnerReference {
         api_version: "coalmine.dev/v1alpha1".into(),
         kind: "Canary".into(),
         name: "web".into(),
-        uid: "u-1".into(),
+        uid,
         ..OwnerReference::default()
     };
     let selector = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
@@ -203,12 +230,12 @@ async fn operations_stop_at_the_first_one_after_the_lease_is_lost() -> TestResul
         })
     };
     let cluster_ops = apply::Cluster {
-        deployments: Api::namespaced(client.clone(), "default"),
-        services: Api::namespaced(client.clone(), "default"),
+        deployments: Api::namespaced(client.clone(), &ns),
+        services: Api::namespaced(client.clone(), &ns),
         router: &router,
         target: RouteTarget {
             client: client.clone(),
-            namespace: "default".into(),
+            namespace: ns.to_string(),
             name: "web".into(),
             canary_service: "web-canary".into(),
             port: 80,
@@ -236,9 +263,9 @@ async fn operations_stop_at_the_first_one_after_the_lease_is_lost() -> TestResul
     ];
     let r = apply::execute(&cluster_ops, rollback, |_| async {}).await;
     assert!(matches!(r, Err(Error::NotLeader)), "{r:?}");
-    let stable = deployment(&client, "web").await?.ok_or("no stable")?;
+    let stable = deployment(&admin, &ns, "web").await?.ok_or("no stable")?;
     assert_eq!(shape(&stable).0, 4, "before the loss: done");
-    let canary = deployment(&client, "web-canary")
+    let canary = deployment(&admin, &ns, "web-canary")
         .await?
         .ok_or("no canary")?;
     assert_eq!(shape(&canary).0, 1, "after the loss: not done");

@@ -1,22 +1,23 @@
-//! End to end with a real Prometheus (`/usr/bin/prometheus`, skipped when
-//! absent): a threshold metric queried from Prometheus, which scrapes a
-//! loopback exporter reporting the canary slow, rolls the canary back.
-
-mod common;
+//! A threshold metric queried from a real Prometheus
+//! (`/usr/bin/prometheus`; missing, the test fails: `scripts/test.sh`
+//! installs it), which scrapes a loopback exporter reporting the canary
+//! slow, rolls the canary back.
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
-use coalmine_controller::Config;
-use common::{TestResult, cluster, controller, create, deployment, phase, set_image, shape, spec};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::kube_env::{
+    BoxError, InProcess, TestResult, create, deployment, env, namespace, phase, set_image, shape,
+    spec,
+};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// Serves `canary_p99_seconds 0.9` in the Prometheus text format.
-async fn exporter() -> Result<String, common::BoxError> {
+async fn exporter() -> Result<String, BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     tokio::spawn(async move {
@@ -37,7 +38,7 @@ async fn exporter() -> Result<String, common::BoxError> {
     Ok(addr)
 }
 
-fn free_port() -> Result<u16, common::BoxError> {
+fn free_port() -> Result<u16, BoxError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -46,11 +47,14 @@ fn free_port() -> Result<u16, common::BoxError> {
 #[tokio::test]
 async fn a_prometheus_threshold_metric_rolls_back() -> TestResult {
     if !Path::new(PROMETHEUS).exists() {
-        eprintln!("skipped: no {PROMETHEUS}");
-        return Ok(());
+        return Err(format!("no {PROMETHEUS}: install Debian's `prometheus`").into());
     }
     let target = exporter().await?;
-    let dir = std::env::temp_dir().join(format!("coalmine-prom-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "coalmine-prom-{}-{}",
+        std::process::id(),
+        free_port()?
+    ));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -73,8 +77,10 @@ async fn a_prometheus_threshold_metric_rolls_back() -> TestResult {
         .kill_on_drop(true)
         .spawn()?;
 
-    let (_server, client) = cluster().await?;
-    let ctl = controller(&client, Config::default());
+    let env = env()?;
+    let admin = env.admin().await?;
+    let ns = namespace(&admin, "prometheus").await?;
+    let ctl = InProcess::start(env, &ns).await?;
     let mut s = spec(
         "web:1",
         2,
@@ -86,19 +92,18 @@ async fn a_prometheus_threshold_metric_rolls_back() -> TestResult {
                        "query": "max(canary_p99_seconds{track=\"canary\"})"},
         "threshold": {"max": 0.5}
     }]});
-    create(&client, "web", s).await?;
-    phase(&client, "web", "Idle", 20).await?;
-    set_image(&client, "web", "web:2").await?;
-    let done = phase(&client, "web", "RolledBack", 60).await?;
+    create(&admin, &ns, "web", s).await?;
+    phase(&admin, &ns, "web", "Idle", 60).await?;
+    set_image(&admin, &ns, "web", "web:2").await?;
+    let done = phase(&admin, &ns, "web", "RolledBack", 90).await?;
     let message = done["rollback"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("p99") && message.contains("0.9"), "{done}");
-    let canary = deployment(&client, "web-canary")
+    let canary = deployment(&admin, &ns, "web-canary")
         .await?
         .ok_or("no canary")?;
     assert_eq!(shape(&canary).0, 0);
-    ctl.stop().await;
+    ctl.finish().await?;
     let _ = prom.kill().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
