@@ -5,12 +5,17 @@
 //! stable backendRef gets weight `100 - w`, a backendRef to `NAME-canary`
 //! (same port) is added with weight `w`, and a `RequestMirror` filter to the
 //! canary carries `setMirror`'s percent. Header routes become one extra
-//! rule, named `coalmine-canary-headers` and placed first, matching the
-//! first stable rule's matches combined with each header (cookies as a
-//! regular expression on the `Cookie` header) and sending to the canary
-//! only. All stable removes every trace: the canary backendRefs, the
-//! mirror filters and the header rule. The rest of the route (other rules,
-//! parents, hostnames, other filters) is left alone.
+//! rule per stable rule, named `coalmine-canary-headers` (then `-2`, `-3`,
+//! …) and placed first, in the stable rules' order: each is a copy of its
+//! stable rule (its filters, such as rewrites and header modifiers, its
+//! timeouts and retries) whose matches are the stable rule's matches
+//! (paths, methods, query parameters) combined with each header (cookies
+//! as a regular expression on the `Cookie` header), sending to the canary
+//! only. So a tester's request takes the same path through the route as
+//! a user's, only to the canary. All stable removes every trace: the
+//! canary backendRefs, the mirror filters and the header rules. The rest
+//! of the route (other rules, parents, hostnames, other filters) is left
+//! alone.
 
 use coalmine_core::routes::{HeaderMatch, Routes};
 use futures_util::future::BoxFuture;
@@ -86,11 +91,24 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-/// Whether `rule` is coalmine's header rule: named so, or, where the
-/// installed CRD prunes `rules[].name` (Gateway API before v1.3), a rule
-/// that sends only to the canary Service, which only coalmine writes.
+/// Whether `name` is one of coalmine's header rules' names.
+fn is_header_rule_name(name: &str) -> bool {
+    name == HEADER_RULE
+        || name
+            .strip_prefix(HEADER_RULE)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
+/// Whether `rule` is one of coalmine's header rules: named so, or, where
+/// the installed CRD prunes `rules[].name` (Gateway API before v1.3), a
+/// rule that sends only to the canary Service, which only coalmine writes.
 fn is_header_rule(rule: &Value, canary: &str) -> bool {
-    if rule.get("name").and_then(Value::as_str) == Some(HEADER_RULE) {
+    if rule
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(is_header_rule_name)
+    {
         return true;
     }
     rule.get("backendRefs")
@@ -125,7 +143,10 @@ pub fn normalized(spec: &Value) -> Value {
         let Some(r) = rule.as_object_mut() else {
             continue;
         };
-        if r.get("name").and_then(Value::as_str) == Some(HEADER_RULE) {
+        if r.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(is_header_rule_name)
+        {
             r.remove("name");
         }
         for b in r
@@ -170,8 +191,9 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
     rules.retain(|r| !is_header_rule(r, canary));
     let live = routes.reaches_canary();
     let w = i64::from(routes.canary_weight.min(100));
-    let mut first_matches: Option<Value> = None;
-    let mut port: Option<Value> = None;
+    // Each stable rule as the header rules copy it: without the canary
+    // mirror (a request routed to the canary is not mirrored to it).
+    let mut carried: Vec<(Value, Option<Value>)> = Vec::new();
     for rule in rules.iter_mut() {
         let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
             continue;
@@ -197,6 +219,7 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
         if let Some(filters) = rule.get_mut("filters").and_then(Value::as_array_mut) {
             filters.retain(|f| !is_canary_mirror(f, canary));
         }
+        carried.push((rule.clone(), p.clone()));
         if live && routes.mirror_percent > 0 {
             let mut backend = json!({"name": canary});
             if let Some(p) = &p {
@@ -217,40 +240,68 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
         {
             o.remove("filters");
         }
-        if first_matches.is_none() {
-            first_matches = Some(rule.get("matches").cloned().unwrap_or(json!([{}])));
-            port = p;
-        }
     }
     if live && !routes.header_routes.is_empty() {
-        let base: Vec<Value> = first_matches
-            .and_then(|m| m.as_array().cloned())
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| vec![json!({})]);
-        let mut matches = Vec::new();
-        for b in &base {
-            for h in &routes.header_routes {
-                let mut m = b.clone();
-                let mut headers = m
-                    .get("headers")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                headers.push(header_match(h));
-                m["headers"] = Value::Array(headers);
-                matches.push(m);
-            }
-        }
-        let mut backend = json!({"name": canary, "weight": 1});
-        if let Some(p) = port {
-            backend["port"] = p;
-        }
-        rules.insert(
-            0,
-            json!({"name": HEADER_RULE, "matches": matches, "backendRefs": [backend]}),
-        );
+        let header_rules = carried
+            .into_iter()
+            .enumerate()
+            .map(|(i, (stable_rule, port))| header_rule(i, stable_rule, port, canary, routes));
+        rules.splice(0..0, header_rules);
     }
     spec
+}
+
+/// The `i`-th header rule: `stable_rule` sending only to the canary, for
+/// requests that match it and one of the header routes.
+fn header_rule(
+    i: usize,
+    stable_rule: Value,
+    port: Option<Value>,
+    canary: &str,
+    routes: &Routes,
+) -> Value {
+    let mut rule = stable_rule;
+    let base: Vec<Value> = rule
+        .get("matches")
+        .and_then(Value::as_array)
+        .cloned()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| vec![json!({})]);
+    let mut matches = Vec::new();
+    for b in &base {
+        for h in &routes.header_routes {
+            let mut m = b.clone();
+            let mut headers = m
+                .get("headers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            headers.push(header_match(h));
+            m["headers"] = Value::Array(headers);
+            matches.push(m);
+        }
+    }
+    let mut backend = json!({"name": canary, "weight": 1});
+    if let Some(p) = port {
+        backend["port"] = p;
+    }
+    let name = if i == 0 {
+        HEADER_RULE.to_owned()
+    } else {
+        format!("{HEADER_RULE}-{}", i + 1)
+    };
+    rule["name"] = json!(name);
+    rule["matches"] = Value::Array(matches);
+    rule["backendRefs"] = json!([backend]);
+    if rule
+        .get("filters")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && let Some(o) = rule.as_object_mut()
+    {
+        o.remove("filters");
+    }
+    rule
 }
 
 /// The merge patch that writes `spec` onto `route`: the whole spec (lists
@@ -551,6 +602,74 @@ mod tests {
         assert_eq!(
             p,
             json!({"metadata": {"resourceVersion": "42"}, "spec": {"rules": []}})
+        );
+    }
+
+    #[test]
+    fn each_stable_rule_gets_a_header_rule_with_its_paths_and_filters() {
+        let route = json!({
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET"}],
+                 "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
+                 "timeouts": {"request": "5s"},
+                 "backendRefs": [{"name": "web", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                 "backendRefs": [{"name": "web", "port": 80}]}
+            ]
+        });
+        let routes = Routes {
+            canary_weight: 10,
+            header_routes: vec![HeaderMatch {
+                header: Some("x-canary".into()),
+                value: Some("always".into()),
+                ..HeaderMatch::default()
+            }],
+            mirror_percent: 5,
+            ..Routes::default()
+        };
+        let out = rewrite(&route, "web", "web-canary", &routes);
+        let rules = out["rules"].as_array().expect("rules");
+        assert_eq!(rules.len(), 4, "{out}");
+        let api = &rules[0];
+        assert_eq!(api["name"], HEADER_RULE);
+        assert_eq!(api["matches"][0]["path"]["value"], "/api");
+        assert_eq!(api["matches"][0]["method"], "GET");
+        assert_eq!(api["matches"][0]["headers"][0]["name"], "x-canary");
+        assert_eq!(api["filters"], route["rules"][0]["filters"], "the rewrite");
+        assert_eq!(api["timeouts"], json!({"request": "5s"}));
+        assert_eq!(
+            api["backendRefs"],
+            json!([{"name": "web-canary", "port": 8080, "weight": 1}])
+        );
+        let root = &rules[1];
+        assert_eq!(root["name"], format!("{HEADER_RULE}-2"));
+        assert_eq!(root["matches"][0]["path"]["value"], "/");
+        assert_eq!(root.get("filters"), None, "no mirror to the canary itself");
+        assert_eq!(
+            rules[2]["filters"][1]["requestMirror"]["percent"],
+            json!(5),
+            "the stable rule mirrors"
+        );
+        // Steady: the same routes again change nothing, also once the API
+        // server has pruned the rule names (Gateway API before v1.3).
+        assert_eq!(
+            normalized(&rewrite(&out, "web", "web-canary", &routes)),
+            normalized(&out)
+        );
+        let mut pruned = out.clone();
+        for r in pruned["rules"].as_array_mut().expect("rules") {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("name");
+            }
+        }
+        assert_eq!(
+            normalized(&rewrite(&pruned, "web", "web-canary", &routes)),
+            normalized(&pruned)
+        );
+        assert_eq!(
+            rewrite(&out, "web", "web-canary", &Routes::all_stable()),
+            route
         );
     }
 
