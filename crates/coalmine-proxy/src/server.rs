@@ -440,10 +440,12 @@ async fn serve_h1<H, F, B>(
             let (handler, peer, flags) = (handler.clone(), peer.clone(), flags.clone());
             service_fn(move |req: Request<Incoming>| {
                 flags.begin(&req);
-                let fut = handler(req, peer.clone());
-                let flags = flags.clone();
+                let (handler, peer, flags) = (handler.clone(), peer.clone(), flags.clone());
                 async move {
-                    let resp = fut.await;
+                    // The handler's future is made here, where it is
+                    // polled, not outside and moved in: it is a few KiB,
+                    // and each move a copy.
+                    let resp = handler(req, peer).await;
                     if connection_has_close(resp.headers()) {
                         flags.refuse();
                     }
