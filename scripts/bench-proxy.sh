@@ -10,7 +10,10 @@
 #      where requests/s from (1) vary by ±20% from run to run.
 #   4. CPU time per request of each proxy process, interleaved rounds.
 # Usage: scripts/bench-proxy.sh [SECONDS] [CONNECTIONS]
+#        scripts/bench-proxy.sh side SECONDS CONNECTIONS -- CMD...
 #        scripts/bench-proxy.sh cpu ROUNDS SECONDS -- CMD...
+# The side form runs (1) alone on the proxy CMD (listening on
+# 127.0.0.1:8083, forwarding to http://127.0.0.1:9001 / :9002).
 # The second form runs (4) alone on the proxy CMD (which must listen on
 # 127.0.0.1:8093 and forward to http://127.0.0.1:9001 / :9002, e.g. the
 # `bare` example: `BIN 127.0.0.1:8093 http://127.0.0.1:9001
@@ -18,6 +21,11 @@
 # connections, and prints each round, the medians and their ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = side ]; then
+  # (1) alone on the proxy CMD, which must listen on 127.0.0.1:8083.
+  D=${2:-10}; C=${3:-64}; shift 3; [ "${1:-}" = "--" ] && shift
+  exec bash ../shared/bench/proxy.sh "$D" "$C" -- "$@"
+fi
 if [ "${1:-}" = cpu ]; then
   R=${2:-4}; D=${3:-10}; shift 3; [ "${1:-}" = "--" ] && shift
   for b in nginx haproxy wrk curl; do command -v $b >/dev/null || NEED="${NEED:-} $b"; done

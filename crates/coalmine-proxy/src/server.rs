@@ -436,6 +436,9 @@ async fn serve_h1<H, F, B>(
             }
         }
         flags.reset();
+        if first_spell {
+            flags.set(Flags::EAGER);
+        }
         let service = {
             let (handler, peer, flags) = (handler.clone(), peer.clone(), flags.clone());
             service_fn(move |req: Request<Incoming>| {
@@ -593,6 +596,9 @@ impl Flags {
     const IDLE: u8 = 8;
     /// The hyper connection is ending for a hand-over: keep the socket.
     const HANDING_OVER: u8 = 16;
+    /// A new connection's first hyper connection: look for an idle
+    /// socket as soon as an answer has been flushed ([`ClientIo`]).
+    const EAGER: u8 = 32;
 
     fn get(&self) -> u8 {
         self.0.load(Ordering::Relaxed)
@@ -618,8 +624,9 @@ impl Flags {
             && req.body().is_end_stream()
             && !req.headers().contains_key(header::UPGRADE)
             && !connection_has_close(req.headers());
-        self.0
-            .store(if reusable { Self::REUSABLE } else { 0 }, Ordering::Relaxed);
+        let eager = self.get() & Self::EAGER;
+        let reusable = if reusable { Self::REUSABLE } else { 0 };
+        self.0.store(reusable | eager, Ordering::Relaxed);
     }
 
     /// Requests begun so far.
@@ -834,6 +841,18 @@ impl AsyncWrite for ClientIo {
         let polled = Pin::new(&mut self.stream).poll_flush(cx);
         if let Poll::Ready(Ok(())) = polled {
             self.flags.flushed();
+            // On a new connection's first hyper connection, whether the
+            // client has sent more is asked here (tokio's readiness, no
+            // system call): hyper may not read again after this flush
+            // until the client sends, and the connection would hold its
+            // buffers until the 25 ms timer. Readiness that lags behind
+            // a byte already arrived only hands the connection over
+            // early; the byte waits in the socket for the next one.
+            let eager = Flags::EAGER | Flags::REUSABLE | Flags::ANSWERED;
+            if self.flags.get() & eager == eager && self.stream.io.poll_read_ready(cx).is_pending()
+            {
+                self.flags.nothing_to_read();
+            }
         }
         polled
     }
