@@ -377,8 +377,8 @@ async fn is_h2(stream: &tokio::net::TcpStream) -> Option<bool> {
 /// the client has sent nothing for [`IDLE_RELEASE`] or a little more
 /// (checked by a timer per hyper connection, not per request, so a busy
 /// connection pays nothing per request), or, on a new connection's first
-/// spell, as soon as its first answer has gone out and a read finds
-/// nothing (so that many connections opening at once, each with one
+/// spell, as soon as its first answer has been flushed and the socket has
+/// nothing more to read (so that many connections opening at once, each with one
 /// request, do not all hold buffers for those 25 ms: freed memory stays
 /// with the allocator, so their peak is what the process keeps; a
 /// connection that comes back with a request pays one more hyper
