@@ -10,8 +10,59 @@
 #      where requests/s from (1) vary by ±20% from run to run.
 #   4. CPU time per request of each proxy process, interleaved rounds.
 # Usage: scripts/bench-proxy.sh [SECONDS] [CONNECTIONS]
+#        scripts/bench-proxy.sh side SECONDS CONNECTIONS -- CMD...
+#        scripts/bench-proxy.sh cpu ROUNDS SECONDS -- CMD...
+# The side form runs (1) alone on the proxy CMD (listening on
+# 127.0.0.1:8083, forwarding to http://127.0.0.1:9001 / :9002).
+# The second form runs (4) alone on the proxy CMD (which must listen on
+# 127.0.0.1:8093 and forward to http://127.0.0.1:9001 / :9002, e.g. the
+# `bare` example: `BIN 127.0.0.1:8093 http://127.0.0.1:9001
+# http://127.0.0.1:9002 10`), HAProxy on :8092 beside it, wrk with 64
+# connections, and prints each round, the medians and their ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = side ]; then
+  # (1) alone on the proxy CMD, which must listen on 127.0.0.1:8083.
+  D=${2:-10}; C=${3:-64}; shift 3; [ "${1:-}" = "--" ] && shift
+  exec bash ../shared/bench/proxy.sh "$D" "$C" -- "$@"
+fi
+if [ "${1:-}" = cpu ]; then
+  R=${2:-4}; D=${3:-10}; shift 3; [ "${1:-}" = "--" ] && shift
+  for b in nginx haproxy wrk curl; do command -v $b >/dev/null || NEED="${NEED:-} $b"; done
+  if [ -n "${NEED:-}" ]; then apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${NEED/nginx/nginx-light} >/dev/null; fi
+  W=$(mktemp -d)
+  cleanup() { [ -n "${OURS:-}" ] && kill "$OURS" 2>/dev/null; for p in nginx haproxy; do [ -f "$W/$p.pid" ] && kill "$(cat "$W/$p.pid")" 2>/dev/null; done; sleep 0.3; rm -rf "$W"; }
+  trap cleanup EXIT
+  cat > "$W/nginx.conf" <<NG
+worker_processes 1; pid $W/nginx.pid; error_log $W/err.log; daemon on;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:9001; location / { return 200 "stable\n"; } }
+  server { listen 127.0.0.1:9002; location / { return 200 "canary\n"; } } }
+NG
+  printf 'global\n  maxconn 8192\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind 127.0.0.1:8092\n  default_backend be\nbackend be\n  balance roundrobin\n  http-reuse always\n  server st 127.0.0.1:9001 weight 90\n  server ca 127.0.0.1:9002 weight 10\n' > "$W/haproxy.cfg"
+  nginx -c "$W/nginx.conf" -p "$W"
+  haproxy -f "$W/haproxy.cfg" -D -p "$W/haproxy.pid"
+  "$@" > "$W/ours.log" 2>&1 & OURS=$!
+  for i in $(seq 50); do curl -s -o /dev/null 127.0.0.1:8092/ && curl -s -o /dev/null 127.0.0.1:8093/ && break; sleep 0.1; done
+  t=$(getconf CLK_TCK)
+  cpr() { # PID PORT -> microseconds of CPU per request
+    local a b n; a=$(awk '{print $14+$15}' "/proc/$1/stat")
+    n=$(wrk -t1 -c64 -d"${D}"s "http://127.0.0.1:$2/" | awk '/requests in/{print $1}')
+    b=$(awk '{print $14+$15}' "/proc/$1/stat")
+    awk -v a="$a" -v b="$b" -v n="$n" -v t="$t" 'BEGIN{printf "%.2f\n", (b-a)/t*1e6/n}'; }
+  H=(); O=()
+  for r in $(seq "$R"); do
+    if [ $((r % 2)) = 1 ]; then h=$(cpr "$(cat "$W/haproxy.pid")" 8092); o=$(cpr "$OURS" 8093)
+    else o=$(cpr "$OURS" 8093); h=$(cpr "$(cat "$W/haproxy.pid")" 8092); fi
+    echo "round $r: haproxy $h us/request, ours $o us/request"; H+=("$h"); O+=("$o")
+  done
+  med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+  mh=$(med "${H[@]}"); mo=$(med "${O[@]}")
+  echo "medians: haproxy $mh us/request, ours $mo us/request"
+  awk -v o="$mo" -v h="$mh" 'BEGIN{printf "ours/haproxy: cpu per request %.2fx\n", o/h}'
+  exit 0
+fi
 D=${1:-10}; C=${2:-64}
 for b in nginx wrk curl valgrind haproxy; do command -v $b >/dev/null || NEED="${NEED:-} $b"; done
 if [ -n "${NEED:-}" ]; then apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${NEED/nginx/nginx-light} >/dev/null; fi

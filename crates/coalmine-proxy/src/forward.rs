@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -32,71 +32,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 
+use crate::body::{BoxError, ClientBody, RequestBody as Body, UPLOAD_FAILED, UPLOADING};
 use crate::metrics::{Class, Metrics, UpstreamMetrics};
-use crate::pool::{BoxError, PooledBody, SendError};
+use crate::pool::{PooledBody, SendError};
 use crate::route::{RouteTable, Track};
 use crate::server::Peer;
 use crate::upstream::{Pool, Upstream};
-
-/// Request bodies: streamed from the client, or made here.
-pub type Body = Either<ClientBody, Full<Bytes>>;
-
-/// A client's request body, streamed, noting whether it has ended or
-/// broke off, so a failed or late exchange can be put down to the client
-/// rather than the upstream.
-pub struct ClientBody {
-    inner: Incoming,
-    /// [`UPLOADING`], [`UPLOADED`] or [`UPLOAD_FAILED`]; absent for a body
-    /// that was empty from the start (most requests), which can neither
-    /// fail nor keep anyone waiting.
-    upload: Option<Arc<AtomicU8>>,
-}
-
-/// The client is still sending its body.
-const UPLOADING: u8 = 0;
-/// The client's body has ended.
-const UPLOADED: u8 = 1;
-/// The client's body broke off or was malformed.
-const UPLOAD_FAILED: u8 = 2;
-
-impl ClientBody {
-    fn new(inner: Incoming) -> Self {
-        let upload = (!inner.is_end_stream()).then(|| Arc::new(AtomicU8::new(UPLOADING)));
-        ClientBody { inner, upload }
-    }
-}
-
-impl hyper::body::Body for ClientBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(upload) = &this.upload {
-            match &frame {
-                Some(Err(_)) => upload.store(UPLOAD_FAILED, Ordering::Relaxed),
-                None => upload.store(UPLOADED, Ordering::Relaxed),
-                Some(Ok(_)) if this.inner.is_end_stream() => {
-                    upload.store(UPLOADED, Ordering::Relaxed);
-                }
-                Some(Ok(_)) => {}
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
 
 /// What the request path reads on every request; swapped whole.
 pub struct Table {
@@ -730,7 +671,10 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// profiling showed ten unconditional `HeaderMap::remove` calls (each a
 /// SipHash of the name) costing 8% of the proxy's instructions.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // `Connection` apart: nearly every answer has one, and nothing else
+    // to remove, so this list stays empty and unallocated.
     let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
     for (name, value) in headers.iter() {
         if name == header::CONNECTION {
             for token in value.to_str().unwrap_or_default().split(',') {
@@ -745,12 +689,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                     doomed.push(named);
                 }
             }
-            if !upgrade {
-                doomed.push(header::CONNECTION);
-            }
+            connection = !upgrade;
         } else if is_hop_by_hop(name, value, upgrade) {
             doomed.push(name.clone());
         }
+    }
+    if connection {
+        headers.remove(header::CONNECTION);
     }
     for name in doomed {
         headers.remove(name);

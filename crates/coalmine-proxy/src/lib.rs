@@ -11,13 +11,15 @@
 //!
 //! Layout: [`route`] is the pure per-request decision; [`upstream`] the
 //! pools; [`pool`] the keep-alive connections to each upstream, with
-//! [`h1`] the fast path for bodiless `GET`s and `HEAD`s; [`forward`] the
+//! [`h1`] the fast path for bodiless `GET`s and `HEAD`s; [`body`] the
+//! request bodies that [`forward`] makes and [`pool`] sends; [`forward`] the
 //! request path; [`server`] the accept loops and graceful shutdown;
 //! [`admin`] the control endpoints.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod body;
 pub mod forward;
 pub mod h1;
 pub mod metrics;

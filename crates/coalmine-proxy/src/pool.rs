@@ -27,11 +27,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::forward::Body as RequestBody;
+use crate::body::{BoxError, RequestBody};
 use crate::h1;
-
-/// An error of any kind, as bodies report them.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle connections kept per upstream at most.
 const MAX_IDLE: usize = 1024;

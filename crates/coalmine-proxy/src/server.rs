@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -128,11 +128,9 @@ pub async fn serve_with<H, F, B>(
     // HTTP/1 connections, one hyper connection per busy spell
     // (`serve_h1`).
     let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .keep_alive(true)
-        // The time to send a head once its first byte came; between
-        // requests `serve_h1` times the wait itself.
-        .header_read_timeout(limits.header_timeout)
+    // No timer: `serve_h1` times the heads itself (hyper's header timeout
+    // costs a timer entry and an allocation per request).
+    h1.keep_alive(true)
         .max_buf_size(MAX_REQUEST_HEAD)
         // The buffer's limit alone lets a head through that arrives in
         // one read past it: this one counts the parsed head.
@@ -189,15 +187,11 @@ pub async fn serve_with<H, F, B>(
                             serve_h1(io, &h1, handler, peer, header_timeout, stop).await;
                         }
                         Ok(Some(true)) => {
-                            let service = service_fn(move |req| {
-                                let fut = handler(req, peer.clone());
-                                async move { Ok::<_, Infallible>(fut.await) }
-                            });
-                            let io = TokioIo::new(Stalls::new(stream, write_timeout));
-                            let conn = builder.serve_connection_with_upgrades(io, service);
-                            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
+                            // Boxed: an HTTP/2 connection's future is large,
+                            // and every connection's task would be as large
+                            // (it is what an idle HTTP/1 connection holds).
+                            let io = Stalls::new(stream, write_timeout);
+                            Box::pin(serve_h2(io, &builder, handler, peer, watcher)).await;
                         }
                         Ok(None) | Err(_) => {}
                     }
@@ -216,6 +210,30 @@ pub async fn serve_with<H, F, B>(
     };
     if tokio::time::timeout(grace, finished).await.is_err() {
         tracing::warn!("connections still open after {grace:?}; closing them");
+    }
+}
+
+/// Serves an HTTP/2 (prior knowledge) client connection.
+async fn serve_h2<H, F, B>(
+    io: Stalls<tokio::net::TcpStream>,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: H,
+    peer: Peer,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = service_fn(move |req| {
+        let fut = handler(req, peer.clone());
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
@@ -358,7 +376,13 @@ async fn is_h2(stream: &tokio::net::TcpStream) -> Option<bool> {
 /// connection serves a busy spell only: once an answer has gone out and
 /// the client has sent nothing for [`IDLE_RELEASE`] or a little more
 /// (checked by a timer per hyper connection, not per request, so a busy
-/// connection pays nothing per request), the hyper connection is ended at
+/// connection pays nothing per request), or, on a new connection's first
+/// spell, as soon as its first answer has been flushed and the socket has
+/// nothing more to read (so that many connections opening at once, each with one
+/// request, do not all hold buffers for those 25 ms: freed memory stays
+/// with the allocator, so their peak is what the process keeps; a
+/// connection that comes back with a request pays one more hyper
+/// connection, once), the hyper connection is ended at
 /// that message boundary (a graceful shutdown of an idle hyper connection,
 /// with the socket kept open: [`ClientIo`] skips the shutdown) and
 /// dropped with its buffers. The socket then waits for readability with
@@ -387,6 +411,7 @@ async fn serve_h1<H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let flags = io.flags.clone();
+    let mut first_spell = true;
     loop {
         if io.ahead.is_empty() {
             // Idle: wait for the next request's first byte (or the end of
@@ -399,16 +424,31 @@ async fn serve_h1<H, F, B>(
                 }
                 _ = stop.wait_for(|stop| *stop) => return,
             }
+            // Then its head, before a hyper connection exists, within the
+            // header timeout.
+            tokio::select! {
+                read = tokio::time::timeout(idle_timeout, read_head(&mut io)) => {
+                    if !matches!(read, Ok(Ok(()))) || io.ahead.is_empty() {
+                        return;
+                    }
+                }
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
         }
         flags.reset();
+        if first_spell {
+            flags.set(Flags::EAGER);
+        }
         let service = {
             let (handler, peer, flags) = (handler.clone(), peer.clone(), flags.clone());
             service_fn(move |req: Request<Incoming>| {
                 flags.begin(&req);
-                let fut = handler(req, peer.clone());
-                let flags = flags.clone();
+                let (handler, peer, flags) = (handler.clone(), peer.clone(), flags.clone());
                 async move {
-                    let resp = fut.await;
+                    // The handler's future is made here, where it is
+                    // polled, not outside and moved in: it is a few KiB,
+                    // and each move a copy.
+                    let resp = handler(req, peer).await;
                     if connection_has_close(resp.headers()) {
                         flags.refuse();
                     }
@@ -420,39 +460,63 @@ async fn serve_h1<H, F, B>(
             h1.serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
-        let stopping = stop.wait_for(|stop| *stop);
-        tokio::pin!(stopping);
         let mut stopped = false;
         let mut handing_over = false;
-        // Looked at every `IDLE_RELEASE`: a connection that began no
-        // request over a whole period and sits at a boundary is handed
-        // over. Busy connections never pay for it per request.
+        // Looked at every `IDLE_RELEASE` (busy connections never pay for
+        // it per request): whether the server is stopping; whether the
+        // client has taken longer than `idle_timeout` over a head; and
+        // whether a connection that began no request over a whole period
+        // sits at a boundary, to hand it over.
         let mut tick = Box::pin(tokio::time::sleep(IDLE_RELEASE));
-        let mut seen = flags.begun();
+        let spell_begun = flags.begun();
+        let mut seen = spell_begun;
+        // Since when it has waited for a head, as the ticks saw it.
+        let mut awaiting_since = None;
         let ended = std::future::poll_fn(|cx| {
-            if !stopped && stopping.as_mut().poll(cx).is_ready() {
-                stopped = true;
-                flags.refuse();
-                conn.as_mut().graceful_shutdown();
-            }
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return Poll::Ready(handing_over);
             }
-            if handing_over || tick.as_mut().poll(cx).is_pending() {
+            if handing_over {
                 return Poll::Pending;
             }
-            let begun = flags.begun();
-            let quiet = begun == seen;
-            seen = begun;
-            tick.as_mut()
-                .reset(tokio::time::Instant::now() + IDLE_RELEASE);
-            if tick.as_mut().poll(cx).is_ready() {
-                cx.waker().wake_by_ref();
-            }
-            if quiet && flags.idle() {
+            let idle = if first_spell && flags.idle() {
+                // A new connection's first answer is out and nothing
+                // follows: let go at once.
+                true
+            } else {
+                if tick.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let now = tokio::time::Instant::now();
+                tick.as_mut().reset(now + IDLE_RELEASE);
+                if tick.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+                if !stopped && *stop.borrow() {
+                    stopped = true;
+                    flags.refuse();
+                    conn.as_mut().graceful_shutdown();
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let begun = flags.begun();
+                let quiet = begun == seen;
+                seen = begun;
+                if !quiet || !flags.awaiting_head(spell_begun) {
+                    awaiting_since = None;
+                } else if now.saturating_duration_since(*awaiting_since.get_or_insert(now))
+                    >= idle_timeout
+                {
+                    // No head came whole in time (hyper's own header
+                    // timeout is off: it costs a timer per request).
+                    return Poll::Ready(false);
+                }
+                quiet && flags.idle()
+            };
+            if idle {
                 // At a message boundary with nothing to read: end this
                 // hyper connection, keeping the socket.
                 handing_over = true;
@@ -480,6 +544,7 @@ async fn serve_h1<H, F, B>(
         if !ended {
             return;
         }
+        first_spell = false;
         let Some(parts) = Pin::into_inner(conn).into_parts() else {
             return;
         };
@@ -531,6 +596,9 @@ impl Flags {
     const IDLE: u8 = 8;
     /// The hyper connection is ending for a hand-over: keep the socket.
     const HANDING_OVER: u8 = 16;
+    /// A new connection's first hyper connection: look for an idle
+    /// socket as soon as an answer has been flushed ([`ClientIo`]).
+    const EAGER: u8 = 32;
 
     fn get(&self) -> u8 {
         self.0.load(Ordering::Relaxed)
@@ -556,8 +624,9 @@ impl Flags {
             && req.body().is_end_stream()
             && !req.headers().contains_key(header::UPGRADE)
             && !connection_has_close(req.headers());
-        self.0
-            .store(if reusable { Self::REUSABLE } else { 0 }, Ordering::Relaxed);
+        let eager = self.get() & Self::EAGER;
+        let reusable = if reusable { Self::REUSABLE } else { 0 };
+        self.0.store(reusable | eager, Ordering::Relaxed);
     }
 
     /// Requests begun so far.
@@ -590,6 +659,13 @@ impl Flags {
         if self.get() & Self::ANSWERED != 0 {
             self.set(Self::FLUSHED);
         }
+    }
+
+    /// Whether the hyper connection waits for a request head: it began
+    /// none (since [`Flags::begun`] was `spell_begun`), or the last one's
+    /// answer has ended.
+    fn awaiting_head(&self, spell_begun: u32) -> bool {
+        self.begun() == spell_begun || self.get() & Self::ANSWERED != 0
     }
 
     /// After a read of the socket found nothing.
@@ -642,8 +718,9 @@ impl<B: Body> Body for Watched<B> {
 }
 
 /// A client socket for [`serve_h1`]: bytes read ahead by the previous
-/// hyper connection come first, reads and flushes feed [`Flags`], and the
-/// shutdown is skipped while a hyper connection ends for a hand-over.
+/// hyper connection, or by [`read_head`], come first, reads and flushes
+/// feed [`Flags`], and the shutdown is skipped while a hyper connection
+/// ends for a hand-over.
 struct ClientIo {
     stream: Stalls<tokio::net::TcpStream>,
     ahead: Bytes,
@@ -660,6 +737,58 @@ impl ClientIo {
     }
 }
 
+/// The buffer [`read_head`] starts with: most heads fit.
+const HEAD_FIRST: usize = 4 * 1024;
+
+/// Reads the head of the request that starts a busy spell into
+/// `io.ahead`, until its end has come, or it has grown past
+/// [`MAX_REQUEST_HEAD`] (hyper then refuses it with `431`), or the client
+/// closed; before any hyper connection exists.
+///
+/// hyper grows its read buffer by doubling, each step a new allocation
+/// and a copy, and keeps a write buffer from its start: a client
+/// trickling a 60 KiB head made it hold a 112 KiB buffer (60 KiB
+/// written), the 8 KiB write buffer, and the smaller buffers it outgrew
+/// with the allocator. Here the head sits in one buffer that grows once,
+/// to what the limit allows, and hyper, made once the head is whole,
+/// parses it at once.
+async fn read_head(io: &mut ClientIo) -> io::Result<()> {
+    let limit = MAX_REQUEST_HEAD + 1;
+    let mut held = BytesMut::with_capacity(HEAD_FIRST);
+    let mut scan = 0;
+    loop {
+        if held.len() == held.capacity() {
+            held.reserve(limit.saturating_sub(held.len()).max(1));
+        }
+        let start = held.len();
+        let n = std::future::poll_fn(|cx| {
+            tokio_util::io::poll_read_buf(Pin::new(&mut io.stream), cx, &mut held)
+        })
+        .await?;
+        let new = held.get(start..).unwrap_or_default();
+        if n == 0 || head_ends(&mut scan, new) || held.len() >= limit {
+            break;
+        }
+    }
+    io.ahead = held.freeze();
+    Ok(())
+}
+
+/// Looks for the empty line that ends a head (`\n\n` or `\n\r\n`) in
+/// `bytes`, after `state` (0: within a line, 1: after `\n`, 2: after
+/// `\n\r`), which it updates.
+fn head_ends(state: &mut u8, bytes: &[u8]) -> bool {
+    for &b in bytes {
+        *state = match (*state, b) {
+            (1 | 2, b'\n') => return true,
+            (1, b'\r') => 2,
+            (_, b'\n') => 1,
+            _ => 0,
+        };
+    }
+    false
+}
+
 impl AsyncRead for ClientIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -671,6 +800,10 @@ impl AsyncRead for ClientIo {
             let n = this.ahead.len().min(buf.remaining());
             buf.put_slice(&this.ahead[..n]);
             this.ahead.advance(n);
+            if this.ahead.is_empty() {
+                // Let its buffer go now, not at the next hand-over.
+                this.ahead = Bytes::new();
+            }
             this.flags.clear(Flags::IDLE);
             return Poll::Ready(Ok(()));
         }
@@ -708,6 +841,18 @@ impl AsyncWrite for ClientIo {
         let polled = Pin::new(&mut self.stream).poll_flush(cx);
         if let Poll::Ready(Ok(())) = polled {
             self.flags.flushed();
+            // On a new connection's first hyper connection, whether the
+            // client has sent more is asked here (tokio's readiness, no
+            // system call): hyper may not read again after this flush
+            // until the client sends, and the connection would hold its
+            // buffers until the 25 ms timer. Readiness that lags behind
+            // a byte already arrived only hands the connection over
+            // early; the byte waits in the socket for the next one.
+            let eager = Flags::EAGER | Flags::REUSABLE | Flags::ANSWERED;
+            if self.flags.get() & eager == eager && self.stream.io.poll_read_ready(cx).is_pending()
+            {
+                self.flags.nothing_to_read();
+            }
         }
         polled
     }
@@ -717,5 +862,31 @@ impl AsyncWrite for ClientIo {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_ends;
+
+    #[test]
+    fn a_heads_end_is_found_wherever_the_reads_cut_it() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nhost: x\n\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\n\n",
+        ] {
+            for cut in 0..=head.len() {
+                let mut state = 0;
+                let first = head_ends(&mut state, &head[..cut]);
+                let found = first || head_ends(&mut state, &head[cut..]);
+                assert!(found, "{head:?} cut at {cut}");
+                assert_eq!(first, cut == head.len(), "{head:?} cut at {cut}");
+            }
+        }
+        for unended in [&b"GET / HTTP/1.1\r\nhost: x\r\n"[..], b"a\r\r\nb\r\n\rc"] {
+            let mut state = 0;
+            assert!(!head_ends(&mut state, unended), "{unended:?}");
+        }
     }
 }

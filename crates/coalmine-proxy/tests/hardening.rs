@@ -316,6 +316,23 @@ async fn silent_and_idle_clients_are_closed_after_the_header_timeout() {
             start.elapsed() < Duration::from_secs(3),
             "an idle keep-alive connection kept open"
         );
+        // One answer, then half a head on the same connection: after a
+        // request without a body, and after one with a body.
+        for first in [
+            &b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi",
+        ] {
+            let start = Instant::now();
+            let mut request = first.to_vec();
+            request.extend_from_slice(b"GET / HTTP/1.1\r\nhost:");
+            let got = raw(proxy.addr, &request, false, Duration::from_secs(5)).await;
+            assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+            let took = start.elapsed();
+            assert!(
+                took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+                "half a head after an answer kept open for {took:?}"
+            );
+        }
     })
     .await;
 }
@@ -721,6 +738,120 @@ async fn keep_alive_connections_go_on_across_idle_spells_pipelining_and_split_he
             "answered, then closed: {rest}"
         );
         assert_eq!(canary.count(), 11);
+    })
+    .await;
+}
+
+/// A request head with one header of `value_len` bytes, and a body of
+/// `body` (with its length) when not empty.
+fn big_head(path: &str, value_len: usize, body: &[u8]) -> Vec<u8> {
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: x\r\nx-big: ").into_bytes();
+    head.extend(std::iter::repeat_n(b'a', value_len));
+    if body.is_empty() {
+        head.extend_from_slice(b"\r\n\r\n");
+    } else {
+        head.extend(format!("\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes());
+        head.extend_from_slice(body);
+    }
+    head
+}
+
+/// Writes `bytes` in pieces cut at `cuts`, pausing between them so that
+/// the proxy reads each piece on its own.
+async fn write_in_pieces(s: &mut TcpStream, bytes: &[u8], cuts: &[usize]) {
+    let mut from = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        if s.write_all(&bytes[from..cut]).await.is_err() {
+            return; // refused, and closed
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        from = cut;
+    }
+}
+
+#[tokio::test]
+async fn large_request_heads_in_pieces_are_served_whole_and_oversized_ones_refused() {
+    bounded(LIMIT, async {
+        let canary = Upstream::builder("canary").echo_headers().start().await;
+        let proxy = all_to_canary(canary.url(), Limits::default()).await;
+        let mut served = 0;
+        // A 60 KiB head trickled in pieces, its end cut at every place
+        // within the empty line that ends it (the proxy holds the head
+        // back from 8 KiB on until it sees that line).
+        for end in ["\r\n\r\n", "\n\n", "\r\n\n"] {
+            let mut head = big_head("/", 60 * 1024, b"");
+            head.truncate(head.len() - 4);
+            head.extend_from_slice(end.as_bytes());
+            for back in 1..=end.len() {
+                let cut = head.len() - back;
+                let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+                write_in_pieces(&mut s, &head, &[4000, 20_000, 40_000, cut]).await;
+                let got = read_answers(&mut s, 1).await;
+                assert!(
+                    got.starts_with("HTTP/1.1 200"),
+                    "end {end:?} cut {back} from it: {got}"
+                );
+                // (The echo comes back chunked, maybe cut in pieces.)
+                let echoed = got.bytes().filter(|&b| b == b'a').count();
+                assert!(echoed >= 60 * 1024, "the header went up whole: {echoed}");
+                served += 1;
+            }
+        }
+        // On a connection that just had an answer (the same hyper
+        // connection), then a head with a body behind it, in one write.
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        s.write_all(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        read_answers(&mut s, 1).await;
+        write_in_pieces(
+            &mut s,
+            &big_head("/second", 30 * 1024, b""),
+            &[10_000, 20_000],
+        )
+        .await;
+        let got = read_answers(&mut s, 1).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        let body = vec![b'b'; 20 * 1024];
+        s.write_all(&big_head("/third", 30 * 1024, &body))
+            .await
+            .expect("write");
+        let got = read_answers(&mut s, 1).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        served += 3;
+        assert_eq!(canary.count(), served);
+        let seen = canary.seen();
+        let last = seen.last().expect("the last request");
+        assert_eq!(last.uri.path(), "/third");
+        assert_eq!(last.body.len(), body.len(), "the body went up whole");
+        // A head one byte past 64 KiB, trickled and never ended: 431 (all
+        // of it read, so the answer is not lost to a reset). Longer ones,
+        // trickled or at once: 431, or a reset when the proxy closes with
+        // bytes unread.
+        let mut head = big_head("/", 64 * 1024, b"");
+        head.truncate(64 * 1024 + 1);
+        for (head, strict) in [
+            (head, true),
+            (big_head("/", 70 * 1024, b""), false),
+            (big_head("/", 100 * 1024, b""), false),
+        ] {
+            let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                write_in_pieces(&mut s, &head, &[10_000, 30_000, 50_000, 65_000]),
+            )
+            .await;
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+            let got = String::from_utf8_lossy(&got);
+            assert!(
+                got.starts_with("HTTP/1.1 431") || (!strict && got.is_empty()),
+                "{} bytes: {got}",
+                head.len()
+            );
+        }
+        assert_eq!(canary.count(), served, "nothing more reached the upstream");
     })
     .await;
 }
