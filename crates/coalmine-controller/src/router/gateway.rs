@@ -232,14 +232,7 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
                 None => rule["filters"] = json!([filter]),
             }
         }
-        if rule
-            .get("filters")
-            .and_then(Value::as_array)
-            .is_some_and(Vec::is_empty)
-            && let Some(o) = rule.as_object_mut()
-        {
-            o.remove("filters");
-        }
+        drop_empty_filters(rule);
     }
     if live && !routes.header_routes.is_empty() {
         let header_rules = carried
@@ -249,6 +242,19 @@ pub fn rewrite(spec: &Value, stable: &str, canary: &str, routes: &Routes) -> Val
         rules.splice(0..0, header_rules);
     }
     spec
+}
+
+/// Removes a rule's `filters` once coalmine's took the last one out (the
+/// route as the user wrote it had none).
+fn drop_empty_filters(rule: &mut Value) {
+    if rule
+        .get("filters")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && let Some(o) = rule.as_object_mut()
+    {
+        o.remove("filters");
+    }
 }
 
 /// The `i`-th header rule: `stable_rule` sending only to the canary, for
@@ -293,14 +299,7 @@ fn header_rule(
     rule["name"] = json!(name);
     rule["matches"] = Value::Array(matches);
     rule["backendRefs"] = json!([backend]);
-    if rule
-        .get("filters")
-        .and_then(Value::as_array)
-        .is_some_and(Vec::is_empty)
-        && let Some(o) = rule.as_object_mut()
-    {
-        o.remove("filters");
-    }
+    drop_empty_filters(&mut rule);
     rule
 }
 
