@@ -466,6 +466,12 @@ async fn watch(
             && p == "Paused"
             && status["weight"].as_i64() == Some(at)
         {
+            // The route read above may predate this step (the controller
+            // writes the routes, then the status): read it again before
+            // the person's command moves it on.
+            if let Some(w) = router_weight(client, router).await? {
+                seen.weights.insert(w);
+            }
             f()?;
             on_pause = None;
         }
