@@ -31,6 +31,8 @@ fn valid(status: &Value) -> Option<Value> {
 async fn an_autoscaler_on_a_deployment_is_reported_not_fought_then_sizes_the_canary() -> TestResult
 {
     let env = env()?;
+    // The RBAC of the tree (listing HPAs), also on a cluster started before it.
+    env.apply_deploy()?;
     let client = env.admin().await?;
     let ns = namespace(&client, "hpa").await?;
     let ctl = Controller::start(env, &ns)?;
