@@ -12,6 +12,8 @@
 //!   observed and the time, it returns the next status and the actions to
 //!   carry out. The Kubernetes controller and `coalmine run` both drive it;
 //! - [`routes`]: the route table the data plane applies;
+//! - [`counters`]: the proxy's counter schema (class labels, series names,
+//!   per-version snapshots), shared by the proxy and the `builtin` provider;
 //! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
 //!   [`status`] (`coalmine crd`), with its names for the controller;
 //! - [`duration`], [`time`], [`revision`]: small value types;
@@ -22,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod counters;
 pub mod crd;
 pub mod duration;
 pub mod human;

@@ -542,7 +542,7 @@ impl Prepared {
                 && fresh
                 && let Some(analysis) = &plan.analysis
             {
-                let builtin = BuiltinSource::in_process(proxy.metrics());
+                let builtin = BuiltinSource::in_process(proxy.metrics().counters());
                 let sources = coalmine_providers::sources(analysis, Some(&builtin))
                     .map_err(|e| format!("spec.analysis: {e}"))?;
                 let revision = status.canary_revision.clone().unwrap_or_default();
