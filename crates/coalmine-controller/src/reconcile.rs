@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use coalmine_core::rollout::{Decision, Event, Observation, decide};
+use coalmine_core::rollout::{Decision, Event, Observation};
 use coalmine_core::status::{CanaryStatus, Condition};
 use coalmine_core::{Duration, Time};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -462,26 +462,6 @@ async fn step(
     let desired = spec.desired_revision();
     let mut obs = observe(&status, &desired, stable_d.as_ref(), canary_d.as_ref());
 
-    let share = router.share(total, status.weight);
-    let findings = ctx
-        .analyses
-        .observe(
-            key,
-            plan,
-            &status,
-            share,
-            coalmine_providers::Context {
-                name: c.name().to_owned(),
-                namespace: c.namespace().to_owned(),
-                interval: plan
-                    .analysis
-                    .as_ref()
-                    .map_or(StdDuration::from_secs(10), |a| a.interval.to_std()),
-            },
-        )
-        .await
-        .map_err(Error::Analysis)?;
-    obs.analysis = findings.report;
     obs.command = c.command();
     // A route its Gateway refuses sends nothing anywhere: the rollout
     // waits, as for an unready canary (and rolls back at
@@ -492,175 +472,279 @@ async fn step(
     }
 
     let now = Time::now();
-    let mut decision = decide(plan, &status, &obs, now);
-    crate::analysis::keep_evidence(&mut decision.status, findings.state);
-    set_condition(
-        &mut decision.status.conditions,
-        VALID_CONDITION,
-        "True",
-        "Valid",
-        "",
-        now,
-    );
-    let hold = traffic_condition(&mut decision.status, now, checked.scale_down_delay);
-    match &route_refused {
-        Some(why) => set_condition(
-            &mut decision.status.conditions,
-            ROUTE_CONDITION,
-            "False",
-            "RouteNotAccepted",
-            why,
-            now,
-        ),
-        None if decision
-            .status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == ROUTE_CONDITION) =>
-        {
-            set_condition(
-                &mut decision.status.conditions,
-                ROUTE_CONDITION,
-                "True",
-                "Accepted",
-                "",
-                now,
-            );
-        }
-        None => {}
-    }
-    // What the canary really gets when the split is in whole pods.
-    if !router.canary_service() && decision.status.phase.canary_live() {
-        let w = decision.status.weight;
-        let (_, pods) = router.replicas(total, w);
-        let real = (router.share(total, w) * 100.0).round();
-        set_condition(
-            &mut decision.status.conditions,
-            TRAFFIC_CONDITION,
-            "True",
-            "Routed",
-            &format!(
-                "weight {w}% runs {pods} of {total} pods: the canary gets {real}% of requests"
-            ),
-            now,
-        );
-    }
-    if let Some(e) = stuck(
-        &mut decision.status,
-        now,
-        plan.progress_deadline,
-        stable_d.as_ref(),
-        canary_d.as_ref(),
-    ) {
-        decision
-            .actions
-            .push(coalmine_core::rollout::Action::Event(e));
-    }
-    // Under the replicas router the Service's endpoints are the split:
-    // what the capacity rule of `apply::split` counts.
-    let serving = if router.canary_service() {
-        None
-    } else {
-        let slices = Api::namespaced(ctx.client.clone(), c.namespace());
-        match workload::serving(&slices, c.name()).await {
-            Ok(s) => Some(s),
-            // An API server without EndpointSlices (not a real cluster's):
-            // the Deployments' available pods are the nearest count.
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Some(workload::Serving {
-                stable: stable_d.as_ref().map_or(0, workload::available),
-                canary: canary_d.as_ref().map_or(0, workload::available),
-            }),
-            Err(e) => return Err(e),
-        }
+    let clock = tokio::time::Instant::now();
+    let analysis_ctx = coalmine_providers::Context {
+        name: c.name().to_owned(),
+        namespace: c.namespace().to_owned(),
+        interval: plan
+            .analysis
+            .as_ref()
+            .map_or(StdDuration::from_secs(10), |a| a.interval.to_std()),
     };
-    let current = (
-        stable_d.as_ref().map_or(0, workload::replicas_of),
-        canary_d.as_ref().map_or(0, workload::replicas_of),
-    );
-    // The delay is for routers that switch traffic away from running pods;
-    // under the replicas router traffic leaves a pod when it is removed.
-    let hold = hold.filter(|_| serving.is_none() && current.1 > 0);
-    // The template stable is (re)created with while the spec is stable's
-    // revision: remembered in the same status write, rather than in one
-    // more write once the Deployment is seen.
-    let from_spec = (decision.status.stable_revision.as_deref() == Some(desired.as_str()))
-        .then(|| {
-            spec.template
-                .as_ref()
-                .map(|t| workload::pod_template(t, workload::Track::Stable, &desired))
-        })
-        .flatten();
-    remember_stable_template(&mut decision.status, stable_d.as_ref(), from_spec);
-    // Counted as of this reconcile; sending goes on in the background.
-    if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
-        decision.status.notifications = Some(counts);
-    }
-    // The scale subresource: what `kubectl scale` and a
-    // HorizontalPodAutoscaler read. Its `spec.replicas` is the Canary's,
-    // which both tracks follow.
-    let pods = |d: Option<&Deployment>| {
-        d.and_then(|d| d.status.as_ref())
-            .and_then(|s| s.replicas)
-            .unwrap_or(0)
-    };
-    decision.status.replicas = Some(i64::from(pods(stable_d.as_ref()) + pods(canary_d.as_ref())));
-    decision.status.selector = Some(
-        selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    if decision.status != status {
-        write_status(api, c, ctx, &decision.status).await?;
-    }
+    let slot = ctx.analyses.slot(key);
+    let mut session = slot.lock().await;
+    coalmine_driver::session::refresh(
+        &mut session,
+        plan,
+        &status,
+        router.share(total, status.weight),
+        now,
+        clock,
+        key,
+        |analysis| {
+            coalmine_providers::sources(analysis, None).map_err(|e| format!("spec.analysis: {e}"))
+        },
+    )
+    .map_err(Error::Analysis)?;
     let refused_before = status
         .conditions
         .iter()
         .any(|c| c.type_ == APPLIED_CONDITION && c.status != "True");
-    let state = Now {
-        canary_d,
-        selector,
-        current,
-        serving,
-        hold_canary: hold.is_some(),
-    };
-    carry_out(
+    let mut kube = KubeActuator {
+        api,
         c,
         ctx,
-        &checked,
-        router.as_ref(),
-        &decision,
-        &desired,
-        state,
+        checked: &checked,
+        router: router.as_ref(),
+        total,
+        desired: &desired,
+        stable_d,
+        canary_d,
+        route_refused,
+        selector,
+        refused_before,
+        hold: None,
+        current: (0, 0),
+    };
+    let turned = coalmine_driver::turn(
+        coalmine_driver::Turn {
+            plan,
+            status: &status,
+            observation: obs,
+            ctx: &analysis_ctx,
+            now,
+            clock,
+        },
+        &mut session,
+        &mut kube,
     )
     .await?;
-    ctx.metrics
-        .observe_canary(c.namespace(), c.name(), &decision.status);
-    // Everything was accepted: a refusal recorded earlier is over. (Checked
-    // against the status read at the start, so a healthy Canary costs no
-    // extra read.)
-    if refused_before
-        || !decision
-            .status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == APPLIED_CONDITION)
-    {
-        applied(ctx, c.namespace(), c.name(), None).await?;
-    }
-
-    let mut next = next_look(&decision, findings.next_in);
-    if let Some(left) = hold {
+    drop(session);
+    let decision = turned.decision;
+    let next_in = turned
+        .next_collection
+        .map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+    let mut next = next_look(&decision, next_in);
+    if let Some(left) = kube.hold {
         next = next.min(left + StdDuration::from_millis(50));
     }
     // A canary still shrinking after a promotion or a rollback (its pods
     // go as stable's become Ready endpoints) is watched closely, though
     // the rollout itself is over.
-    if current.1 > 0 && !decision.status.phase.canary_live() {
+    if kube.current.1 > 0 && !decision.status.phase.canary_live() {
         next = next.min(ACTIVE_RESYNC);
     }
     Ok(Action::requeue(next))
+}
+
+/// The Kubernetes platform of a turn: the Canary's status subresource is
+/// where the status is stored, the Deployments, Services and the router
+/// are where actions are carried out.
+struct KubeActuator<'a> {
+    api: &'a Api<CanaryResource>,
+    c: &'a CanaryResource,
+    ctx: &'a Context,
+    checked: &'a Checked,
+    router: &'a dyn TrafficRouter,
+    total: i32,
+    desired: &'a str,
+    stable_d: Option<Deployment>,
+    canary_d: Option<Deployment>,
+    route_refused: Option<String>,
+    selector: std::collections::BTreeMap<String, String>,
+    /// Whether the status read at the start had a refusal recorded.
+    refused_before: bool,
+    /// How much of the scale-down delay is left (set by `amend`, kept by
+    /// `act` when the canary's pods still serve).
+    hold: Option<StdDuration>,
+    /// Stable's and the canary's replicas as read (set by `act`).
+    current: (i32, i32),
+}
+
+impl coalmine_driver::Actuator for KubeActuator<'_> {
+    type Error = Error;
+
+    fn share(&self, weight: u8) -> f64 {
+        self.router.share(self.total, weight)
+    }
+
+    /// Routes propagate and pods start after the actions: the interval
+    /// after a step is left out.
+    fn shifts_at_once(&self) -> bool {
+        false
+    }
+
+    fn amend(&mut self, decision: &mut Decision, now: Time) {
+        let (c, ctx, checked, router, total) =
+            (self.c, self.ctx, self.checked, self.router, self.total);
+        let (stable_d, canary_d, desired) =
+            (self.stable_d.as_ref(), self.canary_d.as_ref(), self.desired);
+        let plan = &checked.plan;
+        let spec = &checked.canary.spec;
+        set_condition(
+            &mut decision.status.conditions,
+            VALID_CONDITION,
+            "True",
+            "Valid",
+            "",
+            now,
+        );
+        self.hold = traffic_condition(&mut decision.status, now, checked.scale_down_delay);
+        match &self.route_refused {
+            Some(why) => set_condition(
+                &mut decision.status.conditions,
+                ROUTE_CONDITION,
+                "False",
+                "RouteNotAccepted",
+                why,
+                now,
+            ),
+            None if decision
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == ROUTE_CONDITION) =>
+            {
+                set_condition(
+                    &mut decision.status.conditions,
+                    ROUTE_CONDITION,
+                    "True",
+                    "Accepted",
+                    "",
+                    now,
+                );
+            }
+            None => {}
+        }
+        // What the canary really gets when the split is in whole pods.
+        if !router.canary_service() && decision.status.phase.canary_live() {
+            let w = decision.status.weight;
+            let (_, pods) = router.replicas(total, w);
+            let real = (router.share(total, w) * 100.0).round();
+            set_condition(
+                &mut decision.status.conditions,
+                TRAFFIC_CONDITION,
+                "True",
+                "Routed",
+                &format!(
+                    "weight {w}% runs {pods} of {total} pods: the canary gets {real}% of requests"
+                ),
+                now,
+            );
+        }
+        if let Some(e) = stuck(
+            &mut decision.status,
+            now,
+            plan.progress_deadline,
+            stable_d,
+            canary_d,
+        ) {
+            decision
+                .actions
+                .push(coalmine_core::rollout::Action::Event(e));
+        }
+        // The template stable is (re)created with while the spec is stable's
+        // revision: remembered in the same status write, rather than in one
+        // more write once the Deployment is seen.
+        let from_spec = (decision.status.stable_revision.as_deref() == Some(desired))
+            .then(|| {
+                spec.template
+                    .as_ref()
+                    .map(|t| workload::pod_template(t, workload::Track::Stable, desired))
+            })
+            .flatten();
+        remember_stable_template(&mut decision.status, stable_d, from_spec);
+        // Counted as of this reconcile; sending goes on in the background.
+        if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
+            decision.status.notifications = Some(counts);
+        }
+        // The scale subresource: what `kubectl scale` and a
+        // HorizontalPodAutoscaler read. Its `spec.replicas` is the Canary's,
+        // which both tracks follow.
+        let pods = |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| s.replicas)
+                .unwrap_or(0)
+        };
+        decision.status.replicas = Some(i64::from(pods(stable_d) + pods(canary_d)));
+        decision.status.selector = Some(
+            self.selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+
+    async fn persist(&mut self, status: &CanaryStatus, changed: bool) -> Result<(), Error> {
+        if changed {
+            write_status(self.api, self.c, self.ctx, status).await?;
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, decision: &Decision) -> Result<(), Error> {
+        let (c, ctx, router) = (self.c, self.ctx, self.router);
+        // Under the replicas router the Service's endpoints are the split:
+        // what the capacity rule of `apply::split` counts.
+        let serving = if router.canary_service() {
+            None
+        } else {
+            let slices = Api::namespaced(ctx.client.clone(), c.namespace());
+            match workload::serving(&slices, c.name()).await {
+                Ok(s) => Some(s),
+                // An API server without EndpointSlices (not a real cluster's):
+                // the Deployments' available pods are the nearest count.
+                Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Some(workload::Serving {
+                    stable: self.stable_d.as_ref().map_or(0, workload::available),
+                    canary: self.canary_d.as_ref().map_or(0, workload::available),
+                }),
+                Err(e) => return Err(e),
+            }
+        };
+        let current = (
+            self.stable_d.as_ref().map_or(0, workload::replicas_of),
+            self.canary_d.as_ref().map_or(0, workload::replicas_of),
+        );
+        self.current = current;
+        // The delay is for routers that switch traffic away from running
+        // pods; under the replicas router traffic leaves a pod when it is
+        // removed.
+        self.hold = self.hold.filter(|_| serving.is_none() && current.1 > 0);
+        let state = Now {
+            canary_d: self.canary_d.take(),
+            selector: self.selector.clone(),
+            current,
+            serving,
+            hold_canary: self.hold.is_some(),
+        };
+        carry_out(c, ctx, self.checked, router, decision, self.desired, state).await?;
+        ctx.metrics
+            .observe_canary(c.namespace(), c.name(), &decision.status);
+        // Everything was accepted: a refusal recorded earlier is over.
+        // (Checked against the status read at the start, so a healthy
+        // Canary costs no extra read.)
+        if self.refused_before
+            || !decision
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == APPLIED_CONDITION)
+        {
+            applied(ctx, c.namespace(), c.name(), None).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps [`STUCK_CONDITION`]: `True` once a promotion or a rollback has
@@ -961,6 +1045,7 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coalmine_core::rollout::decide;
 
     fn deployment(rev: &str, generation: i64, observed: i64, ready: i32) -> Deployment {
         serde_json::from_value(json!({
