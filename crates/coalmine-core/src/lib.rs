@@ -14,7 +14,7 @@
 //! - [`routes`]: the route table the data plane applies;
 //! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
 //!   [`status`] (`coalmine crd`), with its names for the controller;
-//! - [`duration`], [`time`], [`revision`]: small value types;
+//! - [`duration`], [`time`], [`revision`], [`percent`]: small value types;
 //! - [`human`]: figures rounded for messages people read.
 //!
 //! Time is always passed in (see [`Time`]), so every decision can be
@@ -26,6 +26,7 @@ pub mod crd;
 pub mod duration;
 pub mod human;
 pub mod load;
+pub mod percent;
 pub mod plan;
 pub mod problem;
 pub mod revision;
@@ -37,6 +38,7 @@ pub mod time;
 pub mod validate;
 
 pub use duration::Duration;
+pub use percent::Percent;
 pub use plan::Plan;
 pub use problem::{Problem, Severity};
 pub use spec::Canary;

@@ -555,7 +555,7 @@ impl Prepared {
                     sources,
                     revision,
                     since,
-                    weight: status.weight,
+                    weight: status.weight.get(),
                     weight_changed: false,
                     report: None,
                     intervals,
@@ -581,7 +581,7 @@ impl Prepared {
                     let (verdict, metrics) = j.judge.report();
                     history.push(HistoryEntry {
                         at: Time::now(),
-                        weight: status.weight,
+                        weight: status.weight.get(),
                         verdict,
                         metrics: metrics.clone(),
                     });
@@ -635,7 +635,7 @@ impl Prepared {
                 mark_alive(path);
             }
             status = decision.status.clone();
-            track_weight(judging.as_mut(), status.weight, collected);
+            track_weight(judging.as_mut(), status.weight.get(), collected);
             for action in &decision.actions {
                 match action {
                     Action::SetRoutes(r) => {
@@ -817,7 +817,7 @@ async fn reachable(url: &str) -> Result<(), String> {
 fn read_state(path: &Path) -> Result<CanaryStatus, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("--state {}: cannot read: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
+    CanaryStatus::from_json(&text).map_err(|e| {
         format!(
             "--state {}: not a saved status ({e}); remove the file to start over",
             path.display()
@@ -826,21 +826,15 @@ fn read_state(path: &Path) -> Result<CanaryStatus, String> {
 }
 
 /// A saved status whose values the plan can hold: a step past the last
-/// would promote at once, a weight above 100 would be refused by the proxy
-/// mid-rollout. The file is only trusted as far as it is checked.
+/// would promote at once (a weight above 100 does not even read, see
+/// [`CanaryStatus::from_json`]). The file is only trusted as far as it is
+/// checked.
 fn checked_state(status: CanaryStatus, plan: &Plan, path: &Path) -> Result<CanaryStatus, String> {
     let steps = plan.steps.len();
     let problem = if usize::try_from(status.step).map_or(true, |step| step > steps) {
         Some(format!(
             "step {} is past the plan's {steps} steps",
             status.step
-        ))
-    } else if status.weight > 100 {
-        Some(format!("weight {} is above 100", status.weight))
-    } else if status.mirror_percent > 100 {
-        Some(format!(
-            "mirrorPercent {} is above 100",
-            status.mirror_percent
         ))
     } else {
         None
@@ -1049,15 +1043,7 @@ fn show(
 /// The admin API of a run: the proxy's, plus status, commands and the
 /// dashboard.
 async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let command = match req.uri().path() {
-        "/promote" => Some(CommandKind::Promote),
-        "/promote-full" => Some(CommandKind::PromoteFull),
-        "/abort" => Some(CommandKind::Abort),
-        "/pause" => Some(CommandKind::Pause),
-        "/resume" => Some(CommandKind::Resume),
-        "/retry" => Some(CommandKind::Retry),
-        _ => None,
-    };
+    let command = CommandKind::from_path(req.uri().path());
     if let Some(answer) = super::dashboard::handle(&shared.board, &req) {
         return answer;
     }
