@@ -158,7 +158,7 @@ impl Metrics {
         ];
         self.weight
             .get_or_create(&base)
-            .set(i64::from(status.weight));
+            .set(i64::from(status.weight.get()));
         for p in PHASES {
             let mut l = base.clone();
             l.push(("phase".into(), p.to_string()));
@@ -362,7 +362,7 @@ mod tests {
         let m = Metrics::new();
         let status = CanaryStatus {
             phase: Phase::Progressing,
-            weight: 25,
+            weight: coalmine_core::Percent::new(25).expect("a percent"),
             ..CanaryStatus::default()
         };
         m.observe_canary("shop", "web", &status);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use coalmine_core::rollout::{Decision, Event, Observation};
-use coalmine_core::status::{CanaryStatus, Condition};
+use coalmine_core::status::{CanaryStatus, ConditionStatus};
 use coalmine_core::{Duration, Time};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -30,8 +30,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::resource::{
-    APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, STUCK_CONDITION,
-    TRAFFIC_CONDITION, VALID_CONDITION,
+    APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, Reason,
+    STUCK_CONDITION, TRAFFIC_CONDITION, VALID_CONDITION,
 };
 use crate::router::{self, RouteTarget, TrafficRouter};
 use crate::workload;
@@ -74,7 +74,7 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
                 Ok(true) => {
                     let event = Event {
                         warning: true,
-                        reason,
+                        reason: reason.as_str(),
                         message,
                     };
                     ctx.publish(&obj, &event).await;
@@ -92,17 +92,17 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
 /// The reason and message for [`APPLIED_CONDITION`] when `e` is something
 /// a person can act on; `None` for what retrying fixes (a conflict, a
 /// connection lost, leadership moving).
-fn refusal(e: &Error) -> Option<(&'static str, String)> {
+fn refusal(e: &Error) -> Option<(Reason, String)> {
     let reason = match e {
-        Error::Missing { .. } => "ReconcileFailed",
+        Error::Missing { .. } => Reason::ReconcileFailed,
         Error::Kube(kube::Error::Api(s)) => match s.code {
-            403 if s.message.contains("exceeded quota") => "QuotaExceeded",
-            403 => "Forbidden",
-            422 => "Invalid",
-            400 => "BadRequest",
-            404 => "NotFound",
+            403 if s.message.contains("exceeded quota") => Reason::QuotaExceeded,
+            403 => Reason::Forbidden,
+            422 => Reason::Invalid,
+            400 => Reason::BadRequest,
+            404 => Reason::NotFound,
             409 | 429 | 500.. => return None,
-            _ => "Refused",
+            _ => Reason::Refused,
         },
         _ => return None,
     };
@@ -118,7 +118,7 @@ async fn applied(
     ctx: &Context,
     namespace: &str,
     name: &str,
-    refused: Option<(&str, &str)>,
+    refused: Option<(Reason, &str)>,
 ) -> Result<bool, Error> {
     let api: Api<CanaryResource> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(c) = api.get_opt(name).await? else {
@@ -127,14 +127,13 @@ async fn applied(
     let mut status = c.core_status();
     let before = status.conditions.clone();
     let (value, reason, message) = match refused {
-        Some((reason, message)) => ("False", reason, message),
-        None => ("True", "Applied", ""),
+        Some((reason, message)) => (ConditionStatus::False, reason, message),
+        None => (ConditionStatus::True, Reason::Applied, ""),
     };
-    set_condition(
-        &mut status.conditions,
+    status.conditions.set(
         APPLIED_CONDITION,
         value,
-        reason,
+        reason.as_str(),
         message,
         Time::now(),
     );
@@ -292,34 +291,6 @@ fn route_target(
     })
 }
 
-/// Sets a condition, moving `lastTransitionTime` only when its status changes.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    now: Time,
-) {
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.status = status.to_owned();
-                c.last_transition_time = now;
-            }
-            c.reason = reason.to_owned();
-            c.message = message.to_owned();
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            last_transition_time: now,
-        }),
-    }
-}
-
 /// Writes `status` with the object's resourceVersion (409 if it moved),
 /// if this replica still leads.
 async fn write_status(
@@ -344,7 +315,7 @@ async fn invalid(
     ctx: &Context,
     problems: &[coalmine_core::Problem],
 ) -> Result<Action, Error> {
-    refuse(api, c, ctx, "InvalidSpec", problems).await
+    refuse(api, c, ctx, Reason::InvalidSpec, problems).await
 }
 
 /// A Canary the controller will not act on (`reason`): a `Valid=False`
@@ -354,18 +325,17 @@ async fn refuse(
     api: &Api<CanaryResource>,
     c: &CanaryResource,
     ctx: &Context,
-    reason: &'static str,
+    reason: Reason,
     problems: &[coalmine_core::Problem],
 ) -> Result<Action, Error> {
     let mut status = c.core_status();
     let message: Vec<String> = problems.iter().map(ToString::to_string).collect();
     let message = message.join("; ");
     let before = status.conditions.clone();
-    set_condition(
-        &mut status.conditions,
+    status.conditions.set(
         VALID_CONDITION,
-        "False",
-        reason,
+        ConditionStatus::False,
+        reason.as_str(),
         &message,
         Time::now(),
     );
@@ -375,7 +345,7 @@ async fn refuse(
             c,
             &Event {
                 warning: true,
-                reason,
+                reason: reason.as_str(),
                 message: message.clone(),
             },
         )
@@ -385,7 +355,7 @@ async fn refuse(
     // An edit of the Canary fixes a spec, and its watch event reconciles;
     // objects in the way are fixed elsewhere (a label, a deletion), which
     // no watch of the controller sees.
-    if reason == "NotOwned" {
+    if reason == Reason::NotOwned {
         return Ok(Action::requeue(ACTIVE_RESYNC));
     }
     Ok(Action::await_change())
@@ -453,7 +423,7 @@ async fn step(
     .map(|(kind, name, _)| workload::not_ours(kind, name))
     .collect();
     if !foreign.is_empty() {
-        return refuse(api, c, ctx, "NotOwned", &foreign).await;
+        return refuse(api, c, ctx, Reason::NotOwned, &foreign).await;
     }
     let selector = match workload::selector_for(spec, c.name(), stable_d.as_ref()) {
         Ok(s) => s,
@@ -487,7 +457,7 @@ async fn step(
         &mut session,
         plan,
         &status,
-        router.share(total, status.weight),
+        router.share(total, status.weight.get()),
         now,
         clock,
         key,
@@ -499,7 +469,7 @@ async fn step(
     let refused_before = status
         .conditions
         .iter()
-        .any(|c| c.type_ == APPLIED_CONDITION && c.status != "True");
+        .any(|c| c.type_ == APPLIED_CONDITION && c.status != ConditionStatus::True);
     let mut kube = KubeActuator {
         api,
         c,
@@ -574,8 +544,8 @@ struct KubeActuator<'a> {
 impl coalmine_driver::Actuator for KubeActuator<'_> {
     type Error = Error;
 
-    fn share(&self, weight: u8) -> f64 {
-        self.router.share(self.total, weight)
+    fn share(&self, weight: coalmine_core::Percent) -> f64 {
+        self.router.share(self.total, weight.get())
     }
 
     /// Routes propagate and pods start after the actions: the interval
@@ -591,21 +561,19 @@ impl coalmine_driver::Actuator for KubeActuator<'_> {
             (self.stable_d.as_ref(), self.canary_d.as_ref(), self.desired);
         let plan = &checked.plan;
         let spec = &checked.canary.spec;
-        set_condition(
-            &mut decision.status.conditions,
+        decision.status.conditions.set(
             VALID_CONDITION,
-            "True",
-            "Valid",
+            ConditionStatus::True,
+            Reason::Valid.as_str(),
             "",
             now,
         );
         self.hold = traffic_condition(&mut decision.status, now, checked.scale_down_delay);
         match &self.route_refused {
-            Some(why) => set_condition(
-                &mut decision.status.conditions,
+            Some(why) => decision.status.conditions.set(
                 ROUTE_CONDITION,
-                "False",
-                "RouteNotAccepted",
+                ConditionStatus::False,
+                Reason::RouteNotAccepted.as_str(),
                 why,
                 now,
             ),
@@ -615,11 +583,10 @@ impl coalmine_driver::Actuator for KubeActuator<'_> {
                 .iter()
                 .any(|c| c.type_ == ROUTE_CONDITION) =>
             {
-                set_condition(
-                    &mut decision.status.conditions,
+                decision.status.conditions.set(
                     ROUTE_CONDITION,
-                    "True",
-                    "Accepted",
+                    ConditionStatus::True,
+                    Reason::Accepted.as_str(),
                     "",
                     now,
                 );
@@ -628,14 +595,13 @@ impl coalmine_driver::Actuator for KubeActuator<'_> {
         }
         // What the canary really gets when the split is in whole pods.
         if !router.canary_service() && decision.status.phase.canary_live() {
-            let w = decision.status.weight;
+            let w = decision.status.weight.get();
             let (_, pods) = router.replicas(total, w);
             let real = (router.share(total, w) * 100.0).round();
-            set_condition(
-                &mut decision.status.conditions,
+            decision.status.conditions.set(
                 TRAFFIC_CONDITION,
-                "True",
-                "Routed",
+                ConditionStatus::True,
+                Reason::Routed.as_str(),
                 &format!(
                     "weight {w}% runs {pods} of {total} pods: the canary gets {real}% of requests"
                 ),
@@ -767,11 +733,10 @@ fn stuck(
     let late = since.filter(|t| now.since(*t) >= deadline);
     let Some(since) = late else {
         if status.conditions.iter().any(|c| c.type_ == STUCK_CONDITION) {
-            set_condition(
-                &mut status.conditions,
+            status.conditions.set(
                 STUCK_CONDITION,
-                "False",
-                "Converged",
+                ConditionStatus::False,
+                Reason::Converged.as_str(),
                 "",
                 now,
             );
@@ -810,12 +775,11 @@ fn stuck(
     let was = status
         .conditions
         .iter()
-        .any(|c| c.type_ == STUCK_CONDITION && c.status == "True");
-    set_condition(
-        &mut status.conditions,
+        .any(|c| c.type_ == STUCK_CONDITION && c.status == ConditionStatus::True);
+    status.conditions.set(
         STUCK_CONDITION,
-        "True",
-        "DeadlineExceeded",
+        ConditionStatus::True,
+        Reason::DeadlineExceeded.as_str(),
         &waiting,
         now,
     );
@@ -841,22 +805,17 @@ struct Now {
 fn traffic_condition(status: &mut CanaryStatus, now: Time, delay: Duration) -> Option<StdDuration> {
     let live = status.phase.canary_live();
     let (value, reason, message) = if live {
-        ("True", "Routed", String::new())
+        (ConditionStatus::True, Reason::Routed, String::new())
     } else {
         (
-            "False",
-            "AllOnStable",
+            ConditionStatus::False,
+            Reason::AllOnStable,
             format!("the canary's pods stay {delay} after traffic left them"),
         )
     };
-    set_condition(
-        &mut status.conditions,
-        TRAFFIC_CONDITION,
-        value,
-        reason,
-        &message,
-        now,
-    );
+    status
+        .conditions
+        .set(TRAFFIC_CONDITION, value, reason.as_str(), &message, now);
     if live {
         return None;
     }
@@ -1160,19 +1119,6 @@ mod tests {
             json!({"metadata": {"annotations": {crate::resource::REVISION_ANNOTATION: "one"}}});
         remember_stable_template(&mut first, None, Some(spec_t));
         assert_eq!(rev_of(&first).as_deref(), Some("one"));
-    }
-
-    #[test]
-    fn conditions_move_their_time_only_on_a_change_of_status() {
-        let mut c = Vec::new();
-        let t0 = Time::from_unix_millis(0);
-        let t1 = Time::from_unix_millis(1000);
-        set_condition(&mut c, "Valid", "True", "Valid", "", t0);
-        set_condition(&mut c, "Valid", "True", "Valid", "again", t1);
-        assert_eq!(c[0].last_transition_time, t0);
-        set_condition(&mut c, "Valid", "False", "InvalidSpec", "bad", t1);
-        assert_eq!(c[0].last_transition_time, t1);
-        assert_eq!(c.len(), 1);
     }
 
     #[test]

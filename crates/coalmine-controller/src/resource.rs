@@ -50,6 +50,75 @@ pub const APPLIED_CONDITION: &str = "Applied";
 /// `lastTransitionTime` is when traffic left it, the start of the
 /// scale-down delay.
 pub const TRAFFIC_CONDITION: &str = "CanaryTraffic";
+/// The reasons of the controller's own conditions ([`VALID_CONDITION`],
+/// [`APPLIED_CONDITION`], [`ROUTE_CONDITION`], [`TRAFFIC_CONDITION`],
+/// [`STUCK_CONDITION`]), which are also the reasons of the warning Events
+/// that tell of a refusal. The rollout's own conditions take theirs from
+/// [`coalmine_core::status::RolloutReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// `Valid`: the spec is used.
+    Valid,
+    /// `Valid=False`: the spec has errors.
+    InvalidSpec,
+    /// `Valid=False`: a Deployment or Service of the names the Canary
+    /// uses belongs to something else.
+    NotOwned,
+    /// `Applied`: the cluster took every write.
+    Applied,
+    /// `Applied=False`: an object the spec names is missing.
+    ReconcileFailed,
+    /// `Applied=False`: a resource quota refused a write.
+    QuotaExceeded,
+    /// `Applied=False`: RBAC refused a write (403).
+    Forbidden,
+    /// `Applied=False`: the API server's validation refused a write (422).
+    Invalid,
+    /// `Applied=False`: a malformed write (400).
+    BadRequest,
+    /// `Applied=False`: a write to something that is not there (404).
+    NotFound,
+    /// `Applied=False`: any other refusal.
+    Refused,
+    /// `RouteAccepted`: what serves the route took it.
+    Accepted,
+    /// `RouteAccepted=False`: what serves the route refused it.
+    RouteNotAccepted,
+    /// `CanaryTraffic`: routes send the canary traffic.
+    Routed,
+    /// `CanaryTraffic=False`: everything is back on stable.
+    AllOnStable,
+    /// `Stuck=False`: the Deployments caught up.
+    Converged,
+    /// `Stuck`: a promotion or rollback waited past its deadline.
+    DeadlineExceeded,
+}
+
+impl Reason {
+    /// The reason on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Valid => "Valid",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::NotOwned => "NotOwned",
+            Reason::Applied => "Applied",
+            Reason::ReconcileFailed => "ReconcileFailed",
+            Reason::QuotaExceeded => "QuotaExceeded",
+            Reason::Forbidden => "Forbidden",
+            Reason::Invalid => "Invalid",
+            Reason::BadRequest => "BadRequest",
+            Reason::NotFound => "NotFound",
+            Reason::Refused => "Refused",
+            Reason::Accepted => "Accepted",
+            Reason::RouteNotAccepted => "RouteNotAccepted",
+            Reason::Routed => "Routed",
+            Reason::AllOnStable => "AllOnStable",
+            Reason::Converged => "Converged",
+            Reason::DeadlineExceeded => "DeadlineExceeded",
+        }
+    }
+}
+
 /// How long after traffic left the canary (promotion, rollback, abort) its
 /// pods stay, as a duration (`30s`, `2m`); [`DEFAULT_SCALE_DOWN_DELAY`]
 /// without it. Requests in flight finish, and proxies that pick up route
@@ -306,7 +375,7 @@ impl CanaryResource {
     pub fn core_status(&self) -> CanaryStatus {
         match &self.status {
             None | Some(Value::Null) => CanaryStatus::default(),
-            Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+            Some(v) => CanaryStatus::from_value(v.clone()).unwrap_or_else(|e| {
                 tracing::warn!(canary = self.name(), error = %e, "unreadable status; starting afresh");
                 CanaryStatus::default()
             }),
@@ -391,15 +460,7 @@ fn source_metric(e: &coalmine_providers::SourceError) -> &str {
 pub fn parse_command(text: &str) -> Option<coalmine_core::rollout::Command> {
     use coalmine_core::rollout::{Command, CommandKind};
     let (kind, id) = text.trim().split_once('/')?;
-    let kind = match kind {
-        "promote" => CommandKind::Promote,
-        "promote-full" | "promote--full" => CommandKind::PromoteFull,
-        "abort" => CommandKind::Abort,
-        "pause" => CommandKind::Pause,
-        "resume" => CommandKind::Resume,
-        "retry" => CommandKind::Retry,
-        _ => return None,
-    };
+    let kind: CommandKind = kind.parse().ok()?;
     (!id.is_empty()).then(|| Command {
         id: text.trim().to_owned(),
         kind,

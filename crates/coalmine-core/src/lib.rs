@@ -16,7 +16,7 @@
 //!   per-version snapshots), shared by the proxy and the `builtin` provider;
 //! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
 //!   [`status`] (`coalmine crd`), with its names for the controller;
-//! - [`duration`], [`time`], [`revision`]: small value types;
+//! - [`duration`], [`time`], [`revision`], [`percent`]: small value types;
 //! - [`human`]: figures rounded for messages people read.
 //!
 //! Time is always passed in (see [`Time`]), so every decision can be
@@ -29,6 +29,7 @@ pub mod crd;
 pub mod duration;
 pub mod human;
 pub mod load;
+pub mod percent;
 pub mod plan;
 pub mod problem;
 pub mod revision;
@@ -40,6 +41,7 @@ pub mod time;
 pub mod validate;
 
 pub use duration::Duration;
+pub use percent::Percent;
 pub use plan::Plan;
 pub use problem::{Problem, Severity};
 pub use spec::Canary;

@@ -1,11 +1,12 @@
 //! The checked form of a Canary: what the rest of coalmine works from.
 //!
 //! A [`Plan`] exists only when [`crate::validate::check`] found no error, so
-//! its types carry the guarantees (weights are 0–100 `u8`s, each metric has
+//! its types carry the guarantees (weights are [`crate::Percent`]s, 0 to 100, each metric has
 //! exactly one provider and one kind of check, defaults are filled in) and
 //! the state machine, the proxy and the judge never re-check them.
 
 use crate::Duration;
+use crate::percent::Percent;
 use crate::routes::HeaderMatch;
 use crate::spec::{
     BuiltinMetric, OnInconclusive, PrometheusProvider, SessionAffinity, WebhookProvider,
@@ -131,7 +132,7 @@ impl Router {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlanStep {
     /// Canary weight, percent.
-    SetWeight(u8),
+    SetWeight(Percent),
     /// Wait this long, or for promote when `None`.
     Pause(Option<Duration>),
     /// Wait for PASS, at most `timeout`.
@@ -142,7 +143,7 @@ pub enum PlanStep {
     /// Header routes to put in place (replacing earlier ones).
     SetHeaderRoute(Vec<HeaderMatch>),
     /// Mirror percent.
-    SetMirror(u8),
+    SetMirror(Percent),
 }
 
 impl PlanStep {

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::Duration;
+use crate::percent::Percent;
 use crate::plan::{
     AnalysisPlan, Check, DEFAULT_ALPHA, DEFAULT_GATE_TIMEOUT, DEFAULT_INTERVAL,
     DEFAULT_PROGRESS_DEADLINE, MetricPlan, Plan, PlanStep, Provider, Router, Target,
@@ -481,7 +482,7 @@ impl Validator {
             return None;
         }
         let mut plan = Vec::with_capacity(steps.len());
-        let mut weight: u8 = 0;
+        let mut weight = Percent::ZERO;
         let mut live = false; // whether the canary gets any traffic yet
         let mut ok = true;
         for (i, step) in steps.iter().enumerate() {
@@ -555,7 +556,7 @@ impl Validator {
             match next {
                 Some(s) => {
                     live |= match &s {
-                        PlanStep::SetWeight(w) | PlanStep::SetMirror(w) => *w > 0,
+                        PlanStep::SetWeight(w) | PlanStep::SetMirror(w) => w.is_positive(),
                         PlanStep::SetHeaderRoute(m) => !m.is_empty(),
                         _ => false,
                     };
@@ -580,10 +581,10 @@ impl Validator {
         ok.then_some(plan)
     }
 
-    fn percent(&mut self, path: &str, value: i64, what: &str) -> Option<u8> {
-        match u8::try_from(value) {
-            Ok(v) if v <= 100 => Some(v),
-            _ => {
+    fn percent(&mut self, path: &str, value: i64, what: &str) -> Option<Percent> {
+        match Percent::try_from(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
                 let msg = if value < 0 {
                     format!("{value} is below 0")
                 } else {

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use coalmine_analysis::eprocess::Interval;
 use coalmine_analysis::judge::Observed;
-use coalmine_core::Time;
 use coalmine_core::plan::Plan;
 use coalmine_core::rollout::{Action, Decision, Observation};
 use coalmine_core::status::{CanaryStatus, Phase};
+use coalmine_core::{Percent, Time};
 use coalmine_providers::Context;
 use tokio::time::Instant;
 
@@ -195,8 +195,8 @@ struct Recorder {
 impl Actuator for Recorder {
     type Error = String;
 
-    fn share(&self, weight: u8) -> f64 {
-        f64::from(weight) / 100.0
+    fn share(&self, weight: Percent) -> f64 {
+        f64::from(weight.get()) / 100.0
     }
 
     fn amend(&mut self, decision: &mut Decision, _now: Time) {

@@ -15,10 +15,10 @@
 //! Canary's status subresource, Deployments and routers). The clock is
 //! passed in, so a turn is tested without sleeping.
 
-use coalmine_core::Time;
 use coalmine_core::plan::Plan;
 use coalmine_core::rollout::{AnalysisReport, Decision, Observation, decide};
 use coalmine_core::status::CanaryStatus;
+use coalmine_core::{Percent, Time};
 use coalmine_providers::Context;
 use tokio::time::Instant;
 
@@ -31,7 +31,7 @@ pub trait Actuator {
 
     /// The canary's share of requests at `weight` percent (the replicas
     /// router splits in whole pods).
-    fn share(&self, weight: u8) -> f64;
+    fn share(&self, weight: Percent) -> f64;
 
     /// Whether a share set by a decision carries the traffic from the
     /// moment its actions are carried out (the in-process proxy swaps its

@@ -292,8 +292,8 @@ fn a_status_written_by_coalmine_validates() {
     let status = CanaryStatus {
         phase: Phase::Paused,
         step: 3,
-        weight: 25,
-        mirror_percent: 20,
+        weight: crate::Percent::new(25).expect("a percent"),
+        mirror_percent: crate::Percent::new(20).expect("a percent"),
         header_routes: vec![HeaderMatch {
             header: Some("x-canary".into()),
             value: Some("always".into()),
@@ -328,13 +328,13 @@ fn a_status_written_by_coalmine_validates() {
                 ..MetricStatus::default()
             }],
         }),
-        conditions: vec![Condition {
+        conditions: Conditions(vec![Condition {
             type_: "Progressing".into(),
-            status: "True".into(),
+            status: ConditionStatus::True,
             reason: "StepStarted".into(),
             message: "step 3".into(),
             last_transition_time: crate::Time::from_unix_millis(0),
-        }],
+        }]),
         message: "step 3/8".into(),
         observed_generation: Some(2),
         replicas: Some(11),

@@ -19,6 +19,7 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 
 use coalmine_core::Time;
+use coalmine_core::rollout::CommandKind;
 use coalmine_core::status::{CanaryStatus, MetricStatus};
 
 use super::http::{Base, call};
@@ -105,62 +106,19 @@ pub struct CommandArgs {
     target: Target,
 }
 
-/// A command to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    /// End the current step (or with `full`, all of them).
-    Promote {
-        /// Skip the remaining steps.
-        full: bool,
-    },
-    /// Roll back now.
-    Abort,
-    /// Hold the rollout.
-    Pause,
-    /// Continue a paused rollout.
-    Resume,
-    /// Start a rolled-back rollout again.
-    Retry,
-}
-
-impl Verb {
-    /// The word people type.
-    pub fn word(self) -> &'static str {
-        match self {
-            Verb::Promote { full: false } => "promote",
-            Verb::Promote { full: true } => "promote --full",
-            Verb::Abort => "abort",
-            Verb::Pause => "pause",
-            Verb::Resume => "resume",
-            Verb::Retry => "retry",
-        }
-    }
-
-    /// The command's kind in the `coalmine.dev/command` annotation.
-    pub fn annotation_kind(self) -> &'static str {
-        self.path().trim_start_matches('/')
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            Verb::Promote { full: false } => "/promote",
-            Verb::Promote { full: true } => "/promote-full",
-            Verb::Abort => "/abort",
-            Verb::Pause => "/pause",
-            Verb::Resume => "/resume",
-            Verb::Retry => "/retry",
-        }
-    }
-}
-
 /// `coalmine promote`.
 pub fn promote(args: &PromoteArgs) -> ExitCode {
-    command(&args.target, Verb::Promote { full: args.full })
+    let kind = if args.full {
+        CommandKind::PromoteFull
+    } else {
+        CommandKind::Promote
+    };
+    command(&args.target, kind)
 }
 
 /// `coalmine abort|pause|resume|retry`.
-pub fn command_with(args: &CommandArgs, verb: Verb) -> ExitCode {
-    command(&args.target, verb)
+pub fn command_with(args: &CommandArgs, kind: CommandKind) -> ExitCode {
+    command(&args.target, kind)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -203,19 +161,19 @@ fn destination(target: &Target, word: &str) -> Result<Destination, String> {
     }
 }
 
-fn command(target: &Target, verb: Verb) -> ExitCode {
-    let word = verb.word();
+fn command(target: &Target, kind: CommandKind) -> ExitCode {
+    let word = kind.name();
     let result = destination(target, word).and_then(|dest| {
         runtime()?.block_on(async {
             match dest {
                 Destination::Admin(url) => {
                     let base = admin_base(&url, target).await?;
-                    send(&base, verb).await
+                    send(&base, kind).await
                 }
                 Destination::Kubernetes { name, namespace } => {
                     super::kube_control::Addressed::connect(&name, namespace.as_deref())
                         .await?
-                        .send(verb)
+                        .send(kind)
                         .await
                 }
             }
@@ -241,8 +199,9 @@ struct EventRecord {
     command: Option<String>,
 }
 
-async fn send(base: &Base, verb: Verb) -> Result<(), String> {
-    let (code, body) = call(base, Method::POST, verb.path(), CALL_TIMEOUT).await?;
+async fn send(base: &Base, kind: CommandKind) -> Result<(), String> {
+    let path = format!("/{kind}");
+    let (code, body) = call(base, Method::POST, &path, CALL_TIMEOUT).await?;
     if code != StatusCode::ACCEPTED {
         return Err(format!(
             "the admin API answered {code}: {}",
@@ -280,7 +239,7 @@ async fn send(base: &Base, verb: Verb) -> Result<(), String> {
     if let Some(ignored) = mine.iter().find(|e| e.reason == "CommandIgnored") {
         return Err(format!("ignored: {}", ignored.message));
     }
-    println!("{}: done", verb.word());
+    println!("{}: done", kind.name());
     for e in mine {
         println!("  {} {}: {}", e.type_, e.reason, e.message);
     }
@@ -377,13 +336,17 @@ pub(crate) fn render(s: &CanaryStatus) -> String {
         out.push_str(&format!("  {}\n", s.message));
     }
     if let Some(p) = &s.pause {
-        out.push_str(&format!("  paused ({:?}) since {}\n", p.reason, p.since));
+        out.push_str(&format!(
+            "  paused ({}) since {}\n",
+            p.reason.as_str(),
+            p.since
+        ));
     }
     if let Some(r) = &s.rollback {
         out.push_str(&format!("  rolled back at {}: {}\n", r.at, r.message));
     }
     if let Some(a) = &s.analysis {
-        out.push_str(&format!("  analysis: {:?}\n", a.verdict));
+        out.push_str(&format!("  analysis: {}\n", a.verdict));
         for m in &a.metrics {
             out.push_str(&format!("    {}\n", metric_line(m)));
         }
@@ -392,7 +355,7 @@ pub(crate) fn render(s: &CanaryStatus) -> String {
 }
 
 fn metric_line(m: &MetricStatus) -> String {
-    let mut line = format!("{:<12} {:<12}", m.name, format!("{:?}", m.verdict));
+    let mut line = format!("{:<12} {:<12}", m.name, m.verdict.as_str());
     let rate = |r: Option<f64>, bad: Option<u64>, total: Option<u64>| match (r, bad, total) {
         (Some(r), Some(b), Some(t)) => format!("{r:.4} ({b}/{t})"),
         (Some(r), _, _) => format!("{r:.4}"),

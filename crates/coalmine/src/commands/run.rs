@@ -502,7 +502,7 @@ impl Prepared {
                 &mut session,
                 &plan,
                 &status,
-                local_share(status.weight),
+                local_share(status.weight.get()),
                 now,
                 clock,
                 &options.label,
@@ -544,7 +544,7 @@ impl Prepared {
                 analysis: None,
                 command: pending.clone(),
             };
-            let weight = status.weight;
+            let weight = status.weight.get();
             let mut local = LocalActuator {
                 proxy: &proxy,
                 shared: &shared,
@@ -691,8 +691,8 @@ struct LocalActuator<'a> {
 impl Actuator for LocalActuator<'_> {
     type Error = String;
 
-    fn share(&self, weight: u8) -> f64 {
-        local_share(weight)
+    fn share(&self, weight: coalmine_core::Percent) -> f64 {
+        local_share(weight.get())
     }
 
     async fn persist(&mut self, status: &CanaryStatus, changed: bool) -> Result<(), String> {
@@ -833,7 +833,7 @@ async fn reachable(url: &str) -> Result<(), String> {
 fn read_state(path: &Path) -> Result<CanaryStatus, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("--state {}: cannot read: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
+    CanaryStatus::from_json(&text).map_err(|e| {
         format!(
             "--state {}: not a saved status ({e}); remove the file to start over",
             path.display()
@@ -842,21 +842,15 @@ fn read_state(path: &Path) -> Result<CanaryStatus, String> {
 }
 
 /// A saved status whose values the plan can hold: a step past the last
-/// would promote at once, a weight above 100 would be refused by the proxy
-/// mid-rollout. The file is only trusted as far as it is checked.
+/// would promote at once (a weight above 100 does not even read, see
+/// [`CanaryStatus::from_json`]). The file is only trusted as far as it is
+/// checked.
 fn checked_state(status: CanaryStatus, plan: &Plan, path: &Path) -> Result<CanaryStatus, String> {
     let steps = plan.steps.len();
     let problem = if usize::try_from(status.step).map_or(true, |step| step > steps) {
         Some(format!(
             "step {} is past the plan's {steps} steps",
             status.step
-        ))
-    } else if status.weight > 100 {
-        Some(format!("weight {} is above 100", status.weight))
-    } else if status.mirror_percent > 100 {
-        Some(format!(
-            "mirrorPercent {} is above 100",
-            status.mirror_percent
         ))
     } else {
         None
@@ -1023,15 +1017,7 @@ fn show(
 /// The admin API of a run: the proxy's, plus status, commands and the
 /// dashboard.
 async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let command = match req.uri().path() {
-        "/promote" => Some(CommandKind::Promote),
-        "/promote-full" => Some(CommandKind::PromoteFull),
-        "/abort" => Some(CommandKind::Abort),
-        "/pause" => Some(CommandKind::Pause),
-        "/resume" => Some(CommandKind::Resume),
-        "/retry" => Some(CommandKind::Retry),
-        _ => None,
-    };
+    let command = CommandKind::from_path(req.uri().path());
     if let Some(answer) = super::dashboard::handle(&shared.board, &req) {
         return answer;
     }
