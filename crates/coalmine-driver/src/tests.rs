@@ -314,3 +314,40 @@ async fn a_turn_stores_before_it_acts_and_keeps_the_evidence() {
         actuator.log
     );
 }
+
+#[tokio::test]
+async fn a_share_set_by_a_decision_counts_from_the_next_interval_only_where_it_lands_at_once() {
+    let plan = plan("10s");
+    let status = rolling("r1");
+    let t0 = Instant::now();
+    let secs = Duration::from_secs;
+    let now = Time::from_unix_millis(0);
+    let left_out = |j: &crate::Judged| {
+        j.report.metrics[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("weight changed"))
+    };
+    // The local proxy: the share set right after a collection is the next
+    // interval's from its start.
+    let (mut s, _) = session_for(&plan, &status, t0);
+    assert!(s.collect_if_due(&ctx(), now, t0 + secs(10)).await.is_some());
+    s.start_interval(0.2);
+    s.follow_share(0.2);
+    let next = s
+        .collect_if_due(&ctx(), now, t0 + secs(20))
+        .await
+        .expect("due");
+    assert!(!left_out(&next), "{:?}", next.report.metrics);
+    // Kubernetes: the interval started with the old share, and the new one
+    // lands during it: it is left out.
+    let (mut s, _) = session_for(&plan, &status, t0);
+    assert!(s.collect_if_due(&ctx(), now, t0 + secs(10)).await.is_some());
+    s.start_interval(0.1);
+    s.follow_share(0.2);
+    let next = s
+        .collect_if_due(&ctx(), now, t0 + secs(20))
+        .await
+        .expect("due");
+    assert!(left_out(&next), "{:?}", next.report.metrics);
+}

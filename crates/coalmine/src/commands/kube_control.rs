@@ -22,7 +22,7 @@ use coalmine_core::Time;
 use coalmine_core::rollout::CommandKind;
 use coalmine_core::status::CanaryStatus;
 
-use super::control::{Output, headline, render};
+use super::status_text::{Output, headline, render};
 
 /// How long a command may wait for the controller.
 const HANDLED_WITHIN: Duration = Duration::from_secs(30);
