@@ -12,6 +12,8 @@
 //!   observed and the time, it returns the next status and the actions to
 //!   carry out. The Kubernetes controller and `coalmine run` both drive it;
 //! - [`routes`]: the route table the data plane applies;
+//! - [`capability`]: what each router can do, the one table validation,
+//!   the CRD's rules and the controller read;
 //! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
 //!   [`status`] (`coalmine crd`), with its names for the controller;
 //! - [`duration`], [`time`], [`revision`], [`percent`]: small value types;
@@ -22,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capability;
 pub mod crd;
 pub mod duration;
 pub mod human;
