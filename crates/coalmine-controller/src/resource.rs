@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use coalmine_core::capability::Capability;
 use coalmine_core::plan::{Plan, Provider, Router, Target};
 use coalmine_core::spec::{API_VERSION, Canary, KIND};
 use coalmine_core::status::CanaryStatus;
@@ -246,17 +247,20 @@ impl CanaryResource {
                 )]);
             }
         };
+        // What the spec asks of the router (header routes, mirroring,
+        // sessions) `validate::load` checked against the capability table;
+        // what the controller itself runs is the table's too.
         let mut problems = Vec::new();
-        if router == Router::Proxy {
+        if !router.can(Capability::Controller) {
             problems.push(
                 Problem::error(
-                    "spec.trafficRouting.proxy",
-                    "the controller has no proxy router yet",
+                    format!("spec.trafficRouting.{}", router.name()),
+                    format!("the controller has no {} router", router.name()),
                 )
-                .hint("use replicas, gatewayAPI, nginx or istio"),
+                .hint(Capability::Controller.hint()),
             );
         }
-        problems.extend(router_limits(&router, &plan));
+        problems.extend(nginx_limits(&router, &plan));
         if canary
             .spec
             .selector
@@ -278,7 +282,11 @@ impl CanaryResource {
                 DEFAULT_SCALE_DOWN_DELAY
             }
         };
-        if let Some(analysis) = &plan.analysis {
+        if let Some(analysis) = plan
+            .analysis
+            .as_ref()
+            .filter(|_| !router.can(Capability::BuiltinMetrics))
+        {
             for (i, m) in analysis.metrics.iter().enumerate() {
                 if matches!(m.provider, Provider::Builtin { .. }) {
                     problems.push(
@@ -393,23 +401,13 @@ impl CanaryResource {
     }
 }
 
-/// What the validator allows for a router but the controller's router
-/// cannot do, so that nothing the user asked for is silently ignored.
-fn router_limits(router: &Router, plan: &Plan) -> Vec<Problem> {
+/// Header routes ingress-nginx cannot express (its canary annotations take
+/// one header and one cookie, and send a cookie to the canary only when its
+/// value is `always`), so that nothing the user asked for is silently
+/// ignored.
+fn nginx_limits(router: &Router, plan: &Plan) -> Vec<Problem> {
     use coalmine_core::plan::PlanStep;
     let mut problems = Vec::new();
-    if plan.session_affinity.is_some() && !matches!(router, Router::Replicas) {
-        problems.push(
-            Problem::error(
-                "spec.sessionAffinity",
-                format!(
-                    "the controller's {} router cannot keep users on one version yet",
-                    router.name()
-                ),
-            )
-            .hint("remove sessionAffinity, or use `coalmine run` with the proxy"),
-        );
-    }
     if let Router::Nginx { .. } = router {
         for (i, step) in plan.steps.iter().enumerate() {
             let PlanStep::SetHeaderRoute(matches) = step else {
@@ -531,15 +529,38 @@ mod tests {
             {"setWeight": 5},
             {"setHeaderRoute": {"match": [{"cookie": "beta", "value": "yes"}]}}
         ]);
-        s["sessionAffinity"] = json!({"cookie": "coalmine-track"});
-        let problems = CanaryResource::new("default", "web", s)
+        let problems = CanaryResource::new("default", "web", s.clone())
             .check()
             .expect_err("not for nginx");
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            ["spec.sessionAffinity", "spec.steps[1].setHeaderRoute.match"]
-        );
+        assert_eq!(paths, ["spec.steps[1].setHeaderRoute.match"]);
+        // Sessions: no Kubernetes router keeps them (the capability table),
+        // refused by the same validation as `coalmine validate`'s.
+        for router in [
+            json!({"nginx": {"ingress": "web"}}),
+            json!({"gatewayAPI": {"httpRoute": "web"}}),
+            json!({"istio": {"virtualService": "web"}}),
+        ] {
+            let mut s = spec();
+            s["trafficRouting"] = router;
+            s["sessionAffinity"] = json!({"cookie": "coalmine-track"});
+            let problems = CanaryResource::new("default", "web", s)
+                .check()
+                .expect_err("no sessions");
+            let paths: Vec<&str> = problems
+                .iter()
+                .filter(|p| p.is_error())
+                .map(|p| p.path.as_str())
+                .collect();
+            assert_eq!(paths, ["spec.sessionAffinity"]);
+        }
+        let mut s = spec();
+        s["trafficRouting"] = json!({"proxy": {}});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("no proxy router");
+        assert_eq!(problems[0].path, "spec.trafficRouting.proxy");
+        assert_eq!(problems[0].message, "the controller has no proxy router");
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`routes`]: the route table the data plane applies;
 //! - [`counters`]: the proxy's counter schema (class labels, series names,
 //!   per-version snapshots), shared by the proxy and the `builtin` provider;
+//! - [`capability`]: what each router can do, the one table validation,
+//!   the CRD's rules and the controller read;
 //! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
 //!   [`status`] (`coalmine crd`), with its names for the controller;
 //! - [`duration`], [`time`], [`revision`], [`percent`]: small value types;
@@ -24,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capability;
 pub mod counters;
 pub mod crd;
 pub mod duration;

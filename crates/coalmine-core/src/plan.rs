@@ -100,31 +100,7 @@ pub enum Router {
 impl Router {
     /// The field name users write for this router.
     pub fn name(&self) -> &'static str {
-        match self {
-            Router::Replicas => "replicas",
-            Router::GatewayApi { .. } => "gatewayAPI",
-            Router::Nginx { .. } => "nginx",
-            Router::Istio { .. } => "istio",
-            Router::Proxy => "proxy",
-        }
-    }
-
-    /// Whether the router can send requests to the canary by header or cookie.
-    pub fn supports_header_routes(&self) -> bool {
-        !matches!(self, Router::Replicas)
-    }
-
-    /// Whether the router can copy a percentage of requests to the canary.
-    pub fn supports_mirror(&self) -> bool {
-        matches!(
-            self,
-            Router::GatewayApi { .. } | Router::Istio { .. } | Router::Proxy
-        )
-    }
-
-    /// Whether the router can keep a user on one version with a cookie.
-    pub fn supports_session_affinity(&self) -> bool {
-        !matches!(self, Router::Replicas)
+        self.kind().as_str()
     }
 }
 
