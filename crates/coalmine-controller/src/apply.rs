@@ -421,7 +421,7 @@ mod tests {
         Decision {
             status: CanaryStatus {
                 phase,
-                weight,
+                weight: coalmine_core::Percent::new(weight).expect("a percent"),
                 ..CanaryStatus::default()
             },
             actions: vec![Action::SetRoutes(Routes {
@@ -573,7 +573,7 @@ mod tests {
         let status = CanaryStatus {
             phase: Phase::Paused,
             step: 1,
-            weight: 25,
+            weight: coalmine_core::Percent::new(25).expect("a percent"),
             stable_revision: Some(stable_rev.clone()),
             canary_revision: Some(desired.clone()),
             ..CanaryStatus::default()
@@ -630,7 +630,7 @@ mod tests {
             stable_revision: Some(stable_rev.clone()),
             canary_revision: Some(rev2.clone()),
             step: 2,
-            weight: 25,
+            weight: coalmine_core::Percent::new(25).expect("a percent"),
             ..CanaryStatus::default()
         };
         // The spec moved on to web:3 while web:2 is being promoted.

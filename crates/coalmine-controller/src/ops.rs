@@ -5,6 +5,7 @@
 //! once the controller's watches are running (a standby replica that is not
 //! the leader is ready too: it is ready to take over).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,10 @@ use coalmine_core::status::{CanaryStatus, Phase};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::Error;
 
@@ -152,7 +158,7 @@ impl Metrics {
         ];
         self.weight
             .get_or_create(&base)
-            .set(i64::from(status.weight));
+            .set(i64::from(status.weight.get()));
         for p in PHASES {
             let mut l = base.clone();
             l.push(("phase".into(), p.to_string()));
@@ -229,17 +235,63 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
+/// Connections served at once; more wait in the listener's backlog. The
+/// clients are the kubelet's probes and a few scrapers.
+const MAX_CONNECTIONS: usize = 64;
+/// The time a client has to send a request head once it connected.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long requests in flight may finish after `shutdown`.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Serves `/metrics`, `/healthz` and `/readyz` (HTTP/1.1) until `shutdown`;
+/// then stops accepting and lets requests in flight finish for up to a
+/// second.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let handler = move |req: Request<Incoming>, _peer| {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off.
+                    tracing::debug!(error = %e, "operations endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
         let metrics = metrics.clone();
-        async move { answer(&metrics, req.uri().path()) }
-    };
-    coalmine_proxy::server::serve(listener, handler, shutdown, Duration::from_secs(1)).await;
+        let service = service_fn(move |req: Request<Incoming>| {
+            let answer = answer(&metrics, req.uri().path());
+            async move { Ok::<_, Infallible>(answer) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that goes away mid-request is not worth a log line.
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
 }
 
 /// Binds the operations address. The IPv4 wildcard (`0.0.0.0`, the
@@ -310,7 +362,7 @@ mod tests {
         let m = Metrics::new();
         let status = CanaryStatus {
             phase: Phase::Progressing,
-            weight: 25,
+            weight: coalmine_core::Percent::new(25).expect("a percent"),
             ..CanaryStatus::default()
         };
         m.observe_canary("shop", "web", &status);

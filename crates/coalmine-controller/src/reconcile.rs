@@ -18,8 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use coalmine_core::rollout::{Decision, Event, Observation, decide};
-use coalmine_core::status::{CanaryStatus, Condition};
+use coalmine_core::rollout::{Decision, Event, Observation};
+use coalmine_core::status::{CanaryStatus, ConditionStatus};
 use coalmine_core::{Duration, Time};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -30,8 +30,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::resource::{
-    APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, STUCK_CONDITION,
-    TRAFFIC_CONDITION, VALID_CONDITION,
+    APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, Reason,
+    STUCK_CONDITION, TRAFFIC_CONDITION, VALID_CONDITION,
 };
 use crate::router::{self, RouteTarget, TrafficRouter};
 use crate::workload;
@@ -74,7 +74,7 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
                 Ok(true) => {
                     let event = Event {
                         warning: true,
-                        reason,
+                        reason: reason.as_str(),
                         message,
                     };
                     ctx.publish(&obj, &event).await;
@@ -92,17 +92,17 @@ pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Ac
 /// The reason and message for [`APPLIED_CONDITION`] when `e` is something
 /// a person can act on; `None` for what retrying fixes (a conflict, a
 /// connection lost, leadership moving).
-fn refusal(e: &Error) -> Option<(&'static str, String)> {
+fn refusal(e: &Error) -> Option<(Reason, String)> {
     let reason = match e {
-        Error::Missing { .. } => "ReconcileFailed",
+        Error::Missing { .. } => Reason::ReconcileFailed,
         Error::Kube(kube::Error::Api(s)) => match s.code {
-            403 if s.message.contains("exceeded quota") => "QuotaExceeded",
-            403 => "Forbidden",
-            422 => "Invalid",
-            400 => "BadRequest",
-            404 => "NotFound",
+            403 if s.message.contains("exceeded quota") => Reason::QuotaExceeded,
+            403 => Reason::Forbidden,
+            422 => Reason::Invalid,
+            400 => Reason::BadRequest,
+            404 => Reason::NotFound,
             409 | 429 | 500.. => return None,
-            _ => "Refused",
+            _ => Reason::Refused,
         },
         _ => return None,
     };
@@ -118,7 +118,7 @@ async fn applied(
     ctx: &Context,
     namespace: &str,
     name: &str,
-    refused: Option<(&str, &str)>,
+    refused: Option<(Reason, &str)>,
 ) -> Result<bool, Error> {
     let api: Api<CanaryResource> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(c) = api.get_opt(name).await? else {
@@ -127,14 +127,13 @@ async fn applied(
     let mut status = c.core_status();
     let before = status.conditions.clone();
     let (value, reason, message) = match refused {
-        Some((reason, message)) => ("False", reason, message),
-        None => ("True", "Applied", ""),
+        Some((reason, message)) => (ConditionStatus::False, reason, message),
+        None => (ConditionStatus::True, Reason::Applied, ""),
     };
-    set_condition(
-        &mut status.conditions,
+    status.conditions.set(
         APPLIED_CONDITION,
         value,
-        reason,
+        reason.as_str(),
         message,
         Time::now(),
     );
@@ -292,34 +291,6 @@ fn route_target(
     })
 }
 
-/// Sets a condition, moving `lastTransitionTime` only when its status changes.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    now: Time,
-) {
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.status = status.to_owned();
-                c.last_transition_time = now;
-            }
-            c.reason = reason.to_owned();
-            c.message = message.to_owned();
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            last_transition_time: now,
-        }),
-    }
-}
-
 /// Writes `status` with the object's resourceVersion (409 if it moved),
 /// if this replica still leads.
 async fn write_status(
@@ -344,7 +315,7 @@ async fn invalid(
     ctx: &Context,
     problems: &[coalmine_core::Problem],
 ) -> Result<Action, Error> {
-    refuse(api, c, ctx, "InvalidSpec", problems).await
+    refuse(api, c, ctx, Reason::InvalidSpec, problems).await
 }
 
 /// A Canary the controller will not act on (`reason`): a `Valid=False`
@@ -354,18 +325,17 @@ async fn refuse(
     api: &Api<CanaryResource>,
     c: &CanaryResource,
     ctx: &Context,
-    reason: &'static str,
+    reason: Reason,
     problems: &[coalmine_core::Problem],
 ) -> Result<Action, Error> {
     let mut status = c.core_status();
     let message: Vec<String> = problems.iter().map(ToString::to_string).collect();
     let message = message.join("; ");
     let before = status.conditions.clone();
-    set_condition(
-        &mut status.conditions,
+    status.conditions.set(
         VALID_CONDITION,
-        "False",
-        reason,
+        ConditionStatus::False,
+        reason.as_str(),
         &message,
         Time::now(),
     );
@@ -375,7 +345,7 @@ async fn refuse(
             c,
             &Event {
                 warning: true,
-                reason,
+                reason: reason.as_str(),
                 message: message.clone(),
             },
         )
@@ -385,7 +355,7 @@ async fn refuse(
     // An edit of the Canary fixes a spec, and its watch event reconciles;
     // objects in the way are fixed elsewhere (a label, a deletion), which
     // no watch of the controller sees.
-    if reason == "NotOwned" {
+    if reason == Reason::NotOwned {
         return Ok(Action::requeue(ACTIVE_RESYNC));
     }
     Ok(Action::await_change())
@@ -459,12 +429,12 @@ async fn step(
     .map(|(kind, name, _)| workload::not_ours(kind, name))
     .collect();
     if !foreign.is_empty() {
-        return refuse(api, c, ctx, "NotOwned", &foreign).await;
+        return refuse(api, c, ctx, Reason::NotOwned, &foreign).await;
     }
     let ours: Vec<&Deployment> = stable_d.iter().chain(canary_d.iter()).collect();
     let autoscaled = workload::autoscaled(&ctx.client, c.namespace(), c.name(), &ours).await?;
     if !autoscaled.is_empty() {
-        return refuse(api, c, ctx, "AutoscaledDeployment", &autoscaled).await;
+        return refuse(api, c, ctx, Reason::AutoscaledDeployment, &autoscaled).await;
     }
     let selector = match workload::selector_for(spec, c.name(), stable_d.as_ref()) {
         Ok(s) => s,
@@ -473,26 +443,6 @@ async fn step(
     let desired = spec.desired_revision();
     let mut obs = observe(&status, &desired, stable_d.as_ref(), canary_d.as_ref());
 
-    let share = router.share(total, status.weight);
-    let findings = ctx
-        .analyses
-        .observe(
-            key,
-            plan,
-            &status,
-            share,
-            coalmine_providers::Context {
-                name: c.name().to_owned(),
-                namespace: c.namespace().to_owned(),
-                interval: plan
-                    .analysis
-                    .as_ref()
-                    .map_or(StdDuration::from_secs(10), |a| a.interval.to_std()),
-            },
-        )
-        .await
-        .map_err(Error::Analysis)?;
-    obs.analysis = findings.report;
     obs.command = c.command();
     // A route its Gateway refuses sends nothing anywhere: the rollout
     // waits, as for an unready canary (and rolls back at
@@ -503,175 +453,281 @@ async fn step(
     }
 
     let now = Time::now();
-    let mut decision = decide(plan, &status, &obs, now);
-    crate::analysis::keep_evidence(&mut decision.status, findings.state);
-    set_condition(
-        &mut decision.status.conditions,
-        VALID_CONDITION,
-        "True",
-        "Valid",
-        "",
-        now,
-    );
-    let hold = traffic_condition(&mut decision.status, now, checked.scale_down_delay);
-    match &route_refused {
-        Some(why) => set_condition(
-            &mut decision.status.conditions,
-            ROUTE_CONDITION,
-            "False",
-            "RouteNotAccepted",
-            why,
-            now,
-        ),
-        None if decision
-            .status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == ROUTE_CONDITION) =>
-        {
-            set_condition(
-                &mut decision.status.conditions,
-                ROUTE_CONDITION,
-                "True",
-                "Accepted",
-                "",
-                now,
-            );
-        }
-        None => {}
-    }
-    // What the canary really gets when the split is in whole pods.
-    if !router.canary_service() && decision.status.phase.canary_live() {
-        let w = decision.status.weight;
-        let (_, pods) = router.replicas(total, w);
-        let real = (router.share(total, w) * 100.0).round();
-        set_condition(
-            &mut decision.status.conditions,
-            TRAFFIC_CONDITION,
-            "True",
-            "Routed",
-            &format!(
-                "weight {w}% runs {pods} of {total} pods: the canary gets {real}% of requests"
-            ),
-            now,
-        );
-    }
-    if let Some(e) = stuck(
-        &mut decision.status,
-        now,
-        plan.progress_deadline,
-        stable_d.as_ref(),
-        canary_d.as_ref(),
-    ) {
-        decision
-            .actions
-            .push(coalmine_core::rollout::Action::Event(e));
-    }
-    // Under the replicas router the Service's endpoints are the split:
-    // what the capacity rule of `apply::split` counts.
-    let serving = if router.canary_service() {
-        None
-    } else {
-        let slices = Api::namespaced(ctx.client.clone(), c.namespace());
-        match workload::serving(&slices, c.name()).await {
-            Ok(s) => Some(s),
-            // An API server without EndpointSlices (not a real cluster's):
-            // the Deployments' available pods are the nearest count.
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Some(workload::Serving {
-                stable: stable_d.as_ref().map_or(0, workload::available),
-                canary: canary_d.as_ref().map_or(0, workload::available),
-            }),
-            Err(e) => return Err(e),
-        }
+    let clock = tokio::time::Instant::now();
+    let analysis_ctx = coalmine_providers::Context {
+        name: c.name().to_owned(),
+        namespace: c.namespace().to_owned(),
+        interval: plan
+            .analysis
+            .as_ref()
+            .map_or(StdDuration::from_secs(10), |a| a.interval.to_std()),
     };
-    let current = (
-        stable_d.as_ref().map_or(0, workload::replicas_of),
-        canary_d.as_ref().map_or(0, workload::replicas_of),
-    );
-    // The delay is for routers that switch traffic away from running pods;
-    // under the replicas router traffic leaves a pod when it is removed.
-    let hold = hold.filter(|_| serving.is_none() && current.1 > 0);
-    // The template stable is (re)created with while the spec is stable's
-    // revision: remembered in the same status write, rather than in one
-    // more write once the Deployment is seen.
-    let from_spec = (decision.status.stable_revision.as_deref() == Some(desired.as_str()))
-        .then(|| {
-            spec.template
-                .as_ref()
-                .map(|t| workload::pod_template(t, workload::Track::Stable, &desired))
-        })
-        .flatten();
-    remember_stable_template(&mut decision.status, stable_raw.flatten(), from_spec);
-    // Counted as of this reconcile; sending goes on in the background.
-    if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
-        decision.status.notifications = Some(counts);
-    }
-    // The scale subresource: what `kubectl scale` and a
-    // HorizontalPodAutoscaler read. Its `spec.replicas` is the Canary's,
-    // which both tracks follow.
-    let pods = |d: Option<&Deployment>| {
-        d.and_then(|d| d.status.as_ref())
-            .and_then(|s| s.replicas)
-            .unwrap_or(0)
-    };
-    decision.status.replicas = Some(i64::from(pods(stable_d.as_ref()) + pods(canary_d.as_ref())));
-    decision.status.selector = Some(
-        selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    if decision.status != status {
-        write_status(api, c, ctx, &decision.status).await?;
-    }
+    let slot = ctx.analyses.slot(key);
+    let mut session = slot.lock().await;
+    coalmine_driver::session::refresh(
+        &mut session,
+        plan,
+        &status,
+        router.share(total, status.weight.get()),
+        now,
+        clock,
+        key,
+        |analysis| {
+            coalmine_providers::sources(analysis, None).map_err(|e| format!("spec.analysis: {e}"))
+        },
+    )
+    .map_err(Error::Analysis)?;
     let refused_before = status
         .conditions
         .iter()
-        .any(|c| c.type_ == APPLIED_CONDITION && c.status != "True");
-    let state = Now {
-        canary_template: canary_raw.flatten(),
-        selector,
-        current,
-        serving,
-        hold_canary: hold.is_some(),
-    };
-    carry_out(
+        .any(|c| c.type_ == APPLIED_CONDITION && c.status != ConditionStatus::True);
+    let mut kube = KubeActuator {
+        api,
         c,
         ctx,
-        &checked,
-        router.as_ref(),
-        &decision,
-        &desired,
-        state,
+        checked: &checked,
+        router: router.as_ref(),
+        total,
+        desired: &desired,
+        stable_d,
+        canary_d,
+        stable_template: stable_raw.flatten(),
+        canary_template: canary_raw.flatten(),
+        route_refused,
+        selector,
+        refused_before,
+        hold: None,
+        current: (0, 0),
+    };
+    let turned = coalmine_driver::turn(
+        coalmine_driver::Turn {
+            plan,
+            status: &status,
+            observation: obs,
+            ctx: &analysis_ctx,
+            now,
+            clock,
+        },
+        &mut session,
+        &mut kube,
     )
     .await?;
-    ctx.metrics
-        .observe_canary(c.namespace(), c.name(), &decision.status);
-    // Everything was accepted: a refusal recorded earlier is over. (Checked
-    // against the status read at the start, so a healthy Canary costs no
-    // extra read.)
-    if refused_before
-        || !decision
-            .status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == APPLIED_CONDITION)
-    {
-        applied(ctx, c.namespace(), c.name(), None).await?;
-    }
-
-    let mut next = next_look(&decision, findings.next_in);
-    if let Some(left) = hold {
+    drop(session);
+    let decision = turned.decision;
+    let next_in = turned
+        .next_collection
+        .map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+    let mut next = next_look(&decision, next_in);
+    if let Some(left) = kube.hold {
         next = next.min(left + StdDuration::from_millis(50));
     }
     // A canary still shrinking after a promotion or a rollback (its pods
     // go as stable's become Ready endpoints) is watched closely, though
     // the rollout itself is over.
-    if current.1 > 0 && !decision.status.phase.canary_live() {
+    if kube.current.1 > 0 && !decision.status.phase.canary_live() {
         next = next.min(ACTIVE_RESYNC);
     }
     Ok(Action::requeue(next))
+}
+
+/// The Kubernetes platform of a turn: the Canary's status subresource is
+/// where the status is stored, the Deployments, Services and the router
+/// are where actions are carried out.
+struct KubeActuator<'a> {
+    api: &'a Api<CanaryResource>,
+    c: &'a CanaryResource,
+    ctx: &'a Context,
+    checked: &'a Checked,
+    router: &'a dyn TrafficRouter,
+    total: i32,
+    desired: &'a str,
+    stable_d: Option<Deployment>,
+    canary_d: Option<Deployment>,
+    /// The Deployments' pod templates as the API server returned them,
+    /// with the fields the compiled types lack ([`workload::Fetched`]).
+    stable_template: Option<serde_json::Value>,
+    canary_template: Option<serde_json::Value>,
+    route_refused: Option<String>,
+    selector: std::collections::BTreeMap<String, String>,
+    /// Whether the status read at the start had a refusal recorded.
+    refused_before: bool,
+    /// How much of the scale-down delay is left (set by `amend`, kept by
+    /// `act` when the canary's pods still serve).
+    hold: Option<StdDuration>,
+    /// Stable's and the canary's replicas as read (set by `act`).
+    current: (i32, i32),
+}
+
+impl coalmine_driver::Actuator for KubeActuator<'_> {
+    type Error = Error;
+
+    fn share(&self, weight: coalmine_core::Percent) -> f64 {
+        self.router.share(self.total, weight.get())
+    }
+
+    /// Routes propagate and pods start after the actions: the interval
+    /// after a step is left out.
+    fn shifts_at_once(&self) -> bool {
+        false
+    }
+
+    fn amend(&mut self, decision: &mut Decision, now: Time) {
+        let (c, ctx, checked, router, total) =
+            (self.c, self.ctx, self.checked, self.router, self.total);
+        let (stable_d, canary_d, desired) =
+            (self.stable_d.as_ref(), self.canary_d.as_ref(), self.desired);
+        let plan = &checked.plan;
+        let spec = &checked.canary.spec;
+        decision.status.conditions.set(
+            VALID_CONDITION,
+            ConditionStatus::True,
+            Reason::Valid.as_str(),
+            "",
+            now,
+        );
+        self.hold = traffic_condition(&mut decision.status, now, checked.scale_down_delay);
+        match &self.route_refused {
+            Some(why) => decision.status.conditions.set(
+                ROUTE_CONDITION,
+                ConditionStatus::False,
+                Reason::RouteNotAccepted.as_str(),
+                why,
+                now,
+            ),
+            None if decision
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == ROUTE_CONDITION) =>
+            {
+                decision.status.conditions.set(
+                    ROUTE_CONDITION,
+                    ConditionStatus::True,
+                    Reason::Accepted.as_str(),
+                    "",
+                    now,
+                );
+            }
+            None => {}
+        }
+        // What the canary really gets when the split is in whole pods.
+        if !router.canary_service() && decision.status.phase.canary_live() {
+            let w = decision.status.weight.get();
+            let (_, pods) = router.replicas(total, w);
+            let real = (router.share(total, w) * 100.0).round();
+            decision.status.conditions.set(
+                TRAFFIC_CONDITION,
+                ConditionStatus::True,
+                Reason::Routed.as_str(),
+                &format!(
+                    "weight {w}% runs {pods} of {total} pods: the canary gets {real}% of requests"
+                ),
+                now,
+            );
+        }
+        if let Some(e) = stuck(
+            &mut decision.status,
+            now,
+            plan.progress_deadline,
+            stable_d,
+            canary_d,
+        ) {
+            decision
+                .actions
+                .push(coalmine_core::rollout::Action::Event(e));
+        }
+        // The template stable is (re)created with while the spec is stable's
+        // revision: remembered in the same status write, rather than in one
+        // more write once the Deployment is seen.
+        let from_spec = (decision.status.stable_revision.as_deref() == Some(desired))
+            .then(|| {
+                spec.template
+                    .as_ref()
+                    .map(|t| workload::pod_template(t, workload::Track::Stable, desired))
+            })
+            .flatten();
+        remember_stable_template(&mut decision.status, self.stable_template.take(), from_spec);
+        // Counted as of this reconcile; sending goes on in the background.
+        if let Some(counts) = ctx.notifiers.status(c.name(), c.namespace()) {
+            decision.status.notifications = Some(counts);
+        }
+        // The scale subresource: what `kubectl scale` and a
+        // HorizontalPodAutoscaler read. Its `spec.replicas` is the Canary's,
+        // which both tracks follow.
+        let pods = |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| s.replicas)
+                .unwrap_or(0)
+        };
+        decision.status.replicas = Some(i64::from(pods(stable_d) + pods(canary_d)));
+        decision.status.selector = Some(
+            self.selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+
+    async fn persist(&mut self, status: &CanaryStatus, changed: bool) -> Result<(), Error> {
+        if changed {
+            write_status(self.api, self.c, self.ctx, status).await?;
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, decision: &Decision) -> Result<(), Error> {
+        let (c, ctx, router) = (self.c, self.ctx, self.router);
+        // Under the replicas router the Service's endpoints are the split:
+        // what the capacity rule of `apply::split` counts.
+        let serving = if router.canary_service() {
+            None
+        } else {
+            let slices = Api::namespaced(ctx.client.clone(), c.namespace());
+            match workload::serving(&slices, c.name()).await {
+                Ok(s) => Some(s),
+                // An API server without EndpointSlices (not a real cluster's):
+                // the Deployments' available pods are the nearest count.
+                Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Some(workload::Serving {
+                    stable: self.stable_d.as_ref().map_or(0, workload::available),
+                    canary: self.canary_d.as_ref().map_or(0, workload::available),
+                }),
+                Err(e) => return Err(e),
+            }
+        };
+        let current = (
+            self.stable_d.as_ref().map_or(0, workload::replicas_of),
+            self.canary_d.as_ref().map_or(0, workload::replicas_of),
+        );
+        self.current = current;
+        // The delay is for routers that switch traffic away from running
+        // pods; under the replicas router traffic leaves a pod when it is
+        // removed.
+        self.hold = self.hold.filter(|_| serving.is_none() && current.1 > 0);
+        let state = Now {
+            canary_template: self.canary_template.take(),
+            selector: self.selector.clone(),
+            current,
+            serving,
+            hold_canary: self.hold.is_some(),
+        };
+        carry_out(c, ctx, self.checked, router, decision, self.desired, state).await?;
+        ctx.metrics
+            .observe_canary(c.namespace(), c.name(), &decision.status);
+        // Everything was accepted: a refusal recorded earlier is over.
+        // (Checked against the status read at the start, so a healthy
+        // Canary costs no extra read.)
+        if self.refused_before
+            || !decision
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == APPLIED_CONDITION)
+        {
+            applied(ctx, c.namespace(), c.name(), None).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps [`STUCK_CONDITION`]: `True` once a promotion or a rollback has
@@ -694,11 +750,10 @@ fn stuck(
     let late = since.filter(|t| now.since(*t) >= deadline);
     let Some(since) = late else {
         if status.conditions.iter().any(|c| c.type_ == STUCK_CONDITION) {
-            set_condition(
-                &mut status.conditions,
+            status.conditions.set(
                 STUCK_CONDITION,
-                "False",
-                "Converged",
+                ConditionStatus::False,
+                Reason::Converged.as_str(),
                 "",
                 now,
             );
@@ -737,12 +792,11 @@ fn stuck(
     let was = status
         .conditions
         .iter()
-        .any(|c| c.type_ == STUCK_CONDITION && c.status == "True");
-    set_condition(
-        &mut status.conditions,
+        .any(|c| c.type_ == STUCK_CONDITION && c.status == ConditionStatus::True);
+    status.conditions.set(
         STUCK_CONDITION,
-        "True",
-        "DeadlineExceeded",
+        ConditionStatus::True,
+        Reason::DeadlineExceeded.as_str(),
         &waiting,
         now,
     );
@@ -769,22 +823,17 @@ struct Now {
 fn traffic_condition(status: &mut CanaryStatus, now: Time, delay: Duration) -> Option<StdDuration> {
     let live = status.phase.canary_live();
     let (value, reason, message) = if live {
-        ("True", "Routed", String::new())
+        (ConditionStatus::True, Reason::Routed, String::new())
     } else {
         (
-            "False",
-            "AllOnStable",
+            ConditionStatus::False,
+            Reason::AllOnStable,
             format!("the canary's pods stay {delay} after traffic left them"),
         )
     };
-    set_condition(
-        &mut status.conditions,
-        TRAFFIC_CONDITION,
-        value,
-        reason,
-        &message,
-        now,
-    );
+    status
+        .conditions
+        .set(TRAFFIC_CONDITION, value, reason.as_str(), &message, now);
     if live {
         return None;
     }
@@ -971,6 +1020,7 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coalmine_core::rollout::decide;
 
     fn deployment(rev: &str, generation: i64, observed: i64, ready: i32) -> Deployment {
         serde_json::from_value(json!({
@@ -1097,19 +1147,6 @@ mod tests {
             json!({"metadata": {"annotations": {crate::resource::REVISION_ANNOTATION: "one"}}});
         remember_stable_template(&mut first, None, Some(spec_t));
         assert_eq!(rev_of(&first).as_deref(), Some("one"));
-    }
-
-    #[test]
-    fn conditions_move_their_time_only_on_a_change_of_status() {
-        let mut c = Vec::new();
-        let t0 = Time::from_unix_millis(0);
-        let t1 = Time::from_unix_millis(1000);
-        set_condition(&mut c, "Valid", "True", "Valid", "", t0);
-        set_condition(&mut c, "Valid", "True", "Valid", "again", t1);
-        assert_eq!(c[0].last_transition_time, t0);
-        set_condition(&mut c, "Valid", "False", "InvalidSpec", "bad", t1);
-        assert_eq!(c[0].last_transition_time, t1);
-        assert_eq!(c.len(), 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use coalmine_core::capability::Capability;
 use coalmine_core::plan::{Plan, Provider, Router, Target};
 use coalmine_core::spec::{API_VERSION, Canary, KIND};
 use coalmine_core::status::CanaryStatus;
@@ -50,6 +51,79 @@ pub const APPLIED_CONDITION: &str = "Applied";
 /// `lastTransitionTime` is when traffic left it, the start of the
 /// scale-down delay.
 pub const TRAFFIC_CONDITION: &str = "CanaryTraffic";
+/// The reasons of the controller's own conditions ([`VALID_CONDITION`],
+/// [`APPLIED_CONDITION`], [`ROUTE_CONDITION`], [`TRAFFIC_CONDITION`],
+/// [`STUCK_CONDITION`]), which are also the reasons of the warning Events
+/// that tell of a refusal. The rollout's own conditions take theirs from
+/// [`coalmine_core::status::RolloutReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// `Valid`: the spec is used.
+    Valid,
+    /// `Valid=False`: the spec has errors.
+    InvalidSpec,
+    /// `Valid=False`: a Deployment or Service of the names the Canary
+    /// uses belongs to something else.
+    NotOwned,
+    /// `Valid=False`: a HorizontalPodAutoscaler sizes one of the
+    /// Deployments whose replicas coalmine sets.
+    AutoscaledDeployment,
+    /// `Applied`: the cluster took every write.
+    Applied,
+    /// `Applied=False`: an object the spec names is missing.
+    ReconcileFailed,
+    /// `Applied=False`: a resource quota refused a write.
+    QuotaExceeded,
+    /// `Applied=False`: RBAC refused a write (403).
+    Forbidden,
+    /// `Applied=False`: the API server's validation refused a write (422).
+    Invalid,
+    /// `Applied=False`: a malformed write (400).
+    BadRequest,
+    /// `Applied=False`: a write to something that is not there (404).
+    NotFound,
+    /// `Applied=False`: any other refusal.
+    Refused,
+    /// `RouteAccepted`: what serves the route took it.
+    Accepted,
+    /// `RouteAccepted=False`: what serves the route refused it.
+    RouteNotAccepted,
+    /// `CanaryTraffic`: routes send the canary traffic.
+    Routed,
+    /// `CanaryTraffic=False`: everything is back on stable.
+    AllOnStable,
+    /// `Stuck=False`: the Deployments caught up.
+    Converged,
+    /// `Stuck`: a promotion or rollback waited past its deadline.
+    DeadlineExceeded,
+}
+
+impl Reason {
+    /// The reason on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Valid => "Valid",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::NotOwned => "NotOwned",
+            Reason::AutoscaledDeployment => "AutoscaledDeployment",
+            Reason::Applied => "Applied",
+            Reason::ReconcileFailed => "ReconcileFailed",
+            Reason::QuotaExceeded => "QuotaExceeded",
+            Reason::Forbidden => "Forbidden",
+            Reason::Invalid => "Invalid",
+            Reason::BadRequest => "BadRequest",
+            Reason::NotFound => "NotFound",
+            Reason::Refused => "Refused",
+            Reason::Accepted => "Accepted",
+            Reason::RouteNotAccepted => "RouteNotAccepted",
+            Reason::Routed => "Routed",
+            Reason::AllOnStable => "AllOnStable",
+            Reason::Converged => "Converged",
+            Reason::DeadlineExceeded => "DeadlineExceeded",
+        }
+    }
+}
+
 /// How long after traffic left the canary (promotion, rollback, abort) its
 /// pods stay, as a duration (`30s`, `2m`); [`DEFAULT_SCALE_DOWN_DELAY`]
 /// without it. Requests in flight finish, and proxies that pick up route
@@ -177,17 +251,20 @@ impl CanaryResource {
                 )]);
             }
         };
+        // What the spec asks of the router (header routes, mirroring,
+        // sessions) `validate::load` checked against the capability table;
+        // what the controller itself runs is the table's too.
         let mut problems = Vec::new();
-        if router == Router::Proxy {
+        if !router.can(Capability::Controller) {
             problems.push(
                 Problem::error(
-                    "spec.trafficRouting.proxy",
-                    "the controller has no proxy router yet",
+                    format!("spec.trafficRouting.{}", router.name()),
+                    format!("the controller has no {} router", router.name()),
                 )
-                .hint("use replicas, gatewayAPI, nginx or istio"),
+                .hint(Capability::Controller.hint()),
             );
         }
-        problems.extend(router_limits(&router, &plan));
+        problems.extend(nginx_limits(&router, &plan));
         if canary
             .spec
             .selector
@@ -209,7 +286,11 @@ impl CanaryResource {
                 DEFAULT_SCALE_DOWN_DELAY
             }
         };
-        if let Some(analysis) = &plan.analysis {
+        if let Some(analysis) = plan
+            .analysis
+            .as_ref()
+            .filter(|_| !router.can(Capability::BuiltinMetrics))
+        {
             for (i, m) in analysis.metrics.iter().enumerate() {
                 if matches!(m.provider, Provider::Builtin { .. }) {
                     problems.push(
@@ -306,7 +387,7 @@ impl CanaryResource {
     pub fn core_status(&self) -> CanaryStatus {
         match &self.status {
             None | Some(Value::Null) => CanaryStatus::default(),
-            Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+            Some(v) => CanaryStatus::from_value(v.clone()).unwrap_or_else(|e| {
                 tracing::warn!(canary = self.name(), error = %e, "unreadable status; starting afresh");
                 CanaryStatus::default()
             }),
@@ -324,23 +405,13 @@ impl CanaryResource {
     }
 }
 
-/// What the validator allows for a router but the controller's router
-/// cannot do, so that nothing the user asked for is silently ignored.
-fn router_limits(router: &Router, plan: &Plan) -> Vec<Problem> {
+/// Header routes ingress-nginx cannot express (its canary annotations take
+/// one header and one cookie, and send a cookie to the canary only when its
+/// value is `always`), so that nothing the user asked for is silently
+/// ignored.
+fn nginx_limits(router: &Router, plan: &Plan) -> Vec<Problem> {
     use coalmine_core::plan::PlanStep;
     let mut problems = Vec::new();
-    if plan.session_affinity.is_some() && !matches!(router, Router::Replicas) {
-        problems.push(
-            Problem::error(
-                "spec.sessionAffinity",
-                format!(
-                    "the controller's {} router cannot keep users on one version yet",
-                    router.name()
-                ),
-            )
-            .hint("remove sessionAffinity, or use `coalmine run` with the proxy"),
-        );
-    }
     if let Router::Nginx { .. } = router {
         for (i, step) in plan.steps.iter().enumerate() {
             let PlanStep::SetHeaderRoute(matches) = step else {
@@ -391,15 +462,7 @@ fn source_metric(e: &coalmine_providers::SourceError) -> &str {
 pub fn parse_command(text: &str) -> Option<coalmine_core::rollout::Command> {
     use coalmine_core::rollout::{Command, CommandKind};
     let (kind, id) = text.trim().split_once('/')?;
-    let kind = match kind {
-        "promote" => CommandKind::Promote,
-        "promote-full" | "promote--full" => CommandKind::PromoteFull,
-        "abort" => CommandKind::Abort,
-        "pause" => CommandKind::Pause,
-        "resume" => CommandKind::Resume,
-        "retry" => CommandKind::Retry,
-        _ => return None,
-    };
+    let kind: CommandKind = kind.parse().ok()?;
     (!id.is_empty()).then(|| Command {
         id: text.trim().to_owned(),
         kind,
@@ -470,15 +533,38 @@ mod tests {
             {"setWeight": 5},
             {"setHeaderRoute": {"match": [{"cookie": "beta", "value": "yes"}]}}
         ]);
-        s["sessionAffinity"] = json!({"cookie": "coalmine-track"});
-        let problems = CanaryResource::new("default", "web", s)
+        let problems = CanaryResource::new("default", "web", s.clone())
             .check()
             .expect_err("not for nginx");
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            ["spec.sessionAffinity", "spec.steps[1].setHeaderRoute.match"]
-        );
+        assert_eq!(paths, ["spec.steps[1].setHeaderRoute.match"]);
+        // Sessions: no Kubernetes router keeps them (the capability table),
+        // refused by the same validation as `coalmine validate`'s.
+        for router in [
+            json!({"nginx": {"ingress": "web"}}),
+            json!({"gatewayAPI": {"httpRoute": "web"}}),
+            json!({"istio": {"virtualService": "web"}}),
+        ] {
+            let mut s = spec();
+            s["trafficRouting"] = router;
+            s["sessionAffinity"] = json!({"cookie": "coalmine-track"});
+            let problems = CanaryResource::new("default", "web", s)
+                .check()
+                .expect_err("no sessions");
+            let paths: Vec<&str> = problems
+                .iter()
+                .filter(|p| p.is_error())
+                .map(|p| p.path.as_str())
+                .collect();
+            assert_eq!(paths, ["spec.sessionAffinity"]);
+        }
+        let mut s = spec();
+        s["trafficRouting"] = json!({"proxy": {}});
+        let problems = CanaryResource::new("default", "web", s)
+            .check()
+            .expect_err("no proxy router");
+        assert_eq!(problems[0].path, "spec.trafficRouting.proxy");
+        assert_eq!(problems[0].message, "the controller has no proxy router");
     }
 
     #[test]

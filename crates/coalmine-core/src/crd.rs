@@ -18,6 +18,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::capability::Capability;
 use crate::spec::{CanarySpec, KIND as SPEC_KIND};
 use crate::status::CanaryStatus;
 
@@ -552,10 +553,17 @@ fn restrict_spec(spec: &mut Value) {
             ),
         ],
     );
-    // Which routers can do what, as in `Router::supports_*`; the router is
-    // `replicas` when `trafficRouting` names none.
-    let header_capable = "has(self.upstreams) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.nginx) || has(self.trafficRouting.istio) || has(self.trafficRouting.proxy)))";
-    let mirror_capable = "has(self.upstreams) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio) || has(self.trafficRouting.proxy)))";
+    // What the router can do, from the one table (`capability`).
+    let needs: Vec<(String, String)> = Capability::OF_THE_SPEC
+        .into_iter()
+        .map(|c| {
+            let asks = match c {
+                Capability::SessionAffinity => "!has(self.sessionAffinity)".to_owned(),
+                _ => format!("!self.steps.exists(s, has(s.{}))", c.field()),
+            };
+            (format!("{} || {asks}", c.cel_capable()), c.cel_message())
+        })
+        .collect();
     rules(
         spec,
         "",
@@ -568,20 +576,13 @@ fn restrict_spec(spec: &mut Value) {
                 "self.steps.exists(s, (has(s.setWeight) && s.setWeight > 0) || (has(s.setHeaderRoute) && has(s.setHeaderRoute.match) && size(s.setHeaderRoute.match) > 0) || (has(s.setMirror) && s.setMirror.percent > 0))",
                 "no step sends the canary any traffic: add a setWeight step above 0, or a setHeaderRoute or setMirror step",
             ),
-            (
-                &format!("{header_capable} || !self.steps.exists(s, has(s.setHeaderRoute))"),
-                "setHeaderRoute needs the gatewayAPI, nginx, istio or proxy router; the replicas router cannot route by header or cookie",
-            ),
-            (
-                &format!("{mirror_capable} || !self.steps.exists(s, has(s.setMirror))"),
-                "setMirror needs the gatewayAPI, istio or proxy router",
-            ),
-            (
-                &format!("{header_capable} || !has(self.sessionAffinity)"),
-                "sessionAffinity needs the gatewayAPI, nginx, istio or proxy router; the replicas router cannot keep sessions",
-            ),
         ],
     );
+    let needs: Vec<(&str, &str)> = needs
+        .iter()
+        .map(|(r, m)| (r.as_str(), m.as_str()))
+        .collect();
+    rules(spec, "", &needs);
 }
 
 /// An HTTP token: what header and cookie names are made of.

@@ -12,9 +12,13 @@
 //!   observed and the time, it returns the next status and the actions to
 //!   carry out. The Kubernetes controller and `coalmine run` both drive it;
 //! - [`routes`]: the route table the data plane applies;
+//! - [`counters`]: the proxy's counter schema (class labels, series names,
+//!   per-version snapshots), shared by the proxy and the `builtin` provider;
+//! - [`capability`]: what each router can do, the one table validation,
+//!   the CRD's rules and the controller read;
 //! - [`crd`]: the CustomResourceDefinition, generated from [`spec`] and
 //!   [`status`] (`coalmine crd`), with its names for the controller;
-//! - [`duration`], [`time`], [`revision`]: small value types;
+//! - [`duration`], [`time`], [`revision`], [`percent`]: small value types;
 //! - [`human`]: figures rounded for messages people read.
 //!
 //! Time is always passed in (see [`Time`]), so every decision can be
@@ -22,10 +26,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capability;
+pub mod counters;
 pub mod crd;
 pub mod duration;
 pub mod human;
 pub mod load;
+pub mod percent;
 pub mod plan;
 pub mod problem;
 pub mod revision;
@@ -37,6 +44,7 @@ pub mod time;
 pub mod validate;
 
 pub use duration::Duration;
+pub use percent::Percent;
 pub use plan::Plan;
 pub use problem::{Problem, Severity};
 pub use spec::Canary;

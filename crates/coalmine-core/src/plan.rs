@@ -1,11 +1,12 @@
 //! The checked form of a Canary: what the rest of coalmine works from.
 //!
 //! A [`Plan`] exists only when [`crate::validate::check`] found no error, so
-//! its types carry the guarantees (weights are 0–100 `u8`s, each metric has
+//! its types carry the guarantees (weights are [`crate::Percent`]s, 0 to 100, each metric has
 //! exactly one provider and one kind of check, defaults are filled in) and
 //! the state machine, the proxy and the judge never re-check them.
 
 use crate::Duration;
+use crate::percent::Percent;
 use crate::routes::HeaderMatch;
 use crate::spec::{
     BuiltinMetric, OnInconclusive, PrometheusProvider, SessionAffinity, WebhookProvider,
@@ -99,31 +100,7 @@ pub enum Router {
 impl Router {
     /// The field name users write for this router.
     pub fn name(&self) -> &'static str {
-        match self {
-            Router::Replicas => "replicas",
-            Router::GatewayApi { .. } => "gatewayAPI",
-            Router::Nginx { .. } => "nginx",
-            Router::Istio { .. } => "istio",
-            Router::Proxy => "proxy",
-        }
-    }
-
-    /// Whether the router can send requests to the canary by header or cookie.
-    pub fn supports_header_routes(&self) -> bool {
-        !matches!(self, Router::Replicas)
-    }
-
-    /// Whether the router can copy a percentage of requests to the canary.
-    pub fn supports_mirror(&self) -> bool {
-        matches!(
-            self,
-            Router::GatewayApi { .. } | Router::Istio { .. } | Router::Proxy
-        )
-    }
-
-    /// Whether the router can keep a user on one version with a cookie.
-    pub fn supports_session_affinity(&self) -> bool {
-        !matches!(self, Router::Replicas)
+        self.kind().as_str()
     }
 }
 
@@ -131,7 +108,7 @@ impl Router {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlanStep {
     /// Canary weight, percent.
-    SetWeight(u8),
+    SetWeight(Percent),
     /// Wait this long, or for promote when `None`.
     Pause(Option<Duration>),
     /// Wait for PASS, at most `timeout`.
@@ -142,7 +119,7 @@ pub enum PlanStep {
     /// Header routes to put in place (replacing earlier ones).
     SetHeaderRoute(Vec<HeaderMatch>),
     /// Mirror percent.
-    SetMirror(u8),
+    SetMirror(Percent),
 }
 
 impl PlanStep {

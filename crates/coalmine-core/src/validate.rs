@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 
 use crate::Duration;
+use crate::capability::Capability;
+use crate::percent::Percent;
 use crate::plan::{
     AnalysisPlan, Check, DEFAULT_ALPHA, DEFAULT_GATE_TIMEOUT, DEFAULT_INTERVAL,
     DEFAULT_PROGRESS_DEADLINE, MetricPlan, Plan, PlanStep, Provider, Router, Target,
@@ -179,13 +181,11 @@ impl Validator {
                 )
                 .hint = Some("remove it for a browser-session cookie, or write e.g. 1h".into());
             }
-            if let Some(r) = router.as_ref().filter(|r| !r.supports_session_affinity()) {
-                self.error(
-                    "spec.sessionAffinity",
-                    format!("the `{}` router cannot keep sessions", r.name()),
-                )
-                .hint = Some("use the gatewayAPI, nginx, istio or proxy router".into());
-            }
+            self.capability(
+                "spec.sessionAffinity",
+                router.as_ref(),
+                Capability::SessionAffinity,
+            );
         }
         for (i, n) in spec.notifications.iter().enumerate() {
             match (&n.url, &n.url_from) {
@@ -462,6 +462,17 @@ impl Validator {
         }
     }
 
+    /// An error at `path` when `router` cannot do `c` ([`crate::capability`]).
+    fn capability(&mut self, path: &str, router: Option<&Router>, c: Capability) {
+        if let Some(r) = router.filter(|r| !r.can(c)) {
+            self.error(
+                path,
+                format!("the `{}` router cannot {}", r.name(), c.verb()),
+            )
+            .hint = Some(c.hint());
+        }
+    }
+
     fn non_empty(&mut self, path: &str, value: &str) {
         if value.trim().is_empty() {
             self.error(path, "is empty").hint = Some("name the object to use".into());
@@ -481,7 +492,7 @@ impl Validator {
             return None;
         }
         let mut plan = Vec::with_capacity(steps.len());
-        let mut weight: u8 = 0;
+        let mut weight = Percent::ZERO;
         let mut live = false; // whether the canary gets any traffic yet
         let mut ok = true;
         for (i, step) in steps.iter().enumerate() {
@@ -536,18 +547,12 @@ impl Validator {
                     good.then_some(PlanStep::Analysis { timeout })
                 }
                 Step::SetHeaderRoute(h) => {
-                    if let Some(r) = router.filter(|r| !r.supports_header_routes()) {
-                        self.error(format!("{path}.setHeaderRoute"), format!("the `{}` router cannot route by header or cookie", r.name()))
-                            .hint = Some("use the gatewayAPI, nginx, istio or proxy router".into());
-                    }
+                    self.capability(&format!("{path}.setHeaderRoute"), router, Capability::HeaderRoutes);
                     self.header_matches(&format!("{path}.setHeaderRoute.match"), &h.matches)
                         .map(PlanStep::SetHeaderRoute)
                 }
                 Step::SetMirror(m) => {
-                    if let Some(r) = router.filter(|r| !r.supports_mirror()) {
-                        self.error(format!("{path}.setMirror"), format!("the `{}` router cannot mirror traffic", r.name()))
-                            .hint = Some("use the gatewayAPI, istio or proxy router".into());
-                    }
+                    self.capability(&format!("{path}.setMirror"), router, Capability::Mirror);
                     self.percent(&format!("{path}.setMirror.percent"), m.percent, "a mirror percent")
                         .map(PlanStep::SetMirror)
                 }
@@ -555,7 +560,7 @@ impl Validator {
             match next {
                 Some(s) => {
                     live |= match &s {
-                        PlanStep::SetWeight(w) | PlanStep::SetMirror(w) => *w > 0,
+                        PlanStep::SetWeight(w) | PlanStep::SetMirror(w) => w.is_positive(),
                         PlanStep::SetHeaderRoute(m) => !m.is_empty(),
                         _ => false,
                     };
@@ -580,10 +585,10 @@ impl Validator {
         ok.then_some(plan)
     }
 
-    fn percent(&mut self, path: &str, value: i64, what: &str) -> Option<u8> {
-        match u8::try_from(value) {
-            Ok(v) if v <= 100 => Some(v),
-            _ => {
+    fn percent(&mut self, path: &str, value: i64, what: &str) -> Option<Percent> {
+        match Percent::try_from(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
                 let msg = if value < 0 {
                     format!("{value} is below 0")
                 } else {

@@ -36,7 +36,7 @@ use coalmine_core::rollout::{
 use coalmine_core::routes::{HeaderMatch, Routes};
 use coalmine_core::spec::{OnInconclusive, SessionAffinity};
 use coalmine_core::status::{MetricStatus, Phase, QuantileStatus, RollbackReason, Verdict};
-use coalmine_core::{CanaryStatus, Duration, Time};
+use coalmine_core::{CanaryStatus, Duration, Percent, Time};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -66,12 +66,12 @@ fn header_match() -> impl Strategy<Value = HeaderMatch> {
 
 fn plan_step() -> impl Strategy<Value = PlanStep> {
     prop_oneof![
-        4 => (0u8..=100).prop_map(PlanStep::SetWeight),
+        4 => (0u8..=100).prop_filter_map("a percent", Percent::new).prop_map(PlanStep::SetWeight),
         1 => Just(PlanStep::Pause(None)),
         2 => (1u64..=600).prop_map(|s| PlanStep::Pause(Some(Duration::from_secs(s)))),
         2 => (1u64..=1200).prop_map(|s| PlanStep::Analysis { timeout: Duration::from_secs(s) }),
         1 => prop::collection::vec(header_match(), 0..3).prop_map(PlanStep::SetHeaderRoute),
-        1 => (0u8..=100).prop_map(PlanStep::SetMirror),
+        1 => (0u8..=100).prop_filter_map("a percent", Percent::new).prop_map(PlanStep::SetMirror),
     ]
 }
 

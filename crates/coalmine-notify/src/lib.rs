@@ -563,7 +563,7 @@ pub fn notice_for(
         warning,
         phase: status.phase,
         step: status.step,
-        weight: status.weight,
+        weight: status.weight.get(),
         stable_revision: status.stable_revision.clone(),
         canary_revision: status.canary_revision.clone(),
         at,

@@ -84,7 +84,7 @@ fn rolled_back() -> CanaryStatus {
     CanaryStatus {
         phase: Phase::RollingBack,
         step: 2,
-        weight: 0,
+        weight: coalmine_core::Percent::ZERO,
         stable_revision: Some("r1".into()),
         canary_revision: Some("r2".into()),
         analysis: Some(AnalysisStatus {
@@ -156,7 +156,7 @@ async fn json_and_slack_bodies_reach_their_webhooks_filtered_by_transition() {
         false,
         &CanaryStatus {
             phase: Phase::Progressing,
-            weight: 5,
+            weight: coalmine_core::Percent::new(5).expect("a percent"),
             ..CanaryStatus::default()
         },
         Time::from_unix_millis(1_700_000_000_000),

@@ -36,53 +36,38 @@ use std::time::Duration;
 use coalmine_analysis::eprocess::Interval;
 use coalmine_analysis::judge::Observed;
 use coalmine_analysis::latency::Histograms;
+use std::sync::Arc;
+
+use coalmine_core::counters::{Class, CounterSnapshot, ReadCounters, TrackCounts};
+use coalmine_core::routes::Track;
 use coalmine_core::spec::BuiltinMetric;
-use coalmine_proxy::metrics::{LATENCY_BUCKETS, Metrics, TrackMetrics};
-use coalmine_proxy::route::Track;
 use http::{HeaderMap, Method};
 
 use crate::client::{Call, Failure, Http};
 use crate::textformat;
 
-/// The requests counter family, as the proxy writes it.
-pub const REQUESTS: &str = "coalmine_proxy_requests_total";
-/// The latency histogram's bucket series, as the proxy writes it.
-pub const BUCKETS: &str = "coalmine_proxy_request_duration_seconds_bucket";
-
-/// Class labels in the order of [`TrackMetrics::counts`].
-const CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+pub use coalmine_core::counters::{BUCKETS, REQUESTS};
 
 /// Where the proxy's counters are read.
 #[derive(Clone)]
 pub enum BuiltinSource {
     /// A proxy in this process (`coalmine run`): read directly, no I/O.
-    InProcess(ProxyCounters),
+    InProcess(Arc<dyn ReadCounters>),
     /// A proxy elsewhere: `GET` this `/metrics` URL (`http://` only).
     Scrape(String),
 }
 
 impl BuiltinSource {
     /// Reads the counters of a proxy in this process, e.g.
-    /// `BuiltinSource::in_process(proxy.metrics())`.
-    pub fn in_process(metrics: &Metrics) -> BuiltinSource {
-        BuiltinSource::InProcess(ProxyCounters {
-            stable: metrics.track(Track::Stable).clone(),
-            canary: metrics.track(Track::Canary).clone(),
-        })
+    /// `BuiltinSource::in_process(proxy.metrics().counters())`.
+    pub fn in_process(counters: impl ReadCounters + 'static) -> BuiltinSource {
+        BuiltinSource::InProcess(Arc::new(counters))
     }
 
     /// Scrapes a proxy's `/metrics`, e.g. `http://127.0.0.1:9091/metrics`.
     pub fn scrape(url: impl Into<String>) -> BuiltinSource {
         BuiltinSource::Scrape(url.into())
     }
-}
-
-/// Handles to both tracks' counters of an in-process proxy (cheap clones
-/// of the proxy's atomics).
-#[derive(Clone)]
-pub struct ProxyCounters {
-    stable: TrackMetrics,
-    canary: TrackMetrics,
 }
 
 impl std::fmt::Debug for BuiltinSource {
@@ -94,41 +79,19 @@ impl std::fmt::Debug for BuiltinSource {
     }
 }
 
-/// One track's cumulative counters.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct TrackSnapshot {
-    /// Per class: 2xx, 3xx, 4xx, 5xx, error.
-    pub classes: [u64; 5],
-    /// Per latency bucket (not cumulative), `+Inf` last.
-    pub buckets: Vec<u64>,
-}
-
 /// Both tracks' cumulative counters at one instant.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Snapshot {
-    /// Finite bucket upper bounds, seconds, increasing.
-    pub bounds: Vec<f64>,
-    pub stable: TrackSnapshot,
-    pub canary: TrackSnapshot,
+pub(crate) type Snapshot = CounterSnapshot;
+
+/// Reading the proxy's `/metrics` text into a [`Snapshot`].
+pub(crate) trait FromText: Sized {
+    fn from_text(text: &str, url: &str) -> Result<Self, String>;
 }
 
-impl Snapshot {
-    fn read(counters: &ProxyCounters) -> Snapshot {
-        let track = |t: &TrackMetrics| TrackSnapshot {
-            classes: t.counts(),
-            buckets: t.latency().counts(),
-        };
-        Snapshot {
-            bounds: LATENCY_BUCKETS.to_vec(),
-            stable: track(&counters.stable),
-            canary: track(&counters.canary),
-        }
-    }
-
+impl FromText for Snapshot {
     /// Reads a `/metrics` text. Series that are absent count zero (a proxy
     /// always writes them all), but a text without any requests counter is
     /// refused: it is not a coalmine proxy's.
-    pub fn from_text(text: &str, url: &str) -> Result<Snapshot, String> {
+    fn from_text(text: &str, url: &str) -> Result<Snapshot, String> {
         let parsed = textformat::parse(text);
         let mut snap = Snapshot::default();
         let mut seen_requests = false;
@@ -136,34 +99,28 @@ impl Snapshot {
         let mut cumulative: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
         for s in &parsed.samples {
             let track = match s.label("track") {
-                Some("stable") => 0,
-                Some("canary") => 1,
+                Some("stable") => Track::Stable,
+                Some("canary") => Track::Canary,
                 _ => continue,
             };
             if s.name == REQUESTS {
-                let Some(class) = s
-                    .label("class")
-                    .and_then(|c| CLASSES.iter().position(|k| *k == c))
-                else {
+                let Some(class) = s.label("class").and_then(Class::from_label) else {
                     continue;
                 };
                 seen_requests = true;
                 let n = count(s.value).ok_or_else(|| {
                     format!("{url}: {REQUESTS} has the value {}, not a count", s.value)
                 })?;
-                let t = if track == 0 {
-                    &mut snap.stable
-                } else {
-                    &mut snap.canary
-                };
-                t.classes[class] = t.classes[class].saturating_add(n);
+                let t = snap.track_mut(track);
+                t.classes[class.index()] = t.classes[class.index()].saturating_add(n);
             } else if s.name == BUCKETS {
                 let le = s
                     .label("le")
                     .and_then(textformat::parse_value)
                     .filter(|le| !le.is_nan())
                     .ok_or_else(|| format!("{url}: a {BUCKETS} sample has no usable `le`"))?;
-                cumulative[track].push((le, s.value));
+                let i = usize::from(track == Track::Canary);
+                cumulative[i].push((le, s.value));
             }
         }
         if !seen_requests {
@@ -240,7 +197,7 @@ pub(crate) fn delta(before: &Snapshot, now: &Snapshot) -> Result<Snapshot, Strin
     if before.bounds != now.bounds {
         return Err("the proxy's latency buckets changed".to_owned());
     }
-    let track = |b: &TrackSnapshot, n: &TrackSnapshot, name: &str| {
+    let track = |b: &TrackCounts, n: &TrackCounts, name: &str| {
         let went_down = || format!("the proxy's {name} counters went down (did it restart?)");
         let mut classes = [0; 5];
         for (i, c) in classes.iter_mut().enumerate() {
@@ -257,7 +214,7 @@ pub(crate) fn delta(before: &Snapshot, now: &Snapshot) -> Result<Snapshot, Strin
             .zip(&b.buckets)
             .map(|(n, b)| n.checked_sub(*b).ok_or_else(went_down))
             .collect::<Result<Vec<u64>, String>>()?;
-        Ok(TrackSnapshot { classes, buckets })
+        Ok(TrackCounts { classes, buckets })
     };
     Ok(Snapshot {
         bounds: now.bounds.clone(),
@@ -294,7 +251,13 @@ pub(crate) fn observe(
     };
     let (counts, histograms) = match (metric, slower_than) {
         (BuiltinMetric::Errors, _) => {
-            let tb = |t: &TrackSnapshot| (t.classes.iter().sum(), t.classes[3] + t.classes[4]);
+            let tb = |t: &TrackCounts| {
+                let bad = Class::ALL
+                    .iter()
+                    .filter(|c| c.is_bad())
+                    .map(|c| t.class(*c));
+                (t.classes.iter().sum(), bad.sum())
+            };
             (interval(tb(&d.canary), tb(&d.stable)), None)
         }
         (BuiltinMetric::Latency, slower_than) => {
@@ -307,7 +270,7 @@ pub(crate) fn observe(
                 return Observed::NoData("builtin latency needs slowerThan".to_owned());
             };
             let from = first_slow_bucket(&d.bounds, t);
-            let tb = |t: &TrackSnapshot| {
+            let tb = |t: &TrackCounts| {
                 (
                     t.buckets.iter().sum(),
                     t.buckets.iter().skip(from).sum::<u64>(),
@@ -358,7 +321,7 @@ impl BuiltinCollector {
         timeout: Duration,
     ) -> BuiltinCollector {
         let baseline = match &source {
-            BuiltinSource::InProcess(c) => Some(Snapshot::read(c)),
+            BuiltinSource::InProcess(c) => Some(c.read()),
             BuiltinSource::Scrape(_) => None,
         };
         BuiltinCollector {
@@ -375,7 +338,7 @@ impl BuiltinCollector {
 
     async fn snapshot(&self, budget: Duration) -> Result<Snapshot, String> {
         match &self.source {
-            BuiltinSource::InProcess(c) => Ok(Snapshot::read(c)),
+            BuiltinSource::InProcess(c) => Ok(c.read()),
             BuiltinSource::Scrape(url) => {
                 let call = Call {
                     method: Method::GET,
@@ -455,15 +418,16 @@ impl BuiltinCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coalmine_core::plan::LATENCY_BUCKETS;
 
     fn snap(stable: [u64; 5], canary: [u64; 5]) -> Snapshot {
         Snapshot {
             bounds: vec![0.1, 0.3, 1.0],
-            stable: TrackSnapshot {
+            stable: TrackCounts {
                 classes: stable,
                 buckets: vec![stable.iter().sum(), 0, 0, 0],
             },
-            canary: TrackSnapshot {
+            canary: TrackCounts {
                 classes: canary,
                 buckets: vec![0, 0, canary.iter().sum(), 0],
             },
@@ -526,22 +490,22 @@ mod tests {
     fn latency_counts_and_histograms() {
         let before = Snapshot {
             bounds: vec![0.1, 0.3],
-            stable: TrackSnapshot {
+            stable: TrackCounts {
                 classes: [0; 5],
                 buckets: vec![1, 1, 1],
             },
-            canary: TrackSnapshot {
+            canary: TrackCounts {
                 classes: [0; 5],
                 buckets: vec![0, 0, 0],
             },
         };
         let after = Snapshot {
             bounds: vec![0.1, 0.3],
-            stable: TrackSnapshot {
+            stable: TrackCounts {
                 classes: [0; 5],
                 buckets: vec![9, 2, 1],
             },
-            canary: TrackSnapshot {
+            canary: TrackCounts {
                 classes: [0; 5],
                 buckets: vec![2, 3, 4],
             },
@@ -623,24 +587,18 @@ some_other_metric{track=\"stable\"} NaN
 
     #[test]
     fn in_process_snapshot_matches_the_exposition() {
-        let m = Metrics::new();
+        // The proxy is a dev-dependency: its exposition must read back as
+        // the same snapshot as its counters read in process.
+        let m = coalmine_proxy::metrics::Metrics::new();
         let c = m.track(Track::Canary);
-        c.record(
-            coalmine_proxy::metrics::Class::ServerError,
-            Duration::from_millis(120),
-        );
-        c.record(
-            coalmine_proxy::metrics::Class::Success,
-            Duration::from_millis(2),
-        );
-        m.track(Track::Stable).record(
-            coalmine_proxy::metrics::Class::Error,
-            Duration::from_secs(40),
-        );
-        let BuiltinSource::InProcess(counters) = BuiltinSource::in_process(&m) else {
+        c.record(Class::ServerError, Duration::from_millis(120));
+        c.record(Class::Success, Duration::from_millis(2));
+        m.track(Track::Stable)
+            .record(Class::Error, Duration::from_secs(40));
+        let BuiltinSource::InProcess(counters) = BuiltinSource::in_process(m.counters()) else {
             panic!("in process");
         };
-        let direct = Snapshot::read(&counters);
+        let direct = counters.read();
         let scraped = Snapshot::from_text(&m.encode(), "u").expect("the proxy's text");
         assert_eq!(direct, scraped);
     }

@@ -35,11 +35,11 @@ use std::time::Duration;
 
 use coalmine_analysis::judge::Observed;
 use coalmine_core::plan::{AnalysisPlan, Check, DEFAULT_PROVIDER_TIMEOUT, MetricPlan, Provider};
+use coalmine_core::routes::Track;
 use coalmine_core::spec::HttpMethod;
-use coalmine_proxy::route::Track;
 
 use crate::builtin::BuiltinCollector;
-pub use crate::builtin::{BuiltinSource, ProxyCounters};
+pub use crate::builtin::BuiltinSource;
 pub use crate::client::{ATTEMPTS, AddressOverride, BACKOFF, set_address_overrides};
 use crate::prometheus::{PrometheusCollector, Queries};
 use crate::selector::Selector;
@@ -404,8 +404,8 @@ mod tests {
             Err(SourceError::Https { .. })
         ));
         let m = coalmine_proxy::metrics::Metrics::new();
-        let source =
-            MetricSource::new(&builtin, Some(&BuiltinSource::in_process(&m))).expect("in process");
+        let source = MetricSource::new(&builtin, Some(&BuiltinSource::in_process(m.counters())))
+            .expect("in process");
         assert_eq!(source.name(), "errors");
     }
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use coalmine_analysis::eprocess::Interval;
 use coalmine_analysis::judge::Observed;
-use coalmine_proxy::route::Track;
+use coalmine_core::routes::Track;
 use http::{HeaderMap, Method};
 use serde_json::Value;
 

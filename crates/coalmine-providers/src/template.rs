@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use coalmine_proxy::route::Track;
+use coalmine_core::routes::Track;
 
 use crate::Context;
 

@@ -199,8 +199,8 @@ mod tests {
     #[test]
     fn reads_the_proxy_exposition() {
         let m = coalmine_proxy::metrics::Metrics::new();
-        m.track(coalmine_proxy::route::Track::Canary).record(
-            coalmine_proxy::metrics::Class::ServerError,
+        m.track(coalmine_core::routes::Track::Canary).record(
+            coalmine_core::counters::Class::ServerError,
             std::time::Duration::from_millis(120),
         );
         let parsed = parse(&m.encode());

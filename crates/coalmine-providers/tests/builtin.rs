@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use coalmine_analysis::eprocess::Interval;
 use coalmine_analysis::judge::Observed;
+use coalmine_core::counters::Class;
+use coalmine_core::plan::LATENCY_BUCKETS;
 use coalmine_core::plan::{Check, MetricPlan, Provider};
+use coalmine_core::routes::Track;
 use coalmine_core::spec::BuiltinMetric;
 use coalmine_providers::{BuiltinSource, Context, MetricSource};
-use coalmine_proxy::metrics::{Class, LATENCY_BUCKETS, Metrics};
-use coalmine_proxy::route::Track;
+use coalmine_proxy::metrics::Metrics;
 use support::{TestProxy, app, bounded, client, free_port, text_server};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -72,7 +74,7 @@ async fn in_process_error_counts_are_exact_deltas() {
         proxy.send(&c, false, "/status/500", 5).await;
         proxy.send(&c, true, "/", 2).await;
 
-        let builtin = BuiltinSource::in_process(proxy.proxy.metrics());
+        let builtin = BuiltinSource::in_process(proxy.proxy.metrics().counters());
         let mut errors =
             MetricSource::new(&plan(BuiltinMetric::Errors, None, false), Some(&builtin))
                 .expect("a builtin source");
@@ -110,7 +112,7 @@ async fn in_process_latency_slow_counts_and_histograms() {
         let (stable, canary) = (app().await, app().await);
         let proxy = TestProxy::start(&stable, &canary).await;
         let c = client();
-        let builtin = BuiltinSource::in_process(proxy.proxy.metrics());
+        let builtin = BuiltinSource::in_process(proxy.proxy.metrics().counters());
         let source = |ms| {
             MetricSource::new(
                 &plan(BuiltinMetric::Latency, Some(ms), false),
@@ -209,7 +211,7 @@ async fn scraped_counts_match_in_process() {
         let (stable, canary) = (app().await, app().await);
         let proxy = TestProxy::start(&stable, &canary).await;
         let c = client();
-        let in_process = BuiltinSource::in_process(proxy.proxy.metrics());
+        let in_process = BuiltinSource::in_process(proxy.proxy.metrics().counters());
         let scrape = BuiltinSource::scrape(proxy.metrics_url());
         let errors = plan(BuiltinMetric::Errors, None, false);
         let latency = plan(BuiltinMetric::Latency, Some(100), false);

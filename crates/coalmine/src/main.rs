@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-use commands::control::Verb;
+use coalmine_core::rollout::CommandKind;
 
 /// Canary deployments: shift traffic step by step, judge the canary against
 /// stable, promote or roll back.
@@ -123,10 +123,10 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Get(args) => commands::control::get(&args),
         Command::Promote(args) => commands::control::promote(&args),
-        Command::Abort(args) => commands::control::command_with(&args, Verb::Abort),
-        Command::Pause(args) => commands::control::command_with(&args, Verb::Pause),
-        Command::Resume(args) => commands::control::command_with(&args, Verb::Resume),
-        Command::Retry(args) => commands::control::command_with(&args, Verb::Retry),
+        Command::Abort(args) => commands::control::command_with(&args, CommandKind::Abort),
+        Command::Pause(args) => commands::control::command_with(&args, CommandKind::Pause),
+        Command::Resume(args) => commands::control::command_with(&args, CommandKind::Resume),
+        Command::Retry(args) => commands::control::command_with(&args, CommandKind::Retry),
         Command::Controller(args) => commands::controller::run(args),
         Command::SampleApp(args) => commands::sample_app::run(args),
         Command::Simulate(args) => commands::simulate::run(&args),

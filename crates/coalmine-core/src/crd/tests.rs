@@ -292,8 +292,8 @@ fn a_status_written_by_coalmine_validates() {
     let status = CanaryStatus {
         phase: Phase::Paused,
         step: 3,
-        weight: 25,
-        mirror_percent: 20,
+        weight: crate::Percent::new(25).expect("a percent"),
+        mirror_percent: crate::Percent::new(20).expect("a percent"),
         header_routes: vec![HeaderMatch {
             header: Some("x-canary".into()),
             value: Some("always".into()),
@@ -328,13 +328,13 @@ fn a_status_written_by_coalmine_validates() {
                 ..MetricStatus::default()
             }],
         }),
-        conditions: vec![Condition {
+        conditions: Conditions(vec![Condition {
             type_: "Progressing".into(),
-            status: "True".into(),
+            status: ConditionStatus::True,
             reason: "StepStarted".into(),
             message: "step 3".into(),
             last_transition_time: crate::Time::from_unix_millis(0),
-        }],
+        }]),
         message: "step 3/8".into(),
         observed_generation: Some(2),
         replicas: Some(11),
@@ -494,6 +494,10 @@ fn what_the_types_accept_the_schema_accepts() {
         d["spec"]["service"]["targetPort"] = json!("http");
         d["spec"]["steps"][1] = json!({"pause": {}});
         d["spec"]["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "myapp"}});
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    let errors = errors_after(|d| {
+        d["spec"]["trafficRouting"] = json!({"proxy": {}});
         d["spec"]["sessionAffinity"] = json!({"cookie": "coalmine-track", "maxAge": "1h"});
     });
     assert!(errors.is_empty(), "{errors:?}");
@@ -958,6 +962,12 @@ fn cel_rules_accept_the_good_variants() {
             with(|d| {
                 d["spec"]["trafficRouting"] = json!({"istio": {"virtualService": "v"}});
                 d["spec"]["steps"][1] = json!({"setMirror": {"percent": 20}});
+            }),
+        ),
+        (
+            "sessions with the proxy",
+            with(|d| {
+                d["spec"]["trafficRouting"] = json!({"proxy": {}});
                 d["spec"]["sessionAffinity"] = json!({"cookie": "c", "maxAge": "1h30m"});
             }),
         ),
@@ -965,5 +975,58 @@ fn cel_rules_accept_the_good_variants() {
     for (what, doc) in cases {
         let failures = cel_failures(&doc);
         assert!(failures.is_empty(), "{what}: {failures:?}");
+    }
+}
+
+/// Every router × every capability of the spec: `coalmine validate` and
+/// the CRD's generated rules refuse exactly what the capability table says
+/// the router cannot do, and accept the rest.
+#[test]
+fn validate_and_the_cel_rules_agree_with_the_capability_table() {
+    use crate::capability::{Capability, RouterKind};
+    for router in RouterKind::ALL {
+        for c in Capability::OF_THE_SPEC {
+            let doc = with(|d| {
+                let settings = match router {
+                    RouterKind::Replicas | RouterKind::Proxy => json!({}),
+                    RouterKind::GatewayApi => json!({"httpRoute": "myapp"}),
+                    RouterKind::Nginx => json!({"ingress": "myapp"}),
+                    RouterKind::Istio => json!({"virtualService": "myapp"}),
+                };
+                d["spec"]["trafficRouting"] = json!({router.as_str(): settings});
+                let steps = d["spec"]["steps"].as_array_mut().expect("steps");
+                match c {
+                    Capability::HeaderRoutes => steps.insert(
+                        1,
+                        json!({"setHeaderRoute": {"match": [{"header": "x-canary", "value": "always"}]}}),
+                    ),
+                    Capability::Mirror => steps.insert(1, json!({"setMirror": {"percent": 10}})),
+                    _ => d["spec"]["sessionAffinity"] = json!({"cookie": "coalmine-track"}),
+                }
+            });
+            let can = router.can(c);
+            let what = format!("{} × {c:?} (table: {can})", router.as_str());
+            let cel = cel_failures(&doc);
+            let cel_refuses = cel
+                .iter()
+                .any(|f| f.contains(&format!("{} needs", c.field())));
+            assert_eq!(cel_refuses, !can, "{what}: CEL says {cel:?}");
+            assert!(
+                cel.iter().all(|f| f.contains(" needs the ")),
+                "{what}: other CEL failures {cel:?}"
+            );
+            let text = serde_json::to_string(&doc).expect("JSON");
+            let problems = match crate::validate::load(&text) {
+                Ok(_) => Vec::new(),
+                Err(problems) => problems,
+            };
+            let verb = format!("router cannot {}", c.verb());
+            let validate_refuses = problems.iter().any(|p| p.message.contains(&verb));
+            assert_eq!(validate_refuses, !can, "{what}: validate says {problems:?}");
+            assert!(
+                problems.iter().all(|p| p.message.contains(&verb)),
+                "{what}: other problems {problems:?}"
+            );
+        }
     }
 }

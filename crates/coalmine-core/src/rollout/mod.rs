@@ -28,10 +28,10 @@ use crate::plan::{Plan, PlanStep};
 use crate::routes::Routes;
 use crate::spec::OnInconclusive;
 use crate::status::{
-    AnalysisStatus, CanaryStatus, Condition, MetricStatus, PauseReason, PauseStatus, Phase,
-    RollbackReason, RollbackStatus, Verdict,
+    AnalysisStatus, CanaryStatus, ConditionStatus, MetricStatus, PauseReason, PauseStatus, Phase,
+    RollbackReason, RollbackStatus, RolloutReason, Verdict,
 };
-use crate::{Duration, Time};
+use crate::{Duration, Percent, Time};
 
 #[cfg(test)]
 mod tests;
@@ -104,16 +104,71 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    /// The CLI word for the command.
-    pub fn name(self) -> &'static str {
+    /// Every command, in the order `coalmine --help` lists them.
+    pub const ALL: [CommandKind; 6] = [
+        CommandKind::Promote,
+        CommandKind::PromoteFull,
+        CommandKind::Abort,
+        CommandKind::Pause,
+        CommandKind::Resume,
+        CommandKind::Retry,
+    ];
+
+    /// The word on the wire: the admin API's path (`POST /promote-full`)
+    /// and the kind in the `coalmine.dev/command` annotation
+    /// (`promote-full/ID`).
+    pub fn as_str(self) -> &'static str {
         match self {
             CommandKind::Promote => "promote",
-            CommandKind::PromoteFull => "promote --full",
+            CommandKind::PromoteFull => "promote-full",
             CommandKind::Abort => "abort",
             CommandKind::Pause => "pause",
             CommandKind::Resume => "resume",
             CommandKind::Retry => "retry",
         }
+    }
+
+    /// The command an admin API path names (`/promote-full`), in the
+    /// spelling of [`CommandKind::as_str`] only.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let word = path.strip_prefix('/')?;
+        CommandKind::ALL.into_iter().find(|k| k.as_str() == word)
+    }
+
+    /// The command as people type it (`promote --full`), for messages and
+    /// the admin API's receipt (`{"accepted": "promote --full"}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandKind::PromoteFull => "promote --full",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that names no command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a command (promote, promote-full, abort, pause, resume, retry)")]
+pub struct UnknownCommand(pub String);
+
+impl std::str::FromStr for CommandKind {
+    type Err = UnknownCommand;
+
+    /// The word of [`CommandKind::as_str`]; `promote--full` (the CLI's
+    /// spelling without its space) also means [`CommandKind::PromoteFull`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "promote--full" {
+            return Ok(CommandKind::PromoteFull);
+        }
+        CommandKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownCommand(s.to_owned()))
     }
 }
 
@@ -501,9 +556,9 @@ impl<'a> Machine<'a> {
     }
 
     fn clear_traffic(&mut self) {
-        self.s.weight = 0;
+        self.s.weight = Percent::ZERO;
         self.s.header_routes.clear();
-        self.s.mirror_percent = 0;
+        self.s.mirror_percent = Percent::ZERO;
     }
 
     fn rollback(&mut self, reason: RollbackReason, message: String) {
@@ -641,7 +696,7 @@ impl<'a> Machine<'a> {
             .analysis
             .as_ref()
             .map_or(Verdict::NoData, |a| a.verdict);
-        let what = format!("{label}: no verdict within {timeout} (judge says {verdict:?})");
+        let what = format!("{label}: no verdict within {timeout} (judge says {verdict})");
         match self.plan.on_inconclusive {
             OnInconclusive::Pause => {
                 self.s.pause = Some(PauseStatus {
@@ -694,39 +749,41 @@ impl<'a> Machine<'a> {
         let phase = self.s.phase;
         let (status, reason) = match phase {
             Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::RollingBack => {
-                ("True", format!("{phase}"))
+                (ConditionStatus::True, RolloutReason::Phase(phase))
             }
-            Phase::RolledBack | Phase::Failed => {
-                let r = self.s.rollback.as_ref().map(|r| r.reason);
-                (
-                    "False",
-                    r.map_or_else(|| format!("{phase}"), |r| format!("{r:?}")),
-                )
-            }
-            Phase::Idle | Phase::Promoted => ("False", format!("{phase}")),
+            Phase::RolledBack | Phase::Failed => (
+                ConditionStatus::False,
+                self.s
+                    .rollback
+                    .as_ref()
+                    .map_or(RolloutReason::Phase(phase), |r| {
+                        RolloutReason::Rollback(r.reason)
+                    }),
+            ),
+            Phase::Idle | Phase::Promoted => (ConditionStatus::False, RolloutReason::Phase(phase)),
         };
         let message = self.s.message.clone();
-        self.condition("Progressing", status, &reason, &message);
-        let paused = if phase == Phase::Paused {
-            "True"
-        } else {
-            "False"
-        };
+        self.condition("Progressing", status, reason, &message);
         let pause_reason = match &self.s.pause {
-            Some(p) => format!("{:?}", p.reason),
-            None if phase == Phase::Paused => "PauseStep".into(),
-            None => "NotPaused".into(),
+            Some(p) => RolloutReason::Pause(p.reason),
+            None if phase == Phase::Paused => RolloutReason::PauseStep,
+            None => RolloutReason::NotPaused,
         };
-        self.condition("Paused", paused, &pause_reason, "");
+        self.condition(
+            "Paused",
+            ConditionStatus::from(phase == Phase::Paused),
+            pause_reason,
+            "",
+        );
         if let Some(a) = &self.s.analysis {
             let status = match a.verdict {
-                Verdict::Pass | Verdict::Running => "True",
-                Verdict::Fail => "False",
-                Verdict::Inconclusive | Verdict::NoData => "Unknown",
+                Verdict::Pass | Verdict::Running => ConditionStatus::True,
+                Verdict::Fail => ConditionStatus::False,
+                Verdict::Inconclusive | Verdict::NoData => ConditionStatus::Unknown,
             };
-            let reason = format!("{:?}", a.verdict);
+            let reason = RolloutReason::Verdict(a.verdict);
             let msg = analysis_summary(&a.metrics);
-            self.condition("Analysis", status, &reason, &msg);
+            self.condition("Analysis", status, reason, &msg);
         }
     }
 
@@ -765,25 +822,16 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn condition(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
-        let now = self.now;
-        match self.s.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) => {
-                if c.status != status {
-                    c.last_transition_time = now;
-                    c.status = status.to_owned();
-                }
-                c.reason = reason.to_owned();
-                c.message = message.to_owned();
-            }
-            None => self.s.conditions.push(Condition {
-                type_: type_.to_owned(),
-                status: status.to_owned(),
-                reason: reason.to_owned(),
-                message: message.to_owned(),
-                last_transition_time: now,
-            }),
-        }
+    fn condition(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: RolloutReason,
+        message: &str,
+    ) {
+        self.s
+            .conditions
+            .set(type_, status, reason.as_str(), message, self.now);
     }
 
     fn actions(&mut self) -> Vec<Action> {
@@ -796,9 +844,9 @@ impl<'a> Machine<'a> {
                 revision: revision.clone(),
             });
             actions.push(Action::SetRoutes(Routes {
-                canary_weight: s.weight,
+                canary_weight: s.weight.get(),
                 header_routes: s.header_routes.clone(),
-                mirror_percent: s.mirror_percent,
+                mirror_percent: s.mirror_percent.get(),
                 sticky_cookie: affinity.map(|a| a.cookie.clone()),
                 sticky_max_age: affinity.and_then(|a| a.max_age),
             }));

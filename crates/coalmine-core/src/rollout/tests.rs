@@ -193,7 +193,7 @@ fn the_brief_rollout_end_to_end() {
     run.obs.canary_ready = true;
     run.wait(Duration::from_secs(5));
     assert_eq!(run.status.phase, Phase::Paused, "at the 1m pause");
-    assert_eq!((run.status.step, run.status.weight), (1, 5));
+    assert_eq!((run.status.step, run.status.weight.get()), (1, 5));
     assert_eq!(
         run.routes().sticky_cookie.as_deref(),
         Some("coalmine-track")
@@ -206,7 +206,7 @@ fn the_brief_rollout_end_to_end() {
     run.wait(Duration::from_secs(59));
     assert_eq!(run.status.step, 1, "the pause is not over yet");
     run.wait(Duration::from_secs(1));
-    assert_eq!((run.status.step, run.status.weight), (3, 25));
+    assert_eq!((run.status.step, run.status.weight.get()), (3, 25));
     assert_eq!(run.status.phase, Phase::Progressing);
 
     // A PASS evaluated before the gate opened does not count.
@@ -240,8 +240,8 @@ fn the_brief_rollout_end_to_end() {
     assert_eq!(
         (
             run.status.step,
-            run.status.weight,
-            run.status.mirror_percent
+            run.status.weight.get(),
+            run.status.mirror_percent.get()
         ),
         (7, 50, 20)
     );
@@ -393,7 +393,7 @@ fn a_newer_revision_restarts_from_the_first_step() {
     run.obs.canary_ready = false;
     run.wait(Duration::from_secs(1));
     assert_eq!(run.status.canary_revision.as_deref(), Some("r3"));
-    assert_eq!((run.status.step, run.status.weight), (0, 0));
+    assert_eq!((run.status.step, run.status.weight.get()), (0, 0));
     assert_eq!(run.reasons(), vec!["RolloutRestarted"]);
     assert_eq!(run.status.stable_revision.as_deref(), Some("r1"));
 }
@@ -535,7 +535,7 @@ fn abort_then_retry() {
     run.wait(Duration::from_secs(1));
     run.command("r", CommandKind::Retry);
     assert_eq!(run.status.phase, Phase::Paused);
-    assert_eq!((run.status.step, run.status.weight), (1, 5));
+    assert_eq!((run.status.step, run.status.weight.get()), (1, 5));
     assert_eq!(run.status.rollback, None);
     assert_eq!(run.reasons(), vec!["Retry", "WeightSet"]);
 }
@@ -677,4 +677,38 @@ fn time_spent_down_is_not_bake_time() {
     let mut done = run.status.clone();
     done.phase = Phase::Promoted;
     assert_eq!(discount_downtime(&done, down), done);
+}
+
+#[test]
+fn command_words_round_trip() {
+    for kind in CommandKind::ALL {
+        assert_eq!(kind.as_str().parse::<CommandKind>(), Ok(kind));
+        assert_eq!(kind.to_string(), kind.as_str());
+        assert_eq!(CommandKind::from_path(&format!("/{kind}")), Some(kind));
+    }
+    let words: Vec<&str> = CommandKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        words,
+        [
+            "promote",
+            "promote-full",
+            "abort",
+            "pause",
+            "resume",
+            "retry"
+        ]
+    );
+    assert_eq!(CommandKind::PromoteFull.name(), "promote --full");
+    assert_eq!(CommandKind::Abort.name(), "abort");
+    assert_eq!(
+        "promote--full".parse::<CommandKind>(),
+        Ok(CommandKind::PromoteFull)
+    );
+    assert_eq!(CommandKind::from_path("/promote--full"), None);
+    assert_eq!(CommandKind::from_path("promote"), None);
+    assert!("Promote".parse::<CommandKind>().is_err());
+    assert_eq!(
+        "stop".parse::<CommandKind>().map_err(|e| e.to_string()),
+        Err("`stop` is not a command (promote, promote-full, abort, pause, resume, retry)".into())
+    );
 }

@@ -398,13 +398,12 @@ fn kubernetes_rules() {
 #[test]
 fn router_capabilities() {
     let nginx = KUBE.replace("gatewayAPI: {httpRoute: myapp}", "nginx: {ingress: myapp}");
-    assert!(
-        errors(&with(
-            &nginx,
-            "  steps:",
-            "  sessionAffinity: {cookie: c}\n  steps:"
-        ))
-        .is_empty()
+    one_error(
+        &nginx,
+        "  steps:",
+        "  sessionAffinity: {cookie: c}\n  steps:",
+        "spec.sessionAffinity",
+        "the `nginx` router cannot keep sessions (use the proxy router)",
     );
     one_error(
         &nginx,

@@ -19,9 +19,11 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 
 use coalmine_core::Time;
-use coalmine_core::status::{CanaryStatus, MetricStatus};
+use coalmine_core::rollout::CommandKind;
+use coalmine_core::status::CanaryStatus;
 
 use super::http::{Base, call};
+use super::status_text::{Output, headline, render};
 
 /// How long one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,15 +81,6 @@ pub struct GetArgs {
     output: Output,
 }
 
-/// Output format of `coalmine get`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// For people.
-    Text,
-    /// The status as JSON, one document per line with --watch.
-    Json,
-}
-
 /// Arguments of `coalmine promote`.
 #[derive(Debug, clap::Args)]
 pub struct PromoteArgs {
@@ -105,62 +98,19 @@ pub struct CommandArgs {
     target: Target,
 }
 
-/// A command to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    /// End the current step (or with `full`, all of them).
-    Promote {
-        /// Skip the remaining steps.
-        full: bool,
-    },
-    /// Roll back now.
-    Abort,
-    /// Hold the rollout.
-    Pause,
-    /// Continue a paused rollout.
-    Resume,
-    /// Start a rolled-back rollout again.
-    Retry,
-}
-
-impl Verb {
-    /// The word people type.
-    pub fn word(self) -> &'static str {
-        match self {
-            Verb::Promote { full: false } => "promote",
-            Verb::Promote { full: true } => "promote --full",
-            Verb::Abort => "abort",
-            Verb::Pause => "pause",
-            Verb::Resume => "resume",
-            Verb::Retry => "retry",
-        }
-    }
-
-    /// The command's kind in the `coalmine.dev/command` annotation.
-    pub fn annotation_kind(self) -> &'static str {
-        self.path().trim_start_matches('/')
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            Verb::Promote { full: false } => "/promote",
-            Verb::Promote { full: true } => "/promote-full",
-            Verb::Abort => "/abort",
-            Verb::Pause => "/pause",
-            Verb::Resume => "/resume",
-            Verb::Retry => "/retry",
-        }
-    }
-}
-
 /// `coalmine promote`.
 pub fn promote(args: &PromoteArgs) -> ExitCode {
-    command(&args.target, Verb::Promote { full: args.full })
+    let kind = if args.full {
+        CommandKind::PromoteFull
+    } else {
+        CommandKind::Promote
+    };
+    command(&args.target, kind)
 }
 
 /// `coalmine abort|pause|resume|retry`.
-pub fn command_with(args: &CommandArgs, verb: Verb) -> ExitCode {
-    command(&args.target, verb)
+pub fn command_with(args: &CommandArgs, kind: CommandKind) -> ExitCode {
+    command(&args.target, kind)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -203,19 +153,19 @@ fn destination(target: &Target, word: &str) -> Result<Destination, String> {
     }
 }
 
-fn command(target: &Target, verb: Verb) -> ExitCode {
-    let word = verb.word();
+fn command(target: &Target, kind: CommandKind) -> ExitCode {
+    let word = kind.name();
     let result = destination(target, word).and_then(|dest| {
         runtime()?.block_on(async {
             match dest {
                 Destination::Admin(url) => {
                     let base = admin_base(&url, target).await?;
-                    send(&base, verb).await
+                    send(&base, kind).await
                 }
                 Destination::Kubernetes { name, namespace } => {
                     super::kube_control::Addressed::connect(&name, namespace.as_deref())
                         .await?
-                        .send(verb)
+                        .send(kind)
                         .await
                 }
             }
@@ -241,8 +191,9 @@ struct EventRecord {
     command: Option<String>,
 }
 
-async fn send(base: &Base, verb: Verb) -> Result<(), String> {
-    let (code, body) = call(base, Method::POST, verb.path(), CALL_TIMEOUT).await?;
+async fn send(base: &Base, kind: CommandKind) -> Result<(), String> {
+    let path = format!("/{kind}");
+    let (code, body) = call(base, Method::POST, &path, CALL_TIMEOUT).await?;
     if code != StatusCode::ACCEPTED {
         return Err(format!(
             "the admin API answered {code}: {}",
@@ -280,7 +231,7 @@ async fn send(base: &Base, verb: Verb) -> Result<(), String> {
     if let Some(ignored) = mine.iter().find(|e| e.reason == "CommandIgnored") {
         return Err(format!("ignored: {}", ignored.message));
     }
-    println!("{}: done", verb.word());
+    println!("{}: done", kind.name());
     for e in mine {
         println!("  {} {}: {}", e.type_, e.reason, e.message);
     }
@@ -347,89 +298,4 @@ pub fn get(args: &GetArgs) -> ExitCode {
         })
     });
     finish("get", result)
-}
-
-/// One line: phase, step, weight, routes.
-pub(crate) fn headline(s: &CanaryStatus) -> String {
-    let mut line = format!("{} · step {} · weight {}%", s.phase, s.step, s.weight);
-    if !s.header_routes.is_empty() {
-        line.push_str(&format!(" · header routes {}", s.header_routes.len()));
-    }
-    if s.mirror_percent > 0 {
-        line.push_str(&format!(" · mirror {}%", s.mirror_percent));
-    }
-    line
-}
-
-/// The status for people.
-pub(crate) fn render(s: &CanaryStatus) -> String {
-    let mut out = headline(s) + "\n";
-    let short = |r: &Option<String>| {
-        r.as_deref()
-            .map_or("-".to_string(), |r| r.chars().take(10).collect())
-    };
-    out.push_str(&format!(
-        "  revisions: stable {} · canary {}\n",
-        short(&s.stable_revision),
-        short(&s.canary_revision)
-    ));
-    if !s.message.is_empty() {
-        out.push_str(&format!("  {}\n", s.message));
-    }
-    if let Some(p) = &s.pause {
-        out.push_str(&format!("  paused ({:?}) since {}\n", p.reason, p.since));
-    }
-    if let Some(r) = &s.rollback {
-        out.push_str(&format!("  rolled back at {}: {}\n", r.at, r.message));
-    }
-    if let Some(a) = &s.analysis {
-        out.push_str(&format!("  analysis: {:?}\n", a.verdict));
-        for m in &a.metrics {
-            out.push_str(&format!("    {}\n", metric_line(m)));
-        }
-    }
-    out
-}
-
-fn metric_line(m: &MetricStatus) -> String {
-    let mut line = format!("{:<12} {:<12}", m.name, format!("{:?}", m.verdict));
-    let rate = |r: Option<f64>, bad: Option<u64>, total: Option<u64>| match (r, bad, total) {
-        (Some(r), Some(b), Some(t)) => format!("{r:.4} ({b}/{t})"),
-        (Some(r), _, _) => format!("{r:.4}"),
-        _ => "-".to_string(),
-    };
-    if m.canary_requests.is_some() || m.canary_rate.is_some() {
-        line.push_str(&format!(
-            " canary {} · stable {}",
-            rate(m.canary_rate, m.canary_events, m.canary_requests),
-            rate(m.stable_rate, m.stable_events, m.stable_requests)
-        ));
-    }
-    if let Some(r) = m.ratio {
-        line.push_str(&format!(" · ratio {}", coalmine_core::human::ratio(r)));
-        if let Some([lo, hi]) = m.ratio_interval {
-            line.push_str(&format!(
-                " [{}, {}]",
-                coalmine_core::human::ratio(lo),
-                coalmine_core::human::ratio(hi)
-            ));
-        }
-    }
-    if let (Some(e), Some(t)) = (m.e_value, m.e_threshold) {
-        line.push_str(&format!(
-            " · e {} of {}",
-            coalmine_core::human::evidence(e),
-            coalmine_core::human::evidence(t)
-        ));
-    }
-    if let Some(v) = m.value {
-        line.push_str(&format!(" · value {v}"));
-    }
-    if let Some(f) = m.failures {
-        line.push_str(&format!(" · failures {f}"));
-    }
-    if let Some(msg) = &m.message {
-        line.push_str(&format!(" · {msg}"));
-    }
-    line
 }

@@ -19,9 +19,10 @@ use serde_json::json;
 
 use coalmine_controller::resource::{COMMAND_ANNOTATION, CanaryResource};
 use coalmine_core::Time;
+use coalmine_core::rollout::CommandKind;
 use coalmine_core::status::CanaryStatus;
 
-use super::control::{Output, Verb, headline, render};
+use super::status_text::{Output, headline, render};
 
 /// How long a command may wait for the controller.
 const HANDLED_WITHIN: Duration = Duration::from_secs(30);
@@ -113,12 +114,12 @@ impl Addressed {
     }
 
     /// `coalmine promote|abort|pause|resume|retry NAME`.
-    pub async fn send(&self, verb: Verb) -> Result<(), String> {
+    pub async fn send(&self, kind: CommandKind) -> Result<(), String> {
         self.fetch().await?;
         let (ignored_before, _) = self.ignored().await?;
         let id = format!(
             "{}/{}-{}",
-            verb.annotation_kind(),
+            kind.as_str(),
             Time::now().unix_millis(),
             std::process::id()
         );
@@ -156,7 +157,7 @@ impl Addressed {
                 ignored.1.unwrap_or_else(|| "see kubectl describe".into())
             ));
         }
-        println!("{}: done", verb.word());
+        println!("{}: done", kind.name());
         println!("  now: {}", headline(&status));
         Ok(())
     }

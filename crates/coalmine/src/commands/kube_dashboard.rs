@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 
 use coalmine_controller::resource::{COMMAND_ANNOTATION, CanaryResource};
 use coalmine_core::Time;
+use coalmine_core::rollout::CommandKind;
 
 use super::dashboard::{Board, PUBLIC_PATHS};
 
@@ -598,12 +599,7 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
     if let Some(answer) = super::dashboard::handle(&shared.board, &req) {
         return answer;
     }
-    let kind = match req.uri().path() {
-        "/promote" | "/promote-full" | "/abort" | "/pause" | "/resume" | "/retry" => {
-            Some(req.uri().path().trim_start_matches('/').to_owned())
-        }
-        _ => None,
-    };
+    let kind = CommandKind::from_path(req.uri().path());
     match (req.method(), req.uri().path(), kind) {
         (&Method::GET, "/status" | "/events", _) => {
             let seen = shared.seen.lock().map(|s| {
@@ -634,7 +630,7 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
                 .await
             {
                 Ok(_) => {
-                    let mut resp = json_response(&json!({ "accepted": kind, "id": id }));
+                    let mut resp = json_response(&json!({ "accepted": kind.as_str(), "id": id }));
                     *resp.status_mut() = StatusCode::ACCEPTED;
                     resp
                 }

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod run;
 pub mod sample_app;
 pub mod simulate;
+pub mod status_text;
 pub mod validate;
 pub mod view;
 

@@ -2,10 +2,14 @@
 //! `spec.upstreams`, the rollout state machine, and the judge fed by the
 //! proxy's own counters (and any Prometheus or webhook metrics).
 //!
-//! The loop is the controller's, on one machine: observe (judge report,
-//! commands from the admin API), `decide`, store the status (`--state`,
-//! atomically, before acting), carry out the actions (routes, promotion),
-//! sleep until the next interval, timer or command. Everything the
+//! Each pass of the loop is one `coalmine_driver::turn`, as in the
+//! controller: observe (health checks, commands from the admin API, the
+//! judge's report), `decide`, store the status (`--state`, atomically,
+//! before acting: [`LocalActuator`]), carry out the actions (routes,
+//! promotion); then sleep until the next interval, timer or command, at
+//! most a second. The judging session and its schedule are the driver's
+//! (a loop that stalled collects once and skips the intervals it missed).
+//! Everything the
 //! rollout needs to resume is in the status, so a restart with the same
 //! `--state` file continues at the same step and weight, and the judge
 //! continues its evidence (`status.judgeState`, written after each
@@ -30,14 +34,14 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use coalmine_analysis::judge::Judge;
 use coalmine_core::Time;
 use coalmine_core::plan::{Plan, Target};
-use coalmine_core::rollout::{Action, AnalysisReport, Command, CommandKind, Observation, decide};
+use coalmine_core::rollout::{Action, Command, CommandKind, Decision, Observation};
 use coalmine_core::routes::Routes;
 use coalmine_core::spec::Canary;
 use coalmine_core::status::{CanaryStatus, MetricStatus, Phase, Verdict};
-use coalmine_providers::{BuiltinSource, Context, MetricSource};
+use coalmine_driver::{Actuator, Session, Turn};
+use coalmine_providers::{BuiltinSource, Context};
 use coalmine_proxy::{Config, Limits, Proxy};
 
 /// Arguments of `coalmine run`.
@@ -271,36 +275,6 @@ struct Shared {
     board: super::dashboard::Board,
 }
 
-/// The judge of the rollout under way.
-struct Judging {
-    judge: Judge,
-    sources: Vec<MetricSource>,
-    revision: String,
-    since: Time,
-    /// The canary's weight when the interval being collected started...
-    weight: u8,
-    /// ...and whether it has changed since (the interval is left out).
-    weight_changed: bool,
-    report: Option<AnalysisReport>,
-    /// Intervals judged, those before a restart included.
-    intervals: u64,
-}
-
-/// Follows the weight that the interval being collected sees. `decide`
-/// runs after a collection, so a weight it sets then is the next
-/// interval's from its start; any later move makes the interval one to
-/// leave out.
-fn track_weight(judging: Option<&mut Judging>, weight: u8, collected: bool) {
-    if let Some(j) = judging {
-        if collected {
-            j.weight = weight;
-            j.weight_changed = false;
-        } else if weight != j.weight {
-            j.weight_changed = true;
-        }
-    }
-}
-
 /// Runs a rollout until it ends (or `stop` completes); returns the outcome.
 pub async fn execute(
     canary: Canary,
@@ -502,101 +476,42 @@ impl Prepared {
             shared.board.notification_counts(),
         );
         let name = canary.metadata.name.clone().unwrap_or_default();
-        let tell = |reason: &str, message: &str, warning: bool, status: &CanaryStatus| {
-            if let Some(n) = coalmine_notify::notice_for(
-                &name,
-                None,
-                reason,
-                message,
-                warning,
-                status,
-                Time::now(),
-            ) {
-                notifier.notify(n);
-            }
-        };
         // The stable outage the rollout was paused for, so it pauses once.
         let mut paused_for: Option<String> = None;
 
         let mut stable_ready = status.stable_revision.clone();
-        let mut judging: Option<Judging> = None;
+        let mut session: Option<Session> = None;
         let mut history: Vec<HistoryEntry> = Vec::new();
         let mut pending: Option<Command> = None;
         let mut outcome = None;
-        let interval = plan
-            .analysis
-            .as_ref()
-            .map_or(StdDuration::from_secs(10), |a| a.interval.to_std());
-        let mut next_collect = tokio::time::Instant::now() + interval;
+        let ctx = Context {
+            name: canary.metadata.name.clone().unwrap_or_default(),
+            namespace: canary.metadata.namespace.clone().unwrap_or_default(),
+            interval: plan
+                .analysis
+                .as_ref()
+                .map_or(StdDuration::from_secs(10), |a| a.interval.to_std()),
+        };
         let mut display = Display::default();
         tokio::pin!(stop);
         loop {
             let now = Time::now();
+            let clock = tokio::time::Instant::now();
             // A rollout (or retry) under way gets a judge from its start.
-            let active = matches!(status.phase, Phase::Progressing | Phase::Paused);
-            let fresh = judging.as_ref().is_none_or(|j| {
-                Some(&j.revision) != status.canary_revision.as_ref()
-                    || status.rollout_started_at.is_some_and(|t| j.since < t)
-            });
-            if active
-                && fresh
-                && let Some(analysis) = &plan.analysis
-            {
-                let builtin = BuiltinSource::in_process(proxy.metrics());
-                let sources = coalmine_providers::sources(analysis, Some(&builtin))
-                    .map_err(|e| format!("spec.analysis: {e}"))?;
-                let revision = status.canary_revision.clone().unwrap_or_default();
-                let (judge, since, intervals) = match resumed_judge(analysis, &status, &revision) {
-                    Some(resumed) => resumed,
-                    None => (Judge::new(analysis), now, 0),
-                };
-                judging = Some(Judging {
-                    judge,
-                    sources,
-                    revision,
-                    since,
-                    weight: status.weight,
-                    weight_changed: false,
-                    report: None,
-                    intervals,
-                });
-                next_collect = tokio::time::Instant::now() + interval;
-            }
-            let mut collected = false;
-            if tokio::time::Instant::now() >= next_collect {
-                next_collect += interval;
-                if let Some(j) = judging.as_mut().filter(|_| active) {
-                    let ctx = Context {
-                        name: canary.metadata.name.clone().unwrap_or_default(),
-                        namespace: canary.metadata.namespace.clone().unwrap_or_default(),
-                        interval,
-                    };
-                    let share = f64::from(j.weight) / 100.0;
-                    for (i, source) in j.sources.iter_mut().enumerate() {
-                        let observed = source.collect(&ctx).await.tagged(share, j.weight_changed);
-                        j.judge.observe(i, observed);
-                    }
-                    j.intervals += 1;
-                    collected = true;
-                    let (verdict, metrics) = j.judge.report();
-                    history.push(HistoryEntry {
-                        at: Time::now(),
-                        weight: status.weight,
-                        verdict,
-                        metrics: metrics.clone(),
-                    });
-                    if let Some(entry) = history.last() {
-                        shared.board.judged(entry);
-                    }
-                    j.report = Some(AnalysisReport {
-                        revision: j.revision.clone(),
-                        since: j.since,
-                        at: Time::now(),
-                        verdict,
-                        metrics,
-                    });
-                }
-            }
+            coalmine_driver::session::refresh(
+                &mut session,
+                &plan,
+                &status,
+                local_share(status.weight.get()),
+                now,
+                clock,
+                &options.label,
+                |analysis| {
+                    let builtin = BuiltinSource::in_process(proxy.metrics().counters());
+                    coalmine_providers::sources(analysis, Some(&builtin))
+                        .map_err(|e| format!("spec.analysis: {e}"))
+                },
+            )?;
             let routes = proxy.routes();
             let checked = health.borrow().clone();
             if pending.is_none()
@@ -606,7 +521,14 @@ impl Prepared {
                     "{why}; the rollout is paused with its routes unchanged: run `coalmine resume` once stable answers"
                 );
                 tracing::warn!("{message}");
-                tell("StableUnreachable", &message, true, &status);
+                tell(
+                    &notifier,
+                    &name,
+                    "StableUnreachable",
+                    &message,
+                    true,
+                    &status,
+                );
                 record_event(&shared, &options, true, "StableUnreachable", message, None);
                 pending = Some(Command {
                     id: format!("health-{}", Time::now().unix_millis()),
@@ -619,60 +541,45 @@ impl Prepared {
                 canary_down: checked.canary_down.clone(),
                 canary_gone: !routes.reaches_canary(),
                 stable_ready_revision: stable_ready.clone(),
-                analysis: judging.as_ref().and_then(|j| j.report.clone()),
+                analysis: None,
                 command: pending.clone(),
             };
-            let mut decision = decide(&plan, &status, &observation, Time::now());
-            keep_evidence(&mut decision.status, judging.as_ref(), &plan, collected);
-            if decision.status != status || state_unsaved(&shared) {
-                if let Some(path) = &options.state {
-                    save_state(path, &decision.status, &shared);
-                }
-                if let Ok(mut s) = shared.status.lock() {
-                    *s = decision.status.clone();
-                }
-            } else if let Some(path) = &options.state {
-                mark_alive(path);
+            let weight = status.weight.get();
+            let mut local = LocalActuator {
+                proxy: &proxy,
+                shared: &shared,
+                options: &options,
+                notifier: &notifier,
+                name: &name,
+                canary_urls: &canary_urls,
+                stable_ready: &mut stable_ready,
+                command: pending.as_ref().map(|c| c.id.clone()),
+            };
+            let turned = coalmine_driver::turn(
+                Turn {
+                    plan: &plan,
+                    status: &status,
+                    observation,
+                    ctx: &ctx,
+                    now,
+                    clock,
+                },
+                &mut session,
+                &mut local,
+            )
+            .await?;
+            if let Some(report) = turned.judged {
+                let entry = HistoryEntry {
+                    at: report.at,
+                    weight,
+                    verdict: report.verdict,
+                    metrics: report.metrics,
+                };
+                shared.board.judged(&entry);
+                history.push(entry);
             }
+            let decision = turned.decision;
             status = decision.status.clone();
-            track_weight(judging.as_mut(), status.weight, collected);
-            for action in &decision.actions {
-                match action {
-                    Action::SetRoutes(r) => {
-                        if proxy.routes() != *r
-                            && let Err(problems) = proxy.set_routes(r.clone())
-                        {
-                            let text: Vec<String> =
-                                problems.iter().map(ToString::to_string).collect();
-                            return Err(format!(
-                                "the rollout asked for invalid routes: {}",
-                                text.join("; ")
-                            ));
-                        }
-                    }
-                    Action::PromoteStable { revision } => {
-                        if stable_ready.as_ref() != Some(revision) {
-                            proxy
-                                .set_upstreams(&canary_urls, &canary_urls)
-                                .map_err(|e| format!("promotion: {e}"))?;
-                            stable_ready = Some(revision.clone());
-                        }
-                    }
-                    // The servers already run; nothing to create or scale.
-                    Action::EnsureCanary { .. } | Action::ScaleDownCanary => {}
-                    Action::Event(e) => {
-                        tell(e.reason, &e.message, e.warning, &status);
-                        record_event(
-                            &shared,
-                            &options,
-                            e.warning,
-                            e.reason,
-                            e.message.clone(),
-                            pending.as_ref().map(|c| c.id.clone()),
-                        );
-                    }
-                }
-            }
             // A command is observed by one decision; its id keeps it from acting twice.
             pending = None;
             if !notifier.is_empty() {
@@ -716,7 +623,9 @@ impl Prepared {
                     break;
                 }
             }
-            let mut wake = next_collect;
+            let mut wake = turned
+                .next_collection
+                .unwrap_or_else(|| tokio::time::Instant::now() + StdDuration::from_secs(1));
             if let Some(after) = decision.requeue_after {
                 wake = wake.min(tokio::time::Instant::now() + after.to_std());
             }
@@ -739,6 +648,113 @@ impl Prepared {
         let _ = admin_task.await;
         let _ = traffic_task.await;
         Ok((outcome.unwrap_or(Outcome::Stopped), status))
+    }
+}
+
+/// The canary's share of requests at a weight: the proxy splits requests
+/// exactly.
+fn local_share(weight: u8) -> f64 {
+    f64::from(weight) / 100.0
+}
+
+/// Tells the notification webhooks about a transition.
+fn tell(
+    notifier: &coalmine_notify::Notifier,
+    name: &str,
+    reason: &str,
+    message: &str,
+    warning: bool,
+    status: &CanaryStatus,
+) {
+    if let Some(n) =
+        coalmine_notify::notice_for(name, None, reason, message, warning, status, Time::now())
+    {
+        notifier.notify(n);
+    }
+}
+
+/// The local platform of a turn: the status is stored in `--state` (and
+/// shown on `/status`), routes and promotion go to the in-process proxy.
+struct LocalActuator<'a> {
+    proxy: &'a Proxy,
+    shared: &'a Shared,
+    options: &'a Options,
+    notifier: &'a coalmine_notify::Notifier,
+    name: &'a str,
+    canary_urls: &'a [String],
+    /// The revision stable's servers run (the canary's after a promotion).
+    stable_ready: &'a mut Option<String>,
+    /// The command this turn observes, whose id tags its events.
+    command: Option<String>,
+}
+
+impl Actuator for LocalActuator<'_> {
+    type Error = String;
+
+    fn share(&self, weight: coalmine_core::Percent) -> f64 {
+        local_share(weight.get())
+    }
+
+    async fn persist(&mut self, status: &CanaryStatus, changed: bool) -> Result<(), String> {
+        if changed || state_unsaved(self.shared) {
+            if let Some(path) = &self.options.state {
+                save_state(path, status, self.shared);
+            }
+            if let Ok(mut s) = self.shared.status.lock() {
+                *s = status.clone();
+            }
+        } else if let Some(path) = &self.options.state {
+            mark_alive(path);
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, decision: &Decision) -> Result<(), String> {
+        let proxy = self.proxy;
+        for action in &decision.actions {
+            match action {
+                Action::SetRoutes(r) => {
+                    if proxy.routes() != *r
+                        && let Err(problems) = proxy.set_routes(r.clone())
+                    {
+                        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                        return Err(format!(
+                            "the rollout asked for invalid routes: {}",
+                            text.join("; ")
+                        ));
+                    }
+                }
+                Action::PromoteStable { revision } => {
+                    if self.stable_ready.as_ref() != Some(revision) {
+                        proxy
+                            .set_upstreams(self.canary_urls, self.canary_urls)
+                            .map_err(|e| format!("promotion: {e}"))?;
+                        *self.stable_ready = Some(revision.clone());
+                    }
+                }
+                // The servers already run; nothing to create or scale.
+                Action::EnsureCanary { .. } | Action::ScaleDownCanary => {}
+                Action::Event(e) => {
+                    tell(
+                        self.notifier,
+                        self.name,
+                        e.reason,
+                        &e.message,
+                        e.warning,
+                        &decision.status,
+                    );
+                    record_event(
+                        self.shared,
+                        self.options,
+                        e.warning,
+                        e.reason,
+                        e.message.clone(),
+                        self.command.clone(),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -817,7 +833,7 @@ async fn reachable(url: &str) -> Result<(), String> {
 fn read_state(path: &Path) -> Result<CanaryStatus, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("--state {}: cannot read: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
+    CanaryStatus::from_json(&text).map_err(|e| {
         format!(
             "--state {}: not a saved status ({e}); remove the file to start over",
             path.display()
@@ -826,21 +842,15 @@ fn read_state(path: &Path) -> Result<CanaryStatus, String> {
 }
 
 /// A saved status whose values the plan can hold: a step past the last
-/// would promote at once, a weight above 100 would be refused by the proxy
-/// mid-rollout. The file is only trusted as far as it is checked.
+/// would promote at once (a weight above 100 does not even read, see
+/// [`CanaryStatus::from_json`]). The file is only trusted as far as it is
+/// checked.
 fn checked_state(status: CanaryStatus, plan: &Plan, path: &Path) -> Result<CanaryStatus, String> {
     let steps = plan.steps.len();
     let problem = if usize::try_from(status.step).map_or(true, |step| step > steps) {
         Some(format!(
             "step {} is past the plan's {steps} steps",
             status.step
-        ))
-    } else if status.weight > 100 {
-        Some(format!("weight {} is above 100", status.weight))
-    } else if status.mirror_percent > 100 {
-        Some(format!(
-            "mirrorPercent {} is above 100",
-            status.mirror_percent
         ))
     } else {
         None
@@ -893,48 +903,6 @@ fn mark_alive(path: &Path) {
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     if let Err(e) = touched {
         tracing::debug!(path = %path.display(), error = %e, "cannot touch the state file");
-    }
-}
-
-/// The judge saved in the status (`--state`), if it judged the rollout
-/// under way, with when it started and the intervals it judged.
-fn resumed_judge(
-    analysis: &coalmine_core::plan::AnalysisPlan,
-    status: &CanaryStatus,
-    revision: &str,
-) -> Option<(Judge, Time, u64)> {
-    let saved = status.judge_state.as_ref()?;
-    match Judge::resume(analysis, saved, revision, status.rollout_started_at) {
-        Ok(Some(judge)) => {
-            tracing::info!(
-                intervals = saved.intervals,
-                "the judge continues the evidence saved in --state"
-            );
-            Some((judge, saved.since, saved.intervals))
-        }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!("--state: {e}; the judge starts afresh");
-            None
-        }
-    }
-}
-
-/// Puts the judge's evidence in the status after each judged interval,
-/// and drops it once the rollout is over.
-fn keep_evidence(next: &mut CanaryStatus, judging: Option<&Judging>, plan: &Plan, collected: bool) {
-    if !matches!(next.phase, Phase::Progressing | Phase::Paused) {
-        next.judge_state = None;
-        return;
-    }
-    if !collected {
-        return;
-    }
-    if let (Some(j), Some(analysis)) = (judging, &plan.analysis) {
-        match j.judge.save(analysis, &j.revision, j.since, j.intervals) {
-            Ok(saved) => next.judge_state = Some(saved),
-            Err(e) => tracing::warn!("{e}"),
-        }
     }
 }
 
@@ -1049,15 +1017,7 @@ fn show(
 /// The admin API of a run: the proxy's, plus status, commands and the
 /// dashboard.
 async fn admin(proxy: Proxy, shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let command = match req.uri().path() {
-        "/promote" => Some(CommandKind::Promote),
-        "/promote-full" => Some(CommandKind::PromoteFull),
-        "/abort" => Some(CommandKind::Abort),
-        "/pause" => Some(CommandKind::Pause),
-        "/resume" => Some(CommandKind::Resume),
-        "/retry" => Some(CommandKind::Retry),
-        _ => None,
-    };
+    let command = CommandKind::from_path(req.uri().path());
     if let Some(answer) = super::dashboard::handle(&shared.board, &req) {
         return answer;
     }

@@ -52,7 +52,7 @@ fn per_second(r: f64) -> String {
 
 /// One metric's line, without its name.
 pub fn metric_line(m: &MetricStatus) -> String {
-    let mut parts = vec![format!("{:?}", m.verdict)];
+    let mut parts = vec![m.verdict.to_string()];
     if let (Some(c), Some(s)) = (m.canary_rate, m.stable_rate) {
         parts.push(format!("canary {} vs stable {}", percent(c), percent(s)));
     }
@@ -171,7 +171,7 @@ mod tests {
         let status = CanaryStatus {
             phase: Phase::Progressing,
             step: 2,
-            weight: 25,
+            weight: coalmine_core::Percent::new(25).expect("a percent"),
             analysis: Some(AnalysisStatus {
                 verdict: Verdict::Inconclusive,
                 evaluated_at: None,
