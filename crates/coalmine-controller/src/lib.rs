@@ -256,6 +256,3 @@ pub async fn run(
 
 /// How long a stopping controller waits for running reconciles.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
-/// Default Lease settings: 15 s, Kubernetes' own controllers' default.
-pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
