@@ -26,11 +26,25 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// RFC 6902 JSON patch.
+/// RFC 6902 JSON patch, as the API server applies it: a `test` that a
+/// path is `null` also passes when the path is absent (kube-runtime's
+/// finalizer helper tests `/metadata/finalizers` so before adding the
+/// first one).
 pub(crate) fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
     let ops: json_patch::Patch =
         serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
-    json_patch::patch(target, &ops).map_err(|e| e.to_string())
+    let mut next = target.clone();
+    for op in ops.0 {
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && next.pointer(t.path.as_str()).is_none_or(Value::is_null)
+        {
+            continue;
+        }
+        json_patch::patch(&mut next, &[op]).map_err(|e| e.to_string())?;
+    }
+    *target = next;
+    Ok(())
 }
 
 /// The merge key of a list field in built-in types, as their
@@ -247,6 +261,20 @@ pub(crate) fn remove_path(v: &mut Value, path: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_for_null_passes_on_an_absent_path_as_in_the_api_server() {
+        let mut o = serde_json::json!({"metadata": {"name": "a"}});
+        let add = serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}
+        ]);
+        json_patch(&mut o, &add).expect("applies");
+        assert_eq!(o["metadata"]["finalizers"], serde_json::json!(["x"]));
+        // Now present: the same test fails and nothing changes.
+        assert!(json_patch(&mut o, &add).is_err());
+        assert_eq!(o["metadata"]["finalizers"], serde_json::json!(["x"]));
+    }
     use serde_json::json;
 
     #[test]
