@@ -43,6 +43,7 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
+use tokio_util::sync::CancellationToken;
 
 pub use crate::resource::CanaryResource;
 
@@ -150,20 +151,20 @@ pub async fn run(
         leader::Leadership::follower()
     });
     metrics.set_leader(config.election.is_none());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    // `down`: the caller's shutdown came, the reconcilers wind down;
+    // `stop`: they are done, leader election releases the Lease.
+    let down = CancellationToken::new();
+    let stop = CancellationToken::new();
+    // `stop` is cancelled however this ends, also when the task running it
+    // is aborted: a dead controller's election must not keep renewing.
+    let _stop_when_dropped = stop.clone().drop_guard();
     let election = config.election.clone().map(|e| {
         tracing::info!(identity = %e.identity, lease = %e.name, "leader election started");
         tokio::spawn(e.run(
             client.clone(),
             leadership.clone(),
             metrics.clone(),
-            stopped(),
+            stop.clone().cancelled_owned(),
         ))
     });
     let instance = config.election.as_ref().map(|e| e.identity.clone());
@@ -209,19 +210,15 @@ pub async fn run(
             metrics.set_ready(true);
         }
     });
-    let (down_tx, down_rx) = tokio::sync::watch::channel(false);
-    let down = move || {
-        let mut rx = down_rx.clone();
+    tokio::spawn({
+        let down = down.clone();
         async move {
-            let _ = rx.wait_for(|s| *s).await;
+            shutdown.await;
+            down.cancel();
         }
-    };
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = down_tx.send(true);
     });
     let running = controller
-        .graceful_shutdown_on(down())
+        .graceful_shutdown_on(down.clone().cancelled_owned())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -234,9 +231,9 @@ pub async fn run(
     // at once instead; a ready one gets `SHUTDOWN_GRACE` to finish.
     let deadline = {
         let metrics = metrics.clone();
-        let down = down();
+        let down = down.clone();
         async move {
-            down.await;
+            down.cancelled().await;
             if metrics.is_ready() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             }
@@ -248,7 +245,7 @@ pub async fn run(
     }
     ready.abort();
     metrics.set_ready(false);
-    let _ = stop_tx.send(true);
+    stop.cancel();
     if let Some(task) = election {
         let _ = task.await;
     }
@@ -256,6 +253,3 @@ pub async fn run(
 
 /// How long a stopping controller waits for running reconciles.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
-/// Default Lease settings: 15 s, Kubernetes' own controllers' default.
-pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);

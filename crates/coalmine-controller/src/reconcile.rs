@@ -23,11 +23,11 @@ use coalmine_core::status::{CanaryStatus, ConditionStatus};
 use coalmine_core::{Duration, Time};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use crate::resource::{
     APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, Reason,
@@ -161,50 +161,53 @@ async fn reconcile_fresh(namespace: &str, name: &str, ctx: &Context) -> Result<A
             ctx.notifiers.forget(name, namespace);
             return Ok(Action::await_change());
         };
-        let r = if canary.metadata.deletion_timestamp.is_some() {
-            finalize(&api, &canary, ctx).await
-        } else if !canary.finalizers().iter().any(|f| f == FINALIZER) {
-            add_finalizer(&api, &canary, ctx).await.map(|()| None)
-        } else {
-            step(&api, &canary, ctx, &key).await.map(Some)
-        };
+        // Adding the finalizer to a live Canary and removing it once a
+        // deleted one is cleaned up are kube-runtime's `finalizer`; each of
+        // its writes is preceded by the Lease check (here for the add, at
+        // the end of `finalize` for the removal).
+        let deleting = canary.metadata.deletion_timestamp.is_some();
+        let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
+        if !deleting && !has_finalizer {
+            ctx.leadership.check()?;
+        }
+        let r = finalizer(&api, FINALIZER, Arc::new(canary), |event| async {
+            match event {
+                FinalizerEvent::Apply(c) => step(&api, &c, ctx, &key).await,
+                FinalizerEvent::Cleanup(c) => finalize(&c, ctx).await,
+            }
+        })
+        .await;
         match r {
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => continue,
-            Err(e) => return Err(e),
-            Ok(Some(action)) => return Ok(action),
-            // The finalizer was added or removed: read again.
-            Ok(None) => continue,
+            // The helper added the finalizer: read again and take the step
+            // in this same reconcile.
+            Ok(_) if !deleting && !has_finalizer => {}
+            Ok(action) => return Ok(action),
+            Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => match e {
+                Error::Kube(kube::Error::Api(s)) if s.code == 409 => {}
+                e => return Err(e),
+            },
+            // The helper's own patch found the finalizers changed under it.
+            Err(FinalizerError::AddFinalizer(kube::Error::Api(s)))
+            | Err(FinalizerError::RemoveFinalizer(kube::Error::Api(s)))
+                if s.code == 409 || s.code == 422 => {}
+            Err(FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e)) => {
+                return Err(Error::Kube(e));
+            }
+            Err(e) => {
+                return Err(Error::Missing {
+                    field: "metadata",
+                    what: e.to_string(),
+                });
+            }
         }
     }
     Err(Error::Conflict(format!("Canary {key}")))
 }
 
-async fn add_finalizer(
-    api: &Api<CanaryResource>,
-    c: &CanaryResource,
-    ctx: &Context,
-) -> Result<(), Error> {
-    ctx.leadership.check()?;
-    let mut finalizers = c.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": c.resource_version()}});
-    api.patch(c.name(), &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
-}
-
 /// The Canary is being deleted: all traffic to stable, the canary scaled
 /// down, then the finalizer goes (and with the Canary, by garbage
 /// collection, everything it owns).
-async fn finalize(
-    api: &Api<CanaryResource>,
-    c: &CanaryResource,
-    ctx: &Context,
-) -> Result<Option<Action>, Error> {
-    if !c.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Some(Action::await_change()));
-    }
+async fn finalize(c: &CanaryResource, ctx: &Context) -> Result<Action, Error> {
     // Read leniently: a Canary whose spec became invalid may still have
     // traffic on its canary, through the router its spec last named.
     let router = router::for_plan(&c.router_hint());
@@ -237,25 +240,17 @@ async fn finalize(
     workload::scale(&deploys, &workload::canary_name(c.name()), 0).await?;
     ctx.leadership.check()?;
     workload::scale(&deploys, c.name(), router.replicas(total, 0).0).await?;
-    let rest: Vec<String> = c
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": c.resource_version()}});
-    ctx.leadership.check()?;
-    api.patch(c.name(), &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
     let key = format!("{}/{}", c.namespace(), c.name());
     ctx.analyses.forget(&key);
     ctx.metrics.forget(c.namespace(), c.name());
     tracing::info!(
         canary = c.name(),
         namespace = c.namespace(),
-        "deleted: traffic on stable, finalizer removed"
+        "deleted: traffic on stable; the finalizer goes next"
     );
-    Ok(None)
+    // The finalizer helper removes the finalizer right after this returns.
+    ctx.leadership.check()?;
+    Ok(Action::await_change())
 }
 
 fn replicas_wanted(checked: &Checked) -> i32 {
@@ -1021,6 +1016,7 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use coalmine_core::rollout::decide;
+    use serde_json::json;
 
     fn deployment(rev: &str, generation: i64, observed: i64, ready: i32) -> Deployment {
         serde_json::from_value(json!({

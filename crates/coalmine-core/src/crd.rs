@@ -19,6 +19,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::capability::Capability;
+use crate::load::{METRIC_PROVIDERS, metric_providers_list};
 use crate::spec::{CanarySpec, KIND as SPEC_KIND};
 use crate::status::CanaryStatus;
 
@@ -523,14 +524,19 @@ fn restrict_spec(spec: &mut Value) {
             ),
         ],
     );
+    let one_provider = METRIC_PROVIDERS
+        .map(|p| format!("(has(self.{p}) ? 1 : 0)"))
+        .join(" + ");
+    let one_provider = format!("{one_provider} == 1");
+    let one_provider_message = format!(
+        "a metric needs exactly one provider: {}",
+        metric_providers_list()
+    );
     rules(
         spec,
         "analysis.metrics[]",
         &[
-            (
-                "(has(self.builtin) ? 1 : 0) + (has(self.prometheus) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1",
-                "a metric needs exactly one provider: builtin, prometheus or webhook",
-            ),
+            (one_provider.as_str(), one_provider_message.as_str()),
             (
                 "has(self.threshold) || !has(self.failureLimit)",
                 "failureLimit only applies to threshold metrics",

@@ -19,6 +19,15 @@ use crate::spec::{BuiltinMetric, Canary, MetricSpec, PauseStep, Step};
 /// The metric providers coalmine reads; the keys of a metric that name one.
 pub const METRIC_PROVIDERS: [&str; 3] = ["builtin", "prometheus", "webhook"];
 
+/// [`METRIC_PROVIDERS`] as people read a choice: `builtin, prometheus or
+/// webhook`.
+pub fn metric_providers_list() -> String {
+    match METRIC_PROVIDERS.split_last() {
+        Some((last, init)) if !init.is_empty() => format!("{} or {last}", init.join(", ")),
+        _ => METRIC_PROVIDERS.join(""),
+    }
+}
+
 /// How many fields one element may lose before decoding gives up on it.
 const MAX_REPAIRS: usize = 64;
 
@@ -286,7 +295,7 @@ fn explain(base: &str, path: String, msg: &str, ctx: Context) -> Problem {
             && did_you_mean(&name, expected.iter().map(String::as_str)).is_none()
         {
             return Problem::error(path, format!("unknown metric provider `{name}`"))
-                .hint("use one of builtin, prometheus or webhook");
+                .hint(format!("use one of {}", metric_providers_list()));
         }
         return unknown(path, "field", &name, &expected);
     }

@@ -42,7 +42,7 @@ pub struct HeaderMatch {
     /// Exact value; exactly one of `value` and `regex`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    /// Regular expression the value must match; exactly one of `value` and `regex`.
+    /// Regular expression the whole value must match; exactly one of `value` and `regex`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }
@@ -89,6 +89,15 @@ impl HeaderMatch {
         }
         problems
     }
+}
+
+/// `regex` anchored at both ends, `^(?:regex)$`: a header route's regex
+/// matches the whole header (or cookie) value, never a part of it, with
+/// every router. Envoy (Istio, most Gateway API implementations) matches
+/// whole values by itself; coalmine's proxy and the ingress-nginx
+/// annotation are given the anchored form.
+pub fn whole_value(regex: &str) -> String {
+    format!("^(?:{regex})$")
 }
 
 /// An HTTP token: what header and cookie names may contain.

@@ -674,8 +674,10 @@ impl Validator {
             } else {
                 "has more than one provider"
             };
-            self.error(path, msg).hint =
-                Some("give exactly one of builtin, prometheus or webhook".into());
+            self.error(path, msg).hint = Some(format!(
+                "give exactly one of {}",
+                crate::load::metric_providers_list()
+            ));
             return None;
         }
         let threshold = m.threshold.is_some();

@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use coalmine_core::Problem;
-use coalmine_core::routes::Routes;
+use coalmine_core::routes::{Routes, whole_value};
 use http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 use ring::hmac;
@@ -144,7 +144,7 @@ impl RouteTable {
         for (i, m) in routes.header_routes.iter().enumerate() {
             let pattern = match (&m.value, &m.regex) {
                 (Some(v), _) => Pattern::Exact(v.clone()),
-                (None, Some(r)) => Pattern::Regex(Regex::new(r).map_err(|e| {
+                (None, Some(r)) => Pattern::Regex(Regex::new(&whole_value(r)).map_err(|e| {
                     vec![Problem::error(
                         format!("headerRoutes[{i}].regex"),
                         e.to_string(),
@@ -344,6 +344,36 @@ mod tests {
                 assert_eq!(canary, usize::from(w), "weight {w}, block {block}");
             }
         }
+    }
+
+    #[test]
+    fn a_regex_matches_the_whole_value_as_with_every_router() {
+        let t = table(Routes {
+            canary_weight: 0,
+            header_routes: vec![
+                HeaderMatch {
+                    header: Some("x-user".into()),
+                    regex: Some("beta|qa".into()),
+                    ..HeaderMatch::default()
+                },
+                HeaderMatch {
+                    cookie: Some("group".into()),
+                    regex: Some("dev[0-9]".into()),
+                    ..HeaderMatch::default()
+                },
+            ],
+            ..Routes::default()
+        });
+        let c = AtomicU64::new(0);
+        let track = |pairs: &[(&str, &str)]| t.choose(&headers(pairs), &c).track;
+        assert_eq!(track(&[("x-user", "beta")]), Track::Canary);
+        assert_eq!(track(&[("x-user", "qa")]), Track::Canary);
+        for part in ["beta-1", "xbeta", "qa2", "nobeta"] {
+            assert_eq!(track(&[("x-user", part)]), Track::Stable, "{part}");
+        }
+        assert_eq!(track(&[("cookie", "group=dev1")]), Track::Canary);
+        assert_eq!(track(&[("cookie", "group=dev12")]), Track::Stable);
+        assert_eq!(track(&[("cookie", "group=mydev1")]), Track::Stable);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! of the route (other rules, parents, hostnames, other filters) is left
 //! alone.
 
-use coalmine_core::routes::{HeaderMatch, Routes};
+use coalmine_core::routes::{HeaderMatch, Routes, whole_value};
 use futures_util::future::BoxFuture;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -66,7 +66,9 @@ fn is_canary_mirror(filter: &Value, canary: &str) -> bool {
 fn header_match(m: &HeaderMatch) -> Value {
     match (&m.header, &m.cookie, &m.value, &m.regex) {
         (Some(h), _, Some(v), _) => json!({"type": "Exact", "name": h, "value": v}),
-        (Some(h), _, None, Some(r)) => json!({"type": "RegularExpression", "name": h, "value": r}),
+        (Some(h), _, None, Some(r)) => {
+            json!({"type": "RegularExpression", "name": h, "value": whole_value(r)})
+        }
         (None, Some(c), value, regex) => {
             let v = match (value, regex) {
                 (Some(v), _) => regex_escape(v),
@@ -315,10 +317,6 @@ pub fn spec_patch(route: &DynamicObject, spec: Value) -> Value {
 }
 
 impl TrafficRouter for GatewayApi {
-    fn kind(&self) -> &'static str {
-        "gatewayAPI"
-    }
-
     fn canary_service(&self) -> bool {
         true
     }
@@ -465,6 +463,19 @@ fn has_mirror_percent(spec: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_regex_is_anchored_to_match_the_whole_value() {
+        let m = HeaderMatch {
+            header: Some("x-user".into()),
+            regex: Some("beta|qa".into()),
+            ..HeaderMatch::default()
+        };
+        assert_eq!(
+            header_match(&m),
+            json!({"type": "RegularExpression", "name": "x-user", "value": "^(?:beta|qa)$"})
+        );
+    }
 
     #[test]
     fn a_parent_saying_false_is_a_refusal() {

@@ -358,10 +358,6 @@ fn normalized(spec: &Value) -> Value {
 }
 
 impl TrafficRouter for Istio {
-    fn kind(&self) -> &'static str {
-        "istio"
-    }
-
     fn canary_service(&self) -> bool {
         // With subsets, both versions are behind the Service `NAME` and
         // the DestinationRule tells them apart.

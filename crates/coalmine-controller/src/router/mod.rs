@@ -48,9 +48,6 @@ pub struct RouteTarget {
 
 /// One way of splitting traffic between the stable and canary pods.
 pub trait TrafficRouter: Send + Sync {
-    /// The `spec.trafficRouting` key.
-    fn kind(&self) -> &'static str;
-
     /// Whether the canary needs its own Service `NAME-canary` (and the
     /// stable Service selects only stable pods).
     fn canary_service(&self) -> bool;

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use coalmine_core::routes::Routes;
+use coalmine_core::routes::{Routes, whole_value};
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -46,7 +46,7 @@ pub fn annotations(routes: &Routes) -> BTreeMap<String, String> {
         put("canary-by-header", h.header.clone().unwrap_or_default());
         match (&h.value, &h.regex) {
             (Some(v), _) => put("canary-by-header-value", v.clone()),
-            (None, Some(r)) => put("canary-by-header-pattern", r.clone()),
+            (None, Some(r)) => put("canary-by-header-pattern", whole_value(r)),
             (None, None) => {}
         }
     }
@@ -121,10 +121,6 @@ pub fn canary_ingress(user: &Value, target: &RouteTarget, routes: &Routes) -> Op
 }
 
 impl TrafficRouter for Nginx {
-    fn kind(&self) -> &'static str {
-        "nginx"
-    }
-
     fn canary_service(&self) -> bool {
         true
     }
@@ -195,6 +191,24 @@ mod tests {
             port: 80,
             owner: OwnerReference::default(),
         }
+    }
+
+    #[test]
+    fn a_header_regex_is_anchored_to_match_the_whole_value() {
+        let routes = Routes {
+            header_routes: vec![HeaderMatch {
+                header: Some("x-user".into()),
+                regex: Some("beta|qa".into()),
+                ..HeaderMatch::default()
+            }],
+            ..Routes::default()
+        };
+        let a = annotations(&routes);
+        assert_eq!(
+            a.get("nginx.ingress.kubernetes.io/canary-by-header-pattern")
+                .map(String::as_str),
+            Some("^(?:beta|qa)$")
+        );
     }
 
     #[tokio::test]

@@ -24,10 +24,6 @@ pub fn canary_replicas(total: i32, weight: u8) -> i32 {
 }
 
 impl TrafficRouter for Replicas {
-    fn kind(&self) -> &'static str {
-        "replicas"
-    }
-
     fn canary_service(&self) -> bool {
         false
     }

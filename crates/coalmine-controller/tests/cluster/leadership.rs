@@ -167,10 +167,6 @@ async fn a_reconcile_that_loses_the_lease_midway_writes_no_status() -> TestResul
 struct LosesTheLease(Arc<Leadership>);
 
 impl TrafficRouter for LosesTheLease {
-    fn kind(&self) -> &'static str {
-        "test"
-    }
-
     fn canary_service(&self) -> bool {
         false
     }
