@@ -278,6 +278,7 @@ fn the_controller_gets_what_it_needs_and_no_more() {
             &["get", "list", "watch", "create", "patch"],
         ),
         ("", "services", &["get", "create", "patch"]),
+        ("autoscaling", "horizontalpodautoscalers", &["list"]),
         ("discovery.k8s.io", "endpointslices", &["list"]),
         ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),
         (
