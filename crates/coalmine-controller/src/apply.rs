@@ -371,6 +371,7 @@ mod tests {
         Observation {
             desired_revision: desired.to_owned(),
             canary_ready,
+            canary_ready_at: None,
             canary_gone: !canary_ready,
             canary_down: None,
             stable_ready_revision: stable.map(str::to_owned),

@@ -357,18 +357,33 @@ async fn refuse(
 }
 
 /// What the cluster says about the two Deployments.
+///
+/// Where the router has no canary Service of its own (`replicas`), the
+/// canary's pods are the weight's share: it is ready at the stored weight
+/// once it asks for at least that share and all of it is rolled out, and
+/// the observation says which weight that was.
 fn observe(
     status: &CanaryStatus,
     desired: &str,
+    (router, total): (&dyn TrafficRouter, i32),
     stable: Option<&Deployment>,
     canary: Option<&Deployment>,
 ) -> Observation {
+    let by_weight = !router.canary_service();
+    let wanted = if by_weight {
+        router.replicas(total, status.weight.get()).1
+    } else {
+        0
+    };
     let canary_ready = canary.is_some_and(|d| {
-        workload::ready_revision(d).is_some_and(|r| Some(&r) == status.canary_revision.as_ref())
+        workload::replicas_of(d) >= wanted
+            && workload::ready_revision(d)
+                .is_some_and(|r| Some(&r) == status.canary_revision.as_ref())
     });
     Observation {
         desired_revision: desired.to_owned(),
         canary_ready,
+        canary_ready_at: by_weight.then_some(status.weight),
         canary_gone: workload::scaled_down(canary),
         canary_down: None,
         stable_ready_revision: stable.and_then(workload::ready_revision),
@@ -436,7 +451,13 @@ async fn step(
         Err(p) => return invalid(api, c, ctx, &[p]).await,
     };
     let desired = spec.desired_revision();
-    let mut obs = observe(&status, &desired, stable_d.as_ref(), canary_d.as_ref());
+    let mut obs = observe(
+        &status,
+        &desired,
+        (router.as_ref(), total),
+        stable_d.as_ref(),
+        canary_d.as_ref(),
+    );
 
     obs.command = c.command();
     // A route its Gateway refuses sends nothing anywhere: the rollout
@@ -1033,19 +1054,45 @@ mod tests {
             canary_revision: Some("new".into()),
             ..CanaryStatus::default()
         };
+        let nginx = crate::router::nginx::Nginx {
+            ingress: "web".into(),
+        };
+        let at = (&nginx as &dyn TrafficRouter, 2);
         let stable = deployment("old", 1, 1, 2);
         let canary = deployment("new", 2, 2, 2);
-        let o = observe(&status, "new", Some(&stable), Some(&canary));
+        let o = observe(&status, "new", at, Some(&stable), Some(&canary));
         assert!(o.canary_ready);
+        assert_eq!(o.canary_ready_at, None, "its own Service serves any weight");
         assert!(!o.canary_gone);
         assert_eq!(o.stable_ready_revision.as_deref(), Some("old"));
         let behind = deployment("new", 3, 2, 2);
-        assert!(!observe(&status, "new", None, Some(&behind)).canary_ready);
+        assert!(!observe(&status, "new", at, None, Some(&behind)).canary_ready);
         let other = deployment("older", 1, 1, 2);
-        assert!(!observe(&status, "new", None, Some(&other)).canary_ready);
-        let o = observe(&status, "new", None, None);
+        assert!(!observe(&status, "new", at, None, Some(&other)).canary_ready);
+        let o = observe(&status, "new", at, None, None);
         assert!(!o.canary_ready && o.canary_gone);
         assert_eq!(o.stable_ready_revision, None);
+    }
+
+    /// Under the `replicas` router the canary is ready at a weight once it
+    /// asks for that weight's share of the pods and all are available.
+    #[test]
+    fn under_the_replicas_router_readiness_is_at_the_stored_weight() {
+        let mut status = CanaryStatus {
+            canary_revision: Some("new".into()),
+            weight: coalmine_core::Percent::new(25).expect("a percent"),
+            ..CanaryStatus::default()
+        };
+        let replicas = crate::router::replicas::Replicas;
+        let at = (&replicas as &dyn TrafficRouter, 4);
+        // Two pods, both available: enough for 25% and 50% of four.
+        let canary = deployment("new", 2, 2, 2);
+        let o = observe(&status, "new", at, None, Some(&canary));
+        assert!(o.canary_ready);
+        assert_eq!(o.canary_ready_at, Some(status.weight));
+        status.weight = coalmine_core::Percent::new(75).expect("a percent");
+        let o = observe(&status, "new", at, None, Some(&canary));
+        assert!(!o.canary_ready, "two pods are not 75% of four");
     }
 
     #[test]
@@ -1072,6 +1119,7 @@ mod tests {
         let obs = |ready: bool| Observation {
             desired_revision: "new".into(),
             canary_ready: ready,
+            canary_ready_at: None,
             canary_gone: false,
             canary_down: None,
             stable_ready_revision: Some("old".into()),

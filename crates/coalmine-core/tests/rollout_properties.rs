@@ -124,6 +124,9 @@ struct Event {
     /// `Some(i)`: the spec now asks for `REVISIONS[i]`.
     desired: Option<usize>,
     canary_ready: bool,
+    /// The readiness is of the pods at the stored weight (the `replicas`
+    /// router), not of a canary that serves any weight.
+    ready_by_weight: bool,
     canary_gone: bool,
     /// Local mode's health checks report the canary unreachable.
     canary_down: bool,
@@ -291,6 +294,7 @@ fn event(numbers: Numbers) -> impl Strategy<Value = Event> {
         prop::option::weighted(0.12, 0usize..REVISIONS.len()),
         prop::bool::weighted(0.8),
         prop::bool::weighted(0.5),
+        prop::bool::weighted(0.5),
         prop::bool::weighted(0.03),
         prop_oneof![
             1 => Just(None),
@@ -304,6 +308,7 @@ fn event(numbers: Numbers) -> impl Strategy<Value = Event> {
                 advance_ms,
                 desired,
                 canary_ready,
+                ready_by_weight,
                 canary_gone,
                 canary_down,
                 stable_ready,
@@ -314,6 +319,7 @@ fn event(numbers: Numbers) -> impl Strategy<Value = Event> {
                     advance_ms,
                     desired,
                     canary_ready,
+                    ready_by_weight,
                     canary_gone,
                     canary_down,
                     stable_ready,
@@ -383,6 +389,7 @@ fn simulate(
         let obs = Observation {
             desired_revision: desired.clone(),
             canary_ready: ev.canary_ready,
+            canary_ready_at: ev.ready_by_weight.then_some(status.weight),
             canary_gone: ev.canary_gone,
             canary_down: ev
                 .canary_down
@@ -687,7 +694,9 @@ proptest! {
                 prop_assert_eq!(phase, Phase::Paused, "a pause outside Paused{}", context(s));
             }
             if matches!(phase, Phase::Progressing | Phase::Paused) && st.pause.is_none() {
-                if s.obs.canary_ready {
+                let ready = s.obs.canary_ready
+                    && s.obs.canary_ready_at.is_none_or(|w| w == st.weight);
+                if ready {
                     let step = s.plan.steps.get(st.step as usize);
                     match step {
                         Some(PlanStep::Pause(_)) => prop_assert_eq!(
@@ -769,6 +778,26 @@ proptest! {
                 prop_assert!(
                     matches!(s.d.status.phase, Phase::RollingBack | Phase::RolledBack),
                     "rolled back as unreachable but {:?}{}", s.d.status.phase, context(s)
+                );
+            }
+            Ok(())
+        })?;
+    }
+
+    /// 9. Where the canary's pods follow the weight, a decision that moves
+    ///    the weight goes no further: it waits (`Progressing`) for the
+    ///    platform to show the canary ready at the new weight, and never
+    ///    pauses, judges or promotes at a weight no pod serves yet.
+    #[test]
+    fn a_new_weight_waits_for_its_pods(plan in plan(), events in events(Numbers::Any)) {
+        simulate(&plan, &events, Reports::Mixed, |s| {
+            let st = &s.d.status;
+            let live = matches!(st.phase, Phase::Progressing | Phase::Paused);
+            if s.obs.canary_ready_at.is_some() && st.weight != s.prev.weight && live && st.pause.is_none() {
+                prop_assert_eq!(st.phase, Phase::Progressing, "moved past a new weight{}", context(s));
+                prop_assert!(
+                    st.message.contains("waiting for the canary to be ready"),
+                    "not waiting for the canary: {}{}", st.message, context(s)
                 );
             }
             Ok(())

@@ -234,6 +234,7 @@ async fn a_turn_stores_before_it_acts_and_keeps_the_evidence() {
     let observation = |ready| Observation {
         desired_revision: "r1".into(),
         canary_ready: ready,
+        canary_ready_at: None,
         canary_gone: false,
         canary_down: None,
         stable_ready_revision: Some("r0".into()),

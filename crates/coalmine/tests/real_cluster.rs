@@ -288,14 +288,25 @@ async fn replicas_router_promotes_through_the_steps_with_real_pods() -> TestResu
     set_image(&client, &ns, "web", "web:2").await?;
     // What the Service sends to at every moment: (stable pods, canary pods).
     let mut seen: Vec<(usize, usize)> = Vec::new();
+    // Every pause at a weight: (weight, the canary's available pods then).
+    let mut paused: Vec<(u64, i32)> = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
+        let status = kube_env::status(&client, &ns, "web").await?;
+        if status["phase"] == "Paused" {
+            let available = kube_env::deployment(&client, &ns, "web-canary")
+                .await?
+                .and_then(|d| d.status)
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            paused.push((status["weight"].as_u64().unwrap_or(0), available));
+        }
         let s = serving(&client, &ns, "web").await?;
         let pair = (n_of(&s, "web:1"), n_of(&s, "web:2"));
         if seen.last() != Some(&pair) {
             seen.push(pair);
         }
-        if kube_env::status(&client, &ns, "web").await?["phase"] == "Promoted" {
+        if status["phase"] == "Promoted" {
             break;
         }
         if tokio::time::Instant::now() > deadline {
@@ -304,6 +315,18 @@ async fn replicas_router_promotes_through_the_steps_with_real_pods() -> TestResu
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     eprintln!("serving over the rollout (stable, canary): {seen:?}");
+    // A pause starts once the weight's pods are up: never at a weight
+    // the canary does not serve yet.
+    assert!(
+        paused.iter().any(|p| p.0 == 25) && paused.iter().any(|p| p.0 == 50),
+        "paused at 25% and at 50%: {paused:?}"
+    );
+    assert!(
+        paused
+            .iter()
+            .all(|&(w, pods)| i64::from(pods) * 100 >= 4 * w as i64),
+        "paused with fewer canary pods than the weight's share of 4: {paused:?}"
+    );
     assert!(
         seen.contains(&(3, 1)),
         "25%: 3 stable and 1 canary pod behind the Service: {seen:?}"

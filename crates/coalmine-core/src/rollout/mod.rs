@@ -42,9 +42,17 @@ pub struct Observation {
     /// The revision the spec asks the canary to run now
     /// ([`crate::spec::CanarySpec::desired_revision`]).
     pub desired_revision: String,
-    /// Whether the canary serves: its pods ready at the current weight
+    /// Whether the canary serves: its pods ready at the stored weight
     /// (Kubernetes), its upstreams answering (local mode).
     pub canary_ready: bool,
+    /// The weight `canary_ready` was observed at, where the canary's pods
+    /// depend on the weight (the `replicas` router runs the weight's share
+    /// of the pods on it): a step that changes the weight is followed by a
+    /// wait for the next observation, which sees the new pods start, so
+    /// the rollout never pauses or judges at a weight the canary does not
+    /// yet serve. `None`: the canary serves every weight as it is (its own
+    /// Service at full size; local mode's servers).
+    pub canary_ready_at: Option<Percent>,
     /// Whether nothing of the canary is left running or routed to.
     pub canary_gone: bool,
     /// Why the canary cannot serve and waiting will not help, when that is
@@ -588,6 +596,11 @@ impl<'a> Machine<'a> {
         self.event("Promoting", format!("stable takes revision {rev}"));
     }
 
+    /// Whether the canary serves the weight this decision has reached.
+    fn canary_ready(&self) -> bool {
+        self.obs.canary_ready && self.obs.canary_ready_at.is_none_or(|w| w == self.s.weight)
+    }
+
     fn advance(&mut self) {
         self.s.step = (self.s.step + 1).min(steps_len(self.plan));
         self.s.step_started_at = Some(self.now);
@@ -617,7 +630,7 @@ impl<'a> Machine<'a> {
             self.rollback(RollbackReason::CanaryUnreachable, why);
             return;
         }
-        if self.obs.canary_ready {
+        if self.canary_ready() {
             self.s.canary_unready_since = None;
         } else {
             let since = *self.s.canary_unready_since.get_or_insert(self.now);
@@ -634,7 +647,7 @@ impl<'a> Machine<'a> {
             self.s.phase = Phase::Paused;
             return;
         }
-        if !self.obs.canary_ready {
+        if !self.canary_ready() {
             self.s.phase = Phase::Progressing;
             return;
         }
@@ -796,7 +809,7 @@ impl<'a> Machine<'a> {
                 }
             };
         }
-        if !self.obs.canary_ready {
+        if !self.canary_ready() {
             let since = self.s.canary_unready_since.unwrap_or(self.now);
             return format!(
                 "waiting for the canary to be ready (deadline {})",
@@ -871,7 +884,7 @@ impl<'a> Machine<'a> {
         if let Some(since) = self.s.canary_unready_since {
             due.push(since.plus(self.plan.progress_deadline));
         }
-        if self.s.pause.is_none() && self.obs.canary_ready {
+        if self.s.pause.is_none() && self.canary_ready() {
             let started = self.s.step_started_at.unwrap_or(self.now);
             match self.current_step() {
                 Some(PlanStep::Pause(Some(d))) => due.push(started.plus(*d)),

@@ -48,6 +48,7 @@ impl Run {
             obs: Observation {
                 desired_revision: "r1".into(),
                 canary_ready: false,
+                canary_ready_at: None,
                 canary_gone: true,
                 canary_down: None,
                 stable_ready_revision: Some("r1".into()),
@@ -423,6 +424,56 @@ fn a_command_acts_once() {
     assert_eq!(run.status.step, 3, "the same command again does nothing");
     run.command("c2", CommandKind::Promote);
     assert_eq!(run.status.step, 7, "the gate was skipped");
+}
+
+/// The `replicas` router: the canary's pods are the weight's share, so
+/// readiness is observed at a weight, and a new weight waits for its pods
+/// before the next step (a pause, a promotion by a person) is taken.
+#[test]
+fn a_new_weight_waits_for_the_pods_that_serve_it() {
+    let mut run = Run::new(
+        "  steps:\n    - setWeight: 25\n    - pause: {}\n    - setWeight: 50\n    - pause: {}\n",
+    );
+    run.tick();
+    run.obs.desired_revision = "r2".into();
+    run.obs.canary_gone = false;
+    run.obs.canary_ready = true;
+    run.obs.canary_ready_at = Some(Percent::ZERO);
+    run.tick();
+    assert_eq!(
+        (run.status.phase, run.status.step, run.status.weight.get()),
+        (Phase::Progressing, 1, 25),
+        "{}",
+        run.status.message
+    );
+    assert!(
+        run.status
+            .message
+            .contains("waiting for the canary to be ready")
+    );
+    // Pods at the old weight are still no answer.
+    run.wait(Duration::from_secs(1));
+    assert_eq!((run.status.phase, run.status.step), (Phase::Progressing, 1));
+    run.obs.canary_ready_at = Some(run.status.weight);
+    run.wait(Duration::from_secs(1));
+    assert_eq!((run.status.phase, run.status.step), (Phase::Paused, 1));
+    run.command("c1", CommandKind::Promote);
+    assert_eq!(
+        (run.status.phase, run.status.step, run.status.weight.get()),
+        (Phase::Progressing, 3, 50),
+        "a promote passes the pause and sets 50%, then waits"
+    );
+    run.obs.canary_ready_at = Some(run.status.weight);
+    run.wait(Duration::from_secs(1));
+    assert_eq!((run.status.phase, run.status.step), (Phase::Paused, 3));
+    // A canary that serves any weight goes on at once, as before.
+    let mut run = Run::new("  steps:\n    - setWeight: 25\n    - pause: {}\n");
+    run.tick();
+    run.obs.desired_revision = "r2".into();
+    run.obs.canary_gone = false;
+    run.obs.canary_ready = true;
+    run.tick();
+    assert_eq!((run.status.phase, run.status.step), (Phase::Paused, 1));
 }
 
 #[test]

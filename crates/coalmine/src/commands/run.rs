@@ -538,6 +538,7 @@ impl Prepared {
             let observation = Observation {
                 desired_revision: desired.clone(),
                 canary_ready: checked.canary_ready,
+                canary_ready_at: None,
                 canary_down: checked.canary_down.clone(),
                 canary_gone: !routes.reaches_canary(),
                 stable_ready_revision: stable_ready.clone(),
