@@ -10,6 +10,9 @@
 #   scripts/kube-env.sh down        stop every process `up` started
 #   COALMINE_GATEWAY_API_VERSION=v1.2.1 scripts/kube-env.sh up   a second
 #                                   cluster with that release's CRDs
+#   COALMINE_KUBE_CLUSTER=NAME scripts/kube-env.sh up   another cluster
+#                                   of its own (run-NAME), for tests that
+#                                   need the same names at the same time
 #   scripts/kube-env.sh kubeconfig [admin|controller]   print a kubeconfig path
 #
 # State lives in target/kube-env (COALMINE_KUBE_ENV to move it): bin/ holds
@@ -25,7 +28,13 @@ K8S_VERSION=v1.37.2
 # release than the default gets a cluster of its own (run-gateway-api-V).
 GATEWAY_API_DEFAULT=v1.6.3
 GATEWAY_API_VERSION=${COALMINE_GATEWAY_API_VERSION:-$GATEWAY_API_DEFAULT}
-if [ "$GATEWAY_API_VERSION" = "$GATEWAY_API_DEFAULT" ]; then
+CLUSTER=${COALMINE_KUBE_CLUSTER:-}
+case "$CLUSTER" in
+  *[!a-z0-9-]*) echo "kube-env: COALMINE_KUBE_CLUSTER=$CLUSTER: use lowercase letters, digits and '-'" >&2; exit 1 ;;
+esac
+if [ -n "$CLUSTER" ]; then
+  RUN=$ENV_DIR/run-$CLUSTER
+elif [ "$GATEWAY_API_VERSION" = "$GATEWAY_API_DEFAULT" ]; then
   RUN=$ENV_DIR/run
 else
   RUN=$ENV_DIR/run-gateway-api-$GATEWAY_API_VERSION
@@ -132,7 +141,7 @@ stop() {
   rm -rf "$RUN"
 }
 
-# Stops every cluster `up` started (each Gateway API release's).
+# Stops every cluster `up` started (each Gateway API release's, each named one).
 down() {
   local r
   for r in "$ENV_DIR"/run "$ENV_DIR"/run-*; do

@@ -16,7 +16,8 @@
 //! promotes the same revision. The test reads the EndpointSlices at every
 //! moment to see which pods each Service selects.
 //!
-//! The examples all create `shop/myapp`, so the tests take turns.
+//! The examples all create `shop/myapp`, so each runs on a cluster of its
+//! own (`kube_env::env_named`), and one test runs the three at once.
 
 mod kube_env;
 
@@ -37,9 +38,6 @@ use serde_json::{Value, json};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const NS: &str = "shop";
-
-/// The examples share `shop/myapp`: one at a time.
-static SHOP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn example_path(file: &str) -> String {
     format!(
@@ -428,7 +426,7 @@ async fn watch(
     router: Router,
     until: &str,
     secs: u64,
-    mut on_pause: Option<(i64, &dyn Fn() -> TestResult)>,
+    mut on_pause: Option<(i64, &(dyn Fn() -> TestResult + Sync))>,
 ) -> Result<(Seen, Value), BoxError> {
     let mut seen = Seen::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -507,9 +505,7 @@ fn replicas_of(text: &str) -> Result<usize, BoxError> {
         .ok_or("the example has spec.replicas")? as usize)
 }
 
-async fn rolls_back_and_promotes(file: &str, router: Router) -> TestResult {
-    let _turn = SHOP.lock().await;
-    let env = env()?;
+async fn rolls_back_and_promotes(env: &kube_env::Env, file: &str, router: Router) -> TestResult {
     let client = env.admin().await?;
     ensure_namespace(&client, NS).await?;
     ensure_namespace(&client, "monitoring").await?;
@@ -572,6 +568,10 @@ async fn rolls_back_and_promotes(file: &str, router: Router) -> TestResult {
     let (stable, canary) = (while_stepping(&seen.stable), while_stepping(&seen.canary));
     if router == Router::Replicas {
         assert!(stable.contains(&(n - n / 10, n / 10)), "10%: {seen:?}");
+        assert!(
+            seen.stable.iter().all(|&(v1, v2, _)| v1 + v2 >= n),
+            "never fewer than {n} Ready pods behind myapp: {seen:?}"
+        );
     } else {
         assert!(
             seen.stable.iter().all(|&(_, v2, _)| v2 == 0),
@@ -597,7 +597,7 @@ async fn rolls_back_and_promotes(file: &str, router: Router) -> TestResult {
     tokio::time::sleep(Duration::from_secs(3)).await;
     command(env, "retry")?;
     let promote = || command(env, "promote");
-    let on_pause: Option<(i64, &dyn Fn() -> TestResult)> = match router {
+    let on_pause: Option<(i64, &(dyn Fn() -> TestResult + Sync))> = match router {
         // The last step is a pause without a duration: a person promotes.
         Router::Gateway => Some((50, &promote)),
         _ => None,
@@ -609,6 +609,10 @@ async fn rolls_back_and_promotes(file: &str, router: Router) -> TestResult {
         Router::Replicas => {
             assert!(stable.contains(&(9, 1)), "10%: {seen:?}");
             assert!(stable.contains(&(5, 5)), "50%: {seen:?}");
+            assert!(
+                seen.stable.iter().all(|&(v1, v2, _)| v1 + v2 >= n),
+                "never fewer than {n} Ready pods behind myapp: {seen:?}"
+            );
         }
         Router::Nginx | Router::Gateway => {
             let want: &[i64] = if router == Router::Nginx {
@@ -649,17 +653,44 @@ async fn rolls_back_and_promotes(file: &str, router: Router) -> TestResult {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_replicas_example_rolls_back_and_promotes() -> TestResult {
-    rolls_back_and_promotes("replicas.yaml", Router::Replicas).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_nginx_example_rolls_back_and_promotes() -> TestResult {
-    rolls_back_and_promotes("nginx.yaml", Router::Nginx).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_api_example_rolls_back_and_promotes() -> TestResult {
-    rolls_back_and_promotes("gateway-api.yaml", Router::Gateway).await
+/// The three examples at once, each on a cluster of its own (the test
+/// harness would run only as many tests at a time as there are cores).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_example_rolls_back_and_promotes() -> TestResult {
+    let runs = [
+        ("replicas.yaml", Router::Replicas, None),
+        ("nginx.yaml", Router::Nginx, Some("examples-nginx")),
+        (
+            "gateway-api.yaml",
+            Router::Gateway,
+            Some("examples-gateway-api"),
+        ),
+    ];
+    let tasks: Vec<_> = runs
+        .into_iter()
+        .map(|(file, router, cluster)| {
+            let run = async move {
+                let env = tokio::task::spawn_blocking(move || match cluster {
+                    None => env(),
+                    Some(name) => kube_env::env_named(name),
+                })
+                .await??;
+                rolls_back_and_promotes(env, file, router).await
+            };
+            (file, tokio::spawn(run))
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (file, task) in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(format!("{file}: {e}")),
+            Err(e) => failed.push(format!("{file}: {e}")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n").into())
+    }
 }

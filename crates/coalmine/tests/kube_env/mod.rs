@@ -63,11 +63,36 @@ pub fn env_gateway_api_1_2() -> Result<&'static Env, BoxError> {
         .map_err(|e| e.clone().into())
 }
 
+static NAMED: std::sync::Mutex<Vec<(&'static str, &'static Env)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A cluster of its own named `name` (`COALMINE_KUBE_CLUSTER`), for tests
+/// that create the same objects at the same time (the examples all make
+/// `shop/myapp`); started on first use, stopped by `kube-env.sh down`.
+pub fn env_named(name: &'static str) -> Result<&'static Env, BoxError> {
+    let mut named = NAMED
+        .lock()
+        .map_err(|_| "a test panicked starting a cluster")?;
+    if let Some((_, env)) = named.iter().find(|(n, _)| *n == name) {
+        return Ok(env);
+    }
+    let env: &'static Env = Box::leak(Box::new(start_cluster(None, Some(name))?));
+    named.push((name, env));
+    Ok(env)
+}
+
 fn start_env(gateway_api: Option<&str>) -> Result<Env, String> {
+    start_cluster(gateway_api, None)
+}
+
+fn start_cluster(gateway_api: Option<&str>, name: Option<&str>) -> Result<Env, String> {
     let mut cmd = Command::new("bash");
     cmd.arg(repo_root().join("scripts/kube-env.sh")).arg("up");
     if let Some(v) = gateway_api {
         cmd.env("COALMINE_GATEWAY_API_VERSION", v);
+    }
+    if let Some(n) = name {
+        cmd.env("COALMINE_KUBE_CLUSTER", n);
     }
     let out = cmd
         .stderr(Stdio::inherit())
