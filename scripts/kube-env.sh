@@ -294,6 +294,8 @@ POLICY
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --node-port "$KWOK_PORT" --server-address "127.0.0.1:$KWOK_PORT" \
     --cidr 10.244.0.1/16 --node-lease-duration-seconds 40
+  # 1500 pods a node: room for scripts/bench-controller.sh's 500 Canaries
+  # of 2 replicas with a canary pod each while stable still runs (surge).
   local i
   for i in $(seq 1 "$NODES"); do
     kubectl_admin apply -f - >/dev/null <<EOF
@@ -304,8 +306,8 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
   labels: {kubernetes.io/hostname: node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
-  allocatable: {cpu: "64", memory: 256Gi, pods: "500"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "500"}
+  allocatable: {cpu: "64", memory: 256Gi, pods: "1500"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "1500"}
 EOF
   done
   wait_for "Ready nodes" 60 kubectl_admin wait --for=condition=Ready node --all --timeout=1s

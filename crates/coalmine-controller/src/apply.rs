@@ -268,6 +268,41 @@ pub fn remembered_stable_template(status: &CanaryStatus) -> Option<Value> {
     (workload::template_revision(&t) == status.stable_revision.as_deref()).then_some(t)
 }
 
+/// The Deployments and Services as this reconcile read them: an operation
+/// on one acts on that copy instead of reading it again, and keeps the
+/// copy its write returned for the next operation on it.
+#[derive(Debug, Default)]
+pub struct Seen {
+    deployments: std::sync::Mutex<std::collections::HashMap<String, Option<Deployment>>>,
+    services: std::sync::Mutex<std::collections::HashMap<String, Option<Service>>>,
+}
+
+impl Seen {
+    /// Records Deployment `name` as read (`None`: it does not exist).
+    pub fn deployment(&self, name: &str, d: Option<Deployment>) {
+        if let Ok(mut m) = self.deployments.lock() {
+            m.insert(name.to_owned(), d);
+        }
+    }
+
+    /// Records Service `name` as read (`None`: it does not exist).
+    pub fn service(&self, name: &str, s: Option<Service>) {
+        if let Ok(mut m) = self.services.lock() {
+            m.insert(name.to_owned(), s);
+        }
+    }
+
+    /// Deployment `name` as read, if it was.
+    pub fn known_deployment(&self, name: &str) -> Option<Option<Deployment>> {
+        self.deployments.lock().ok()?.get(name).cloned()
+    }
+
+    /// Service `name` as read, if it was.
+    pub fn known_service(&self, name: &str) -> Option<Option<Service>> {
+        self.services.lock().ok()?.get(name).cloned()
+    }
+}
+
 /// Where [`execute`] acts.
 pub struct Cluster<'a> {
     /// Deployments of the Canary's namespace.
@@ -280,6 +315,8 @@ pub struct Cluster<'a> {
     pub target: RouteTarget,
     /// Whether this replica may still write.
     pub leadership: &'a Leadership,
+    /// The objects this reconcile read already.
+    pub seen: Seen,
 }
 
 /// Carries out `ops` in order; events go to `publish`. Stops with
@@ -301,11 +338,26 @@ where
         }
         match op {
             Op::Deployment { object, template } => {
-                workload::ensure_deployment(&cluster.deployments, &object, template).await?;
+                let name = object
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let known = cluster.seen.known_deployment(&name);
+                let d = workload::ensure_deployment(&cluster.deployments, &object, template, known)
+                    .await?;
+                cluster.seen.deployment(&name, Some(d));
             }
-            Op::Service(s) => workload::ensure_service(&cluster.services, &s).await?,
+            Op::Service(s) => {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                let known = cluster.seen.known_service(&name);
+                let s = workload::ensure_service(&cluster.services, &s, known).await?;
+                cluster.seen.service(&name, Some(s));
+            }
             Op::Scale { name, replicas } => {
-                workload::scale(&cluster.deployments, &name, replicas).await?;
+                let known = cluster.seen.known_deployment(&name);
+                let d = workload::scale(&cluster.deployments, &name, replicas, known).await?;
+                cluster.seen.deployment(&name, d);
             }
             Op::Routes(r) => cluster.router.apply(&cluster.target, &r).await?,
             Op::Event(e) => publish(e).await,

@@ -42,7 +42,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::resource::CanaryResource;
@@ -126,6 +126,10 @@ pub struct Config {
     pub election: Option<leader::Election>,
     /// The name Events are reported under.
     pub reporter: String,
+    /// How many Canaries are reconciled at once (each reconcile is a few
+    /// API calls; a bound keeps a burst of changes from opening a
+    /// connection per Canary and from the API server's 429s).
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -134,6 +138,7 @@ impl Default for Config {
             namespace: None,
             election: None,
             reporter: resource::MANAGER.to_owned(),
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -196,7 +201,18 @@ pub async fn run(
         resource::MANAGED_BY_LABEL,
         resource::MANAGER
     ));
-    let controller = Controller::new(canaries.clone(), wc).owns(deployments, deploy_wc);
+    // Every reconcile reads its Canary afresh, so the watch's cache only
+    // has to name the objects it triggers for: it keeps metadata without
+    // managedFields or the last-applied annotation, not spec or status
+    // (as JSON trees, those took most of the controller's memory).
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(canaries.clone(), wc)
+        .modify(resource::trim_for_cache)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(trigger, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .owns(deployments, deploy_wc);
     // Ready once Canaries can be listed: a missing CRD or a missing
     // permission keeps the controller unready, which `/readyz` shows.
     let ready = tokio::spawn({
@@ -250,6 +266,10 @@ pub async fn run(
         let _ = task.await;
     }
 }
+
+/// Canaries reconciled at once by default (Argo Rollouts' default
+/// `--rollout-threads` is 10 too).
+pub const DEFAULT_CONCURRENCY: u16 = 10;
 
 /// How long a stopping controller waits for running reconciles.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

@@ -50,6 +50,8 @@ const IDLE_RESYNC: StdDuration = StdDuration::from_secs(300);
 const PAUSED_RESYNC: StdDuration = StdDuration::from_secs(300);
 
 /// Reconciles one Canary (the `kube::runtime::Controller` callback).
+/// `obj` is the watch cache's copy, which names the Canary and no more
+/// ([`crate::resource::trim_for_cache`]): the Canary is read afresh.
 pub async fn reconcile(obj: Arc<CanaryResource>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.is_leader() {
         // Another replica acts; look again once leadership may have moved.
@@ -237,9 +239,9 @@ async fn finalize(c: &CanaryResource, ctx: &Context) -> Result<Action, Error> {
         .and_then(|r| i32::try_from(r).ok())
         .unwrap_or(1);
     ctx.leadership.check()?;
-    workload::scale(&deploys, &workload::canary_name(c.name()), 0).await?;
+    workload::scale(&deploys, &workload::canary_name(c.name()), 0, None).await?;
     ctx.leadership.check()?;
-    workload::scale(&deploys, c.name(), router.replicas(total, 0).0).await?;
+    workload::scale(&deploys, c.name(), router.replicas(total, 0).0, None).await?;
     let key = format!("{}/{}", c.namespace(), c.name());
     ctx.analyses.forget(&key);
     ctx.metrics.forget(c.namespace(), c.name());
@@ -509,6 +511,7 @@ async fn step(
         canary_d,
         stable_template: stable_raw.flatten(),
         canary_template: canary_raw.flatten(),
+        service,
         route_refused,
         selector,
         refused_before,
@@ -563,6 +566,8 @@ struct KubeActuator<'a> {
     /// with the fields the compiled types lack ([`workload::Fetched`]).
     stable_template: Option<serde_json::Value>,
     canary_template: Option<serde_json::Value>,
+    /// Service `NAME` as read at the start, if it exists.
+    service: Option<k8s_openapi::api::core::v1::Service>,
     route_refused: Option<String>,
     selector: std::collections::BTreeMap<String, String>,
     /// Whether the status read at the start had a refusal recorded.
@@ -720,8 +725,13 @@ impl coalmine_driver::Actuator for KubeActuator<'_> {
         // pods; under the replicas router traffic leaves a pod when it is
         // removed.
         self.hold = self.hold.filter(|_| serving.is_none() && current.1 > 0);
+        let seen = apply::Seen::default();
+        seen.deployment(c.name(), self.stable_d.clone());
+        seen.deployment(&workload::canary_name(c.name()), self.canary_d.clone());
+        seen.service(c.name(), self.service.take());
         let state = Now {
             canary_template: self.canary_template.take(),
+            seen,
             selector: self.selector.clone(),
             current,
             serving,
@@ -827,6 +837,8 @@ fn stuck(
 struct Now {
     /// The canary Deployment's pod template, whole.
     canary_template: Option<serde_json::Value>,
+    /// The Deployments and the Service as this reconcile read them.
+    seen: apply::Seen,
     selector: std::collections::BTreeMap<String, String>,
     current: (i32, i32),
     serving: Option<workload::Serving>,
@@ -944,10 +956,15 @@ async fn carry_out(
         router,
         target: route_target(ctx, c, checked)?,
         leadership: &ctx.leadership,
+        seen: now.seen,
     };
-    if decision.status.stable_revision.as_deref() != Some(desired)
-        && cluster.deployments.get_opt(c.name()).await?.is_none()
-    {
+    let stable_missing = || async {
+        Ok::<_, Error>(match cluster.seen.known_deployment(c.name()) {
+            Some(d) => d.is_none(),
+            None => cluster.deployments.get_opt(c.name()).await?.is_none(),
+        })
+    };
+    if decision.status.stable_revision.as_deref() != Some(desired) && stable_missing().await? {
         if apply::remembered_stable_template(&decision.status).is_some() {
             tracing::warn!(
                 canary = c.name(),

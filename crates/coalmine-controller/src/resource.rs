@@ -153,6 +153,22 @@ pub struct CanaryResource {
     pub status: Option<Value>,
 }
 
+/// kubectl's copy of the last applied object, kept as an annotation.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the controller's watch cache keeps of a Canary: what names it and
+/// what its Events refer to (metadata without managedFields or kubectl's
+/// last-applied copy), not its spec or status, which every reconcile reads
+/// afresh from the API server.
+pub fn trim_for_cache(c: &mut CanaryResource) {
+    c.metadata.managed_fields = None;
+    if let Some(a) = c.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED_ANNOTATION);
+    }
+    c.spec = Value::Null;
+    c.status = None;
+}
+
 impl kube::Resource for CanaryResource {
     type DynamicType = ();
     type Scope = NamespaceResourceScope;
@@ -481,6 +497,34 @@ mod tests {
                          "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
             "steps": [{"setWeight": 50}]
         })
+    }
+
+    #[test]
+    fn the_cached_copy_names_the_canary_and_no_more() {
+        let mut c = CanaryResource::new("shop", "web", spec());
+        c.metadata.uid = Some("u1".into());
+        c.metadata.resource_version = Some("7".into());
+        c.metadata.annotations = Some(
+            [
+                (LAST_APPLIED_ANNOTATION.to_owned(), "{...}".to_owned()),
+                (COMMAND_ANNOTATION.to_owned(), "{}".to_owned()),
+            ]
+            .into(),
+        );
+        c.metadata.managed_fields = Some(vec![Default::default()]);
+        c.status = Some(json!({"phase": "Idle"}));
+        let before = kube::Resource::object_ref(&c, &());
+        trim_for_cache(&mut c);
+        assert_eq!(
+            kube::Resource::object_ref(&c, &()),
+            before,
+            "Events still refer to it"
+        );
+        assert_eq!((c.spec.clone(), c.status.clone()), (Value::Null, None));
+        assert_eq!(c.metadata.managed_fields, None);
+        let annotations = c.metadata.annotations.unwrap_or_default();
+        assert!(!annotations.contains_key(LAST_APPLIED_ANNOTATION));
+        assert!(annotations.contains_key(COMMAND_ANNOTATION));
     }
 
     #[test]

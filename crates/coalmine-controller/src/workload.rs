@@ -547,19 +547,37 @@ async fn create_strict(api: &Api<Deployment>, desired: &Value) -> Result<Deploym
     Ok(api.clone().into_client().request(request).await?)
 }
 
+/// `known` when this reconcile has read the object already (`Some(None)`:
+/// it was missing), else the object read now.
+async fn read_unless_known<K>(
+    api: &Api<K>,
+    name: &str,
+    known: Option<Option<K>>,
+) -> Result<Option<K>, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match known {
+        Some(k) => Ok(k),
+        None => Ok(api.get_opt(name).await?),
+    }
+}
+
 /// Creates `desired` if it is missing; otherwise sets its replicas and,
 /// when `template` is true, its pod template (when the revision differs).
+/// `known`: the Deployment as this reconcile read it, if it did.
 pub async fn ensure_deployment(
     api: &Api<Deployment>,
     desired: &Value,
     template: bool,
+    known: Option<Option<Deployment>>,
 ) -> Result<Deployment, Error> {
     let name = desired
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let Some(current) = api.get_opt(&name).await? else {
+    let Some(current) = read_unless_known(api, &name, known).await? else {
         return create_strict(api, desired).await;
     };
     let mut ops = Vec::new();
@@ -594,19 +612,26 @@ pub async fn ensure_deployment(
         .await?)
 }
 
-/// Sets a Deployment's replicas if it exists.
-pub async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), Error> {
-    if let Some(d) = api.get_opt(name).await?
-        && replicas_of(&d) != replicas
-    {
-        api.patch(
-            name,
-            &deployment_patch(),
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-        )
-        .await?;
+/// Sets a Deployment's replicas if it exists; the Deployment as written,
+/// or as it was when nothing needed writing. `known`: the Deployment as
+/// this reconcile read it, if it did.
+pub async fn scale(
+    api: &Api<Deployment>,
+    name: &str,
+    replicas: i32,
+    known: Option<Option<Deployment>>,
+) -> Result<Option<Deployment>, Error> {
+    match read_unless_known(api, name, known).await? {
+        Some(d) if replicas_of(&d) != replicas => Ok(Some(
+            api.patch(
+                name,
+                &deployment_patch(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await?,
+        )),
+        d => Ok(d),
     }
-    Ok(())
 }
 
 /// Whether an existing object may be managed for the Canary with uid
@@ -679,12 +704,17 @@ fn merged_ports(
     out
 }
 
-/// Creates `desired` if missing, or sets its selector and port.
-pub async fn ensure_service(api: &Api<Service>, desired: &Service) -> Result<(), Error> {
+/// Creates `desired` if missing, or sets its selector and port; the
+/// Service as written or found. `known`: the Service as this reconcile
+/// read it, if it did.
+pub async fn ensure_service(
+    api: &Api<Service>,
+    desired: &Service,
+    known: Option<Option<Service>>,
+) -> Result<Service, Error> {
     let name = desired.metadata.name.clone().unwrap_or_default();
-    let Some(current) = api.get_opt(&name).await? else {
-        api.create(&PostParams::default(), desired).await?;
-        return Ok(());
+    let Some(current) = read_unless_known(api, &name, known).await? else {
+        return Ok(api.create(&PostParams::default(), desired).await?);
     };
     let want = desired.spec.clone().unwrap_or_default();
     let have = current.spec.clone().unwrap_or_default();
@@ -699,11 +729,12 @@ pub async fn ensure_service(api: &Api<Service>, desired: &Service) -> Result<(),
             ops.push(json!({"op": "replace", "path": "/spec/ports", "value": ports}));
         }
     }
-    if !ops.is_empty() {
-        api.patch(&name, &PatchParams::default(), &json_patch(ops)?)
-            .await?;
+    if ops.is_empty() {
+        return Ok(current);
     }
-    Ok(())
+    Ok(api
+        .patch(&name, &PatchParams::default(), &json_patch(ops)?)
+        .await?)
 }
 
 /// A JSON patch from its operations.

@@ -238,6 +238,7 @@ async fn operations_stop_at_the_first_one_after_the_lease_is_lost() -> TestResul
             owner: owner.clone(),
         },
         leadership: &leadership,
+        seen: apply::Seen::default(),
     };
     let setup = vec![
         deploy("web", Track::Stable, 3)?,

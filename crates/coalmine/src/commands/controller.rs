@@ -42,6 +42,10 @@ pub struct Args {
     /// This replica's identity (default: the pod name from HOSTNAME).
     #[arg(long)]
     identity: Option<String>,
+    /// How many Canaries are reconciled at once.
+    #[arg(long, default_value_t = coalmine_controller::DEFAULT_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    concurrent_reconciles: u16,
     /// Log as text instead of JSON.
     #[arg(long)]
     text_logs: bool,
@@ -126,6 +130,7 @@ async fn execute(args: Args) -> Result<(), String> {
     let config = coalmine_controller::Config {
         namespace: args.namespace.clone(),
         election,
+        concurrency: args.concurrent_reconciles,
         ..coalmine_controller::Config::default()
     };
     tracing::info!(metrics = %args.metrics_addr, namespace = ?args.namespace, "coalmine controller starting");
