@@ -19,4 +19,5 @@ pub mod dispersion;
 pub mod eprocess;
 pub mod judge;
 pub mod latency;
+#[cfg(feature = "simulate")]
 pub mod simulate;

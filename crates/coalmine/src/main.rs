@@ -92,6 +92,7 @@ enum Command {
     SampleApp(commands::sample_app::Args),
     /// Compare the judge with the peers' rules on simulated traffic.
     #[command(after_help = "Example:\n  coalmine simulate --rps 10 --canary-errors 1% --runs 200")]
+    #[cfg(feature = "simulate")]
     Simulate(Box<commands::simulate::Args>),
     /// Serve the web dashboard of a Canary in Kubernetes (or, without NAME,
     /// the list of Canaries you may read) on loopback, acting with your
@@ -129,6 +130,7 @@ fn main() -> ExitCode {
         Command::Retry(args) => commands::control::command_with(&args, CommandKind::Retry),
         Command::Controller(args) => commands::controller::run(args),
         Command::SampleApp(args) => commands::sample_app::run(args),
+        #[cfg(feature = "simulate")]
         Command::Simulate(args) => commands::simulate::run(&args),
         Command::Crd(args) => commands::crd::run(&args),
         Command::Dashboard(args) => commands::kube_dashboard::run(args),

@@ -13,6 +13,7 @@ pub mod load;
 pub mod proxy;
 pub mod run;
 pub mod sample_app;
+#[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod status_text;
 pub mod validate;
