@@ -958,13 +958,9 @@ async fn carry_out(
         leadership: &ctx.leadership,
         seen: now.seen,
     };
-    let stable_missing = || async {
-        Ok::<_, Error>(match cluster.seen.known_deployment(c.name()) {
-            Some(d) => d.is_none(),
-            None => cluster.deployments.get_opt(c.name()).await?.is_none(),
-        })
-    };
-    if decision.status.stable_revision.as_deref() != Some(desired) && stable_missing().await? {
+    // `act` recorded stable's Deployment as this reconcile read it.
+    let stable_missing = cluster.seen.known_deployment(c.name()).flatten().is_none();
+    if decision.status.stable_revision.as_deref() != Some(desired) && stable_missing {
         if apply::remembered_stable_template(&decision.status).is_some() {
             tracing::warn!(
                 canary = c.name(),

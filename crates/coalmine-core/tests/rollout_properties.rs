@@ -271,14 +271,7 @@ fn report_event(numbers: Numbers) -> impl Strategy<Value = ReportEvent> {
 fn command_event() -> impl Strategy<Value = CommandEvent> {
     (
         prop::option::weighted(0.3, any::<Index>()),
-        prop::sample::select(vec![
-            CommandKind::Promote,
-            CommandKind::PromoteFull,
-            CommandKind::Abort,
-            CommandKind::Pause,
-            CommandKind::Resume,
-            CommandKind::Retry,
-        ]),
+        prop::sample::select(CommandKind::ALL.to_vec()),
     )
         .prop_map(|(repeat, kind)| CommandEvent { repeat, kind })
 }
