@@ -317,6 +317,8 @@ pub struct Cluster<'a> {
     pub leadership: &'a Leadership,
     /// The objects this reconcile read already.
     pub seen: Seen,
+    /// The watch caches, told of every Deployment written.
+    pub caches: &'a crate::cache::Caches,
 }
 
 /// Carries out `ops` in order; events go to `publish`. Stops with
@@ -346,6 +348,7 @@ where
                 let known = cluster.seen.known_deployment(&name);
                 let d = workload::ensure_deployment(&cluster.deployments, &object, template, known)
                     .await?;
+                cluster.caches.wrote(&d);
                 cluster.seen.deployment(&name, Some(d));
             }
             Op::Service(s) => {
@@ -357,6 +360,7 @@ where
             Op::Scale { name, replicas } => {
                 let known = cluster.seen.known_deployment(&name);
                 let d = workload::scale(&cluster.deployments, &name, replicas, known).await?;
+                d.iter().for_each(|d| cluster.caches.wrote(d));
                 cluster.seen.deployment(&name, d);
             }
             Op::Routes(r) => cluster.router.apply(&cluster.target, &r).await?,

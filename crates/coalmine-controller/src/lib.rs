@@ -13,6 +13,8 @@
 //! - [`apply`]: a decision's actions as cluster operations (pure), then
 //!   carried out;
 //! - [`workload`]: the stable and canary Deployments and Services;
+//! - [`cache`]: the watch caches of what coalmine manages, which the
+//!   reconciles read instead of the API server;
 //! - [`router`]: the [`router::TrafficRouter`] trait and the `replicas`,
 //!   `gatewayAPI` and `nginx` routers;
 //! - [`analysis`]: each rollout's judge, fed by the providers;
@@ -25,6 +27,7 @@
 
 pub mod analysis;
 pub mod apply;
+pub mod cache;
 pub mod leader;
 pub mod logs;
 pub mod notify;
@@ -38,9 +41,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use tokio_util::sync::CancellationToken;
@@ -108,6 +112,9 @@ pub struct Context {
     pub leadership: Arc<leader::Leadership>,
     /// The webhooks of `spec.notifications`, per Canary.
     pub notifiers: notify::Notifiers,
+    /// The watch caches of the Deployments, Services and EndpointSlices
+    /// coalmine manages.
+    pub caches: cache::Caches,
 }
 
 impl Context {
@@ -180,6 +187,7 @@ pub async fn run(
             instance,
         },
     );
+    let (caches, writers) = cache::Caches::new();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
@@ -187,20 +195,61 @@ pub async fn run(
         metrics: metrics.clone(),
         leadership,
         notifiers: notify::Notifiers::new(client.clone()),
+        caches,
     });
-    let (canaries, deployments): (Api<CanaryResource>, Api<Deployment>) = match &config.namespace {
+    let ar = cache::deployment_resource();
+    let (canaries, deployments, services, slices): (
+        Api<CanaryResource>,
+        Api<DynamicObject>,
+        Api<Service>,
+        Api<EndpointSlice>,
+    ) = match &config.namespace {
         Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced_with(client.clone(), ns, &ar),
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all_with(client.clone(), &ar),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     let wc = watcher::Config::default();
-    let deploy_wc = watcher::Config::default().labels(&format!(
-        "{}={}",
-        resource::MANAGED_BY_LABEL,
-        resource::MANAGER
-    ));
+    // What coalmine manages, cached for the reconciles (`cache`), each
+    // change a trigger: a Deployment's or Service's for the Canary that
+    // owns it, an EndpointSlice's for the Canary that owns its Service.
+    let owned = watcher::Config::default().labels(&cache::selector());
+    let deployment_changes = watcher(deployments, owned.clone())
+        .modify(cache::trim_deployment)
+        .reflect(writers.deployments)
+        .touched_objects();
+    let service_changes = watcher(services, owned.clone())
+        .modify(|s| cache::trim_meta(&mut s.metadata))
+        .reflect(writers.services)
+        .touched_objects();
+    let slice_changes = watcher(slices, owned)
+        .modify(|s| cache::trim_meta(&mut s.metadata))
+        .reflect(writers.slices)
+        .touched_objects();
+    let slice_owner = {
+        let ctx = ctx.clone();
+        move |slice: EndpointSlice| {
+            let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(cache::SERVICE_NAME_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            ctx.caches
+                .owner_of_service(&namespace, &service)
+                .map(|canary| reflector::ObjectRef::new(&canary).within(&namespace))
+        }
+    };
     // Every reconcile reads its Canary afresh, so the watch's cache only
     // has to name the objects it triggers for: it keeps metadata without
     // managedFields or the last-applied annotation, not spec or status
@@ -212,7 +261,9 @@ pub async fn run(
         .applied_objects();
     let controller = Controller::for_stream(trigger, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        .owns(deployments, deploy_wc);
+        .owns_stream_with(deployment_changes, ar)
+        .owns_stream(service_changes)
+        .watches_stream(slice_changes, slice_owner);
     // Ready once Canaries can be listed: a missing CRD or a missing
     // permission keeps the controller unready, which `/readyz` shows.
     let ready = tokio::spawn({

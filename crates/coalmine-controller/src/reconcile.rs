@@ -239,9 +239,11 @@ async fn finalize(c: &CanaryResource, ctx: &Context) -> Result<Action, Error> {
         .and_then(|r| i32::try_from(r).ok())
         .unwrap_or(1);
     ctx.leadership.check()?;
-    workload::scale(&deploys, &workload::canary_name(c.name()), 0, None).await?;
+    let canary = workload::scale(&deploys, &workload::canary_name(c.name()), 0, None).await?;
+    canary.iter().for_each(|d| ctx.caches.wrote(d));
     ctx.leadership.check()?;
-    workload::scale(&deploys, c.name(), router.replicas(total, 0).0, None).await?;
+    let stable = workload::scale(&deploys, c.name(), router.replicas(total, 0).0, None).await?;
+    stable.iter().for_each(|d| ctx.caches.wrote(d));
     let key = format!("{}/{}", c.namespace(), c.name());
     ctx.analyses.forget(&key);
     ctx.metrics.forget(c.namespace(), c.name());
@@ -411,18 +413,25 @@ async fn step(
     let total = replicas_wanted(&checked);
     let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), c.namespace());
     let canary_name = workload::canary_name(c.name());
-    let (stable_d, stable_raw) = workload::get_deployment(&deploys, c.name())
+    let (stable_d, stable_raw) = ctx
+        .caches
+        .deployment(&deploys, c.namespace(), c.name())
         .await?
         .map(|f| (f.deployment, f.template))
         .unzip();
-    let (canary_d, canary_raw) = workload::get_deployment(&deploys, &canary_name)
+    let (canary_d, canary_raw) = ctx
+        .caches
+        .deployment(&deploys, c.namespace(), &canary_name)
         .await?
         .map(|f| (f.deployment, f.template))
         .unzip();
     let uid = c.metadata.uid.as_deref().unwrap_or_default();
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(ctx.client.clone(), c.namespace());
-    let service = services.get_opt(c.name()).await?;
+    let service = ctx
+        .caches
+        .service(&services, c.namespace(), c.name())
+        .await?;
     let foreign: Vec<coalmine_core::Problem> = [
         (
             "Deployment",
@@ -705,7 +714,12 @@ impl coalmine_driver::Actuator for KubeActuator<'_> {
             None
         } else {
             let slices = Api::namespaced(ctx.client.clone(), c.namespace());
-            match workload::serving(&slices, c.name()).await {
+            let cached = ctx.caches.endpoint_slices(c.namespace(), c.name());
+            let counted = match cached {
+                Some(slices) => Ok(workload::count_serving(&slices, c.name())),
+                None => workload::serving(&slices, c.name()).await,
+            };
+            match counted {
                 Ok(s) => Some(s),
                 // An API server without EndpointSlices (not a real cluster's):
                 // the Deployments' available pods are the nearest count.
@@ -957,6 +971,7 @@ async fn carry_out(
         target: route_target(ctx, c, checked)?,
         leadership: &ctx.leadership,
         seen: now.seen,
+        caches: &ctx.caches,
     };
     // `act` recorded stable's Deployment as this reconcile read it.
     let stable_missing = cluster.seen.known_deployment(c.name()).flatten().is_none();

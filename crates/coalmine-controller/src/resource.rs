@@ -154,7 +154,7 @@ pub struct CanaryResource {
 }
 
 /// kubectl's copy of the last applied object, kept as an annotation.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub(crate) const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What the controller's watch cache keeps of a Canary: what names it and
 /// what its Events refer to (metadata without managedFields or kubectl's

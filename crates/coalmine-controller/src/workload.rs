@@ -441,11 +441,18 @@ pub async fn get_deployment(api: &Api<Deployment>, name: &str) -> Result<Option<
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let template = raw.pointer("/spec/template").cloned();
-    Ok(Some(Fetched {
-        deployment: serde_json::from_value(raw)?,
-        template,
-    }))
+    Ok(Some(Fetched::from_raw(raw)?))
+}
+
+impl Fetched {
+    /// A Deployment from its JSON as the API server sent it.
+    pub fn from_raw(raw: Value) -> Result<Fetched, Error> {
+        let template = raw.pointer("/spec/template").cloned();
+        Ok(Fetched {
+            deployment: serde_json::from_value(raw)?,
+            template,
+        })
+    }
 }
 
 /// The field manager of the controller's writes to Deployments: the API

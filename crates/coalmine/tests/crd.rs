@@ -277,9 +277,9 @@ fn the_controller_gets_what_it_needs_and_no_more() {
             "deployments",
             &["get", "list", "watch", "create", "patch"],
         ),
-        ("", "services", &["get", "create", "patch"]),
+        ("", "services", &["get", "list", "watch", "create", "patch"]),
         ("autoscaling", "horizontalpodautoscalers", &["list"]),
-        ("discovery.k8s.io", "endpointslices", &["list"]),
+        ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
         ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),
         (
             "networking.k8s.io",

@@ -442,7 +442,8 @@ fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
             .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
     };
-    // What the code calls (reconcile.rs, workload.rs, the routers, leader.rs).
+    // What the code calls (reconcile.rs, workload.rs, cache.rs, lib.rs's
+    // watches, the routers, leader.rs).
     let used = [
         ("get", "canaries.coalmine.dev"),
         ("list", "canaries.coalmine.dev"),
@@ -456,9 +457,12 @@ fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
         ("create", "deployments.apps"),
         ("patch", "deployments.apps"),
         ("get", "services"),
+        ("list", "services"),
+        ("watch", "services"),
         ("create", "services"),
         ("patch", "services"),
         ("list", "endpointslices.discovery.k8s.io"),
+        ("watch", "endpointslices.discovery.k8s.io"),
         ("list", "horizontalpodautoscalers.autoscaling"),
         ("get", "httproutes.gateway.networking.k8s.io"),
         ("patch", "httproutes.gateway.networking.k8s.io"),
@@ -489,7 +493,6 @@ fn rbac_grants_what_the_controller_uses_and_nothing_else() -> TestResult {
         ("update", "deployments.apps"),
         ("delete", "deployments.apps"),
         ("update", "deployments.apps/scale"),
-        ("list", "services"),
         ("delete", "services"),
         ("list", "httproutes.gateway.networking.k8s.io"),
         ("list", "ingresses.networking.k8s.io"),

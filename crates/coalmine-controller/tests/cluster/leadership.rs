@@ -51,6 +51,7 @@ fn context(client: &Client, leadership: Arc<Leadership>) -> Arc<Context> {
         metrics: Arc::new(Metrics::new()),
         leadership,
         notifiers: coalmine_controller::notify::Notifiers::new(client.clone()),
+        caches: coalmine_controller::cache::Caches::empty(),
     })
 }
 
@@ -239,6 +240,7 @@ async fn operations_stop_at_the_first_one_after_the_lease_is_lost() -> TestResul
         },
         leadership: &leadership,
         seen: apply::Seen::default(),
+        caches: &coalmine_controller::cache::Caches::empty(),
     };
     let setup = vec![
         deploy("web", Track::Stable, 3)?,
