@@ -183,7 +183,9 @@ impl Caches {
     /// The name of the Canary that owns Service `service` in `namespace`,
     /// from the Service cache.
     pub fn owner_of_service(&self, namespace: &str, service: &str) -> Option<String> {
-        let s = self.services.get(&ObjectRef::new(service).within(namespace))?;
+        let s = self
+            .services
+            .get(&ObjectRef::new(service).within(namespace))?;
         s.metadata
             .owner_references
             .as_ref()?
@@ -216,9 +218,7 @@ pub fn trim_meta(m: &mut ObjectMeta) {
     m.managed_fields = others_set_replicas.then(|| {
         vec![ManagedFieldsEntry {
             manager: Some("another".into()),
-            fields_v1: Some(FieldsV1(
-                serde_json::json!({"f:spec": {"f:replicas": {}}}),
-            )),
+            fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:replicas": {}}}))),
             ..ManagedFieldsEntry::default()
         }]
     });
