@@ -346,8 +346,14 @@ where
                     .unwrap_or_default()
                     .to_owned();
                 let known = cluster.seen.known_deployment(&name);
+                let creates = matches!(known, Some(None));
                 let d = workload::ensure_deployment(&cluster.deployments, &object, template, known)
-                    .await?;
+                    .await;
+                if creates {
+                    let ns = cluster.deployments.namespace().unwrap_or_default();
+                    cluster.caches.may_exist(ns, &name);
+                }
+                let d = d?;
                 cluster.caches.wrote(&d);
                 cluster.seen.deployment(&name, Some(d));
             }

@@ -11,7 +11,11 @@
 //!
 //! - an object missing from the cache may exist without the label (a
 //!   running app's Deployment named like the Canary, which must be
-//!   refused, not created over), or be too new for the watch: it is read;
+//!   refused, not created over), or be too new for the watch: it is read.
+//!   A Deployment that read found missing is taken as missing until this
+//!   controller creates it (the create then fails with a conflict if
+//!   someone made one without the label in between, and the next read
+//!   finds it);
 //! - a Deployment this controller wrote carries a higher
 //!   `metadata.generation` than the cache's copy until the watch brings the
 //!   write back: until then it is read, so no step acts on the spec from
@@ -22,7 +26,9 @@
 //! other than coalmine set `spec.replicas` (what the autoscaler check
 //! asks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use futures_util::FutureExt;
 use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -55,6 +61,9 @@ pub struct Caches {
     /// The generation of each Deployment as this controller last wrote it
     /// (by namespace and name, with its uid), until the cache has it.
     written: Mutex<HashMap<(String, String), (String, i64)>>,
+    /// Deployments a read found missing (by namespace and name), until
+    /// this controller creates one of that name or a create meets one.
+    absent: Mutex<HashSet<(String, String)>>,
 }
 
 /// The write halves of [`Caches`]: each fills its cache from a watch.
@@ -81,6 +90,7 @@ impl Caches {
                 services: sw.as_reader(),
                 slices: ew.as_reader(),
                 written: Mutex::default(),
+                absent: Mutex::default(),
             },
             Writers {
                 deployments: dw,
@@ -103,9 +113,22 @@ impl Caches {
         name: &str,
     ) -> Result<Option<Fetched>, Error> {
         let key = ObjectRef::new_with(name, deployment_resource()).within(namespace);
+        let id = (namespace.to_owned(), name.to_owned());
         let Some(cached) = self.deployments.get(&key) else {
-            return workload::get_deployment(api, name).await;
+            if self.absent.lock().is_ok_and(|a| a.contains(&id)) {
+                return Ok(None);
+            }
+            let read = workload::get_deployment(api, name).await?;
+            if read.is_none()
+                && let Ok(mut a) = self.absent.lock()
+            {
+                a.insert(id);
+            }
+            return Ok(read);
         };
+        if let Ok(mut a) = self.absent.lock() {
+            a.remove(&id);
+        }
         let fetched = Fetched::from_raw(serde_json::to_value(&*cached)?)?;
         if self.behind(namespace, name, &fetched.deployment.metadata) {
             return workload::get_deployment(api, name).await;
@@ -131,19 +154,28 @@ impl Caches {
     pub fn endpoint_slices(&self, namespace: &str, name: &str) -> Option<Vec<EndpointSlice>> {
         let slices: Vec<EndpointSlice> = self
             .slices
-            .state()
-            .into_iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .is_some_and(|n| n == name)
+            .state_filter(|s| {
+                s.metadata.namespace.as_deref() == Some(namespace)
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                        .is_some_and(|n| n == name)
             })
+            .into_iter()
             .map(|s| (*s).clone())
             .collect();
-        (!slices.is_empty()).then_some(slices)
+        // None found: there are none once the watch has listed them all
+        // (a Service with no Ready pod yet), or the watch is not up.
+        (!slices.is_empty() || ready(&self.slices)).then_some(slices)
+    }
+
+    /// Forgets that Deployment `name` was missing: this controller is
+    /// about to create it, or a create found one there.
+    pub fn may_exist(&self, namespace: &str, name: &str) {
+        if let Ok(mut a) = self.absent.lock() {
+            a.remove(&(namespace.to_owned(), name.to_owned()));
+        }
     }
 
     /// Records a Deployment as this controller wrote it.
@@ -193,6 +225,14 @@ impl Caches {
             .find(|o| o.kind == coalmine_core::spec::KIND)
             .map(|o| o.name.clone())
     }
+}
+
+/// Whether `store` has had its watch's first full list.
+fn ready<K: kube::runtime::reflector::Lookup + Clone + 'static>(store: &Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
 /// The label an EndpointSlice names its Service by.

@@ -329,6 +329,60 @@ fn the_selector_is_immutable_and_label_only() -> TestResult {
     Ok(())
 }
 
+/// The controller reads what it manages from watch caches and remembers a
+/// canary Deployment it found missing; one made without coalmine's label
+/// after that (which no cache of the controller sees) is still refused at
+/// the next rollout, never created over or taken over.
+#[tokio::test]
+async fn a_foreign_canary_deployment_made_while_idle_is_refused_not_taken_over() -> TestResult {
+    let env = env()?;
+    let client = env.admin().await?;
+    let ns = namespace(&client, "foreign").await?;
+    let ctl = Controller::start(env, &ns)?;
+    create(
+        &client,
+        &ns,
+        "web",
+        spec("web:1", 2, json!([{"setWeight": 50}, {"pause": {}}])),
+    )
+    .await?;
+    phase(&client, &ns, "web", "Idle", 60).await?;
+    eventually(60, "stable at 2", || async {
+        Ok((replicas(&client, &ns, "web").await? == Some(2)).then_some(()))
+    })
+    .await?;
+    // Reconciles at rest have found web-canary missing by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let foreign = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web-canary", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "other"}},
+            "template": {"metadata": {"labels": {"app": "other"}},
+                "spec": {"containers": [{"name": "other", "image": "other:0"}]}}}});
+    env.apply(&foreign)?;
+    set_image(&client, &ns, "web", "web:2").await?;
+    let refused = eventually(60, "Valid=False NotOwned", || async {
+        let s = kube_env::status(&client, &ns, "web").await?;
+        Ok(condition(&s, "Valid").filter(|c| c["reason"] == "NotOwned"))
+    })
+    .await?;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("web-canary")),
+        "{refused}"
+    );
+    let d = kube_env::deployment(&client, &ns, "web-canary")
+        .await?
+        .ok_or("web-canary is gone")?;
+    assert_eq!(kube_env::shape(&d), (1, "other:0".to_owned()), "taken over");
+    assert!(
+        d.metadata.owner_references.is_none(),
+        "owner set on a foreign Deployment"
+    );
+    ctl.finish()?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_running_app_is_refused_then_handed_over_without_a_gap() -> TestResult {
     let env = env()?;
