@@ -1,5 +1,6 @@
-//! `coalmine dashboard [NAME]`: the local-mode web dashboard for Canaries
-//! in Kubernetes, served on loopback and acting with the user's own
+//! `coalmine dashboard [NAME]`: the web dashboard of local mode (its page
+//! and series are `coalmine_local::dashboard`'s) for Canaries in
+//! Kubernetes, served on loopback and acting with the user's own
 //! kubeconfig, so RBAC decides what the page may read and do.
 //!
 //! Without a NAME the page at `/` lists the Canaries of a namespace (or,
