@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=1.6.32
-vendor=crates/coalmine/assets/dashboard/vendor
+vendor=crates/coalmine-local/assets/dashboard/vendor
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent "uplot@$version" >/dev/null && tar xzf "uplot-$version.tgz")

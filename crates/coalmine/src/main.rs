@@ -1,8 +1,10 @@
 //! `coalmine`: canary deployments for Kubernetes and for any two HTTP servers.
 //!
 //! This binary is a thin shell: it parses the command line and hands each
-//! subcommand to a module under [`commands`], which calls into the library
-//! crates (`coalmine-core` for specs and decisions). Exit codes: 0 success,
+//! subcommand to a module under [`commands`], which reads its flags, calls
+//! into the library crates (`coalmine-core` for specs and decisions,
+//! `coalmine-local` for local mode, `coalmine-controller` for Kubernetes,
+//! `coalmine-proxy` for the proxy alone) and prints. Exit codes: 0 success,
 //! 1 error (bad input included); `coalmine run` adds 2 for a rollback.
 
 #![forbid(unsafe_code)]

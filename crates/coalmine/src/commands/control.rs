@@ -22,8 +22,8 @@ use coalmine_core::Time;
 use coalmine_core::rollout::CommandKind;
 use coalmine_core::status::CanaryStatus;
 
-use super::http::{Base, call};
 use super::status_text::{Output, headline, render};
+use coalmine_local::http::{Base, call};
 
 /// How long one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);

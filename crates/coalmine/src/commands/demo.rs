@@ -14,22 +14,22 @@
 //! outcome, when it happened, and what the canary cost in requests and
 //! failed requests. Exit codes are `coalmine run`'s: 0 promoted, 2 rolled
 //! back, 1 error or interrupted.
+//!
+//! The runtime (the apps, the run, the load) is `coalmine_local::demo`;
+//! this module picks the scenario's apps, prints along the way, and prints
+//! the summary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
-use coalmine_core::{Duration, Time};
+use coalmine_core::Duration;
+use coalmine_local::demo::{Apps, Ran};
+use coalmine_local::load::Counts;
+use coalmine_local::run::{Options, Outcome, View};
+use coalmine_local::sample_app::SampleConfig;
 use serde::Serialize;
-use tokio::net::TcpListener;
-
-use super::load::{Counts, Load};
-use super::run::{Options, Outcome, View};
-use super::sample_app::{SampleConfig, serve};
-
-/// Kept-alive connections of the load generator.
-const CONNECTIONS: usize = 32;
 
 /// Arguments of `coalmine demo`.
 #[derive(Debug, clap::Args)]
@@ -132,49 +132,6 @@ fn parse_speed(s: &str) -> Result<f64, String> {
     Ok(f)
 }
 
-/// `d` at the demo's speed, in whole milliseconds, at least `floor`.
-fn scaled(d: StdDuration, speed: f64, floor: StdDuration) -> Duration {
-    let ms = (d.as_secs_f64() * 1000.0 / speed).round().max(1.0) as u64;
-    Duration::from_millis(ms.max(u64::try_from(floor.as_millis()).unwrap_or(u64::MAX)))
-}
-
-/// The Canary file the demo runs: the same format as `coalmine run`'s.
-fn canary_file(stable: SocketAddr, canary: SocketAddr, speed: f64) -> String {
-    let s = |secs| scaled(StdDuration::from_secs(secs), speed, StdDuration::ZERO);
-    // The validator's lower bound for the analysis interval is 1s.
-    let interval = scaled(StdDuration::from_secs(2), speed, StdDuration::from_secs(1));
-    format!(
-        "apiVersion: coalmine.dev/v1alpha1
-kind: Canary
-metadata:
-  name: demo
-spec:
-  upstreams:
-    stable: [http://{stable}]
-    canary: [http://{canary}]
-  steps:
-    - setWeight: 5
-    - pause: {{duration: {p1}}}
-    - setWeight: 25
-    - pause: {{duration: {p2}}}
-    - setWeight: 50
-    - pause: {{duration: {p3}}}
-  analysis:
-    interval: {interval}
-    alpha: 0.05
-    metrics:
-      - name: errors
-        builtin: errors
-      - name: slow
-        builtin: latency
-        slowerThan: 100ms
-",
-        p1 = s(15),
-        p2 = s(15),
-        p3 = s(20),
-    )
-}
-
 /// What the demo prints at the end.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -206,7 +163,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     runtime.block_on(async move {
         match demo(&args).await {
-            Ok(outcome) => outcome.exit_code(),
+            Ok(outcome) => super::run::exit_code(outcome),
             Err(e) => {
                 eprintln!("coalmine demo: {e}");
                 ExitCode::FAILURE
@@ -215,43 +172,15 @@ pub fn run(args: Args) -> ExitCode {
     })
 }
 
-async fn app(
-    config: SampleConfig,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("cannot start the {} sample app: {e}", config.version))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("sample app {}: {e}", config.version))?;
-    tokio::spawn(serve(listener, config, async move {
-        let mut stop = stop;
-        let _ = stop.wait_for(|s| *s).await;
-    }));
-    Ok(addr)
-}
-
+/// Runs the demo: prints what it does, then the summary.
 async fn demo(args: &Args) -> Result<Outcome, String> {
     let scenario = args.scenario;
-    let (stop_apps, apps_stopped) = tokio::sync::watch::channel(false);
     let stable_cfg = scenario.stable();
     let canary_cfg = scenario.canary();
-    let stable = app(stable_cfg.clone(), apps_stopped.clone()).await?;
-    let canary_addr = app(canary_cfg.clone(), apps_stopped).await?;
-    let text = canary_file(stable, canary_addr, args.speed);
+    let apps = Apps::start(stable_cfg.clone(), canary_cfg.clone(), args.speed).await?;
     if args.show_canary {
-        println!("{text}");
+        println!("{}", apps.canary_file());
     }
-    let (canary, plan, _) = coalmine_core::validate::load(&text).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        format!(
-            "the demo's own Canary is invalid (a bug): {}",
-            lines.join("; ")
-        )
-    })?;
-    let view = View::detect();
-    let (finish_tx, mut finish_rx) = tokio::sync::mpsc::unbounded_channel();
     let options = Options {
         listen: Some(args.listen),
         admin: args.admin,
@@ -260,14 +189,14 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
         admin_token: None,
         state: None,
         report: args.report.clone(),
-        // The demo stops its load first, then the run (see `stop` below).
+        // The demo stops its load first, then the run (`Demo::run`).
         exit_on_finish: false,
-        on_finish: Some(finish_tx),
-        view,
+        on_finish: None,
+        view: View::detect(),
         label: format!("demo ({})", scenario.name()),
     };
-    let prepared = super::run::prepare(canary, plan, options).await?;
-    let listen = prepared.listen();
+    let demo = apps.prepare(options).await?;
+    let listen = demo.listen();
     eprintln!(
         "coalmine demo, scenario {}: stable v1 {} , canary v2 {}",
         scenario.name(),
@@ -277,46 +206,27 @@ async fn demo(args: &Args) -> Result<Outcome, String> {
     eprintln!(
         "  {} req/s through http://{listen} (try: curl -i http://{listen}/); steps 5% → 25% → 50%, judged every {}",
         args.rps,
-        scaled(
-            StdDuration::from_secs(2),
-            args.speed,
-            StdDuration::from_secs(1)
-        ),
+        coalmine_local::demo::interval(args.speed),
     );
     eprintln!(
         "  dashboard: http://{}/   ·   watch: coalmine get --admin http://{} --watch   ·   expected: {}",
-        prepared.admin(),
-        prepared.admin(),
+        demo.admin(),
+        demo.admin(),
         outcome_name(scenario.expected())
     );
-    let mut load = Load::start(listen, args.rps, CONNECTIONS);
-    let started = Time::now();
-    let (counts_tx, counts_rx) = tokio::sync::oneshot::channel();
-    // When the rollout ends (or on Ctrl-C) the load stops while the proxy
-    // still serves, so no request fails for the demo's own shutdown.
-    let keep_serving = args.keep_serving;
-    let admin = prepared.admin();
-    let stop = async move {
-        let interrupted = tokio::select! {
-            _ = finish_rx.recv() => false,
-            _ = super::terminated() => true,
-        };
-        let ended = Time::now();
-        let counts = load.stop().await;
-        let _ = counts_tx.send((counts, load.canary_answers(), ended));
-        if keep_serving && !interrupted {
-            eprintln!(
-                "  the rollout has ended; the dashboard stays at http://{admin}/ until Ctrl-C"
-            );
-            super::terminated().await;
-        }
-    };
-    let finished = prepared.run(stop).await;
-    let _ = stop_apps.send(true);
-    let (outcome, status) = finished?;
-    let (counts, answers, ended) = counts_rx
-        .await
-        .map_err(|_| "the load generator did not report".to_string())?;
+    let admin = demo.admin();
+    let linger = args.keep_serving.then_some(async move {
+        eprintln!("  the rollout has ended; the dashboard stays at http://{admin}/ until Ctrl-C");
+        super::terminated().await;
+    });
+    let Ran {
+        outcome,
+        status,
+        counts,
+        canary_answers: answers,
+        started,
+        ended,
+    } = demo.run(args.rps, super::terminated(), linger).await?;
     let rollback_at = status
         .rollback
         .as_ref()
@@ -438,31 +348,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_demo_canary_is_valid_at_every_speed() {
-        let a: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
-        let b: SocketAddr = "127.0.0.1:9002".parse().expect("addr");
-        for speed in [0.1, 1.0, 2.5, 10.0] {
-            let text = canary_file(a, b, speed);
-            let loaded = coalmine_core::validate::load(&text);
-            assert!(loaded.is_ok(), "speed {speed}: {:?}", loaded.err());
-        }
-    }
-
-    #[test]
-    fn speed_scales_pauses_but_not_below_the_interval_floor() {
-        let one = StdDuration::from_secs(1);
-        assert_eq!(
-            scaled(StdDuration::from_secs(15), 1.0, StdDuration::ZERO).to_string(),
-            "15s"
-        );
-        assert_eq!(
-            scaled(StdDuration::from_secs(15), 2.0, StdDuration::ZERO).to_string(),
-            "7s500ms"
-        );
-        assert_eq!(
-            scaled(StdDuration::from_secs(2), 10.0, one).to_string(),
-            "1s"
-        );
+    fn speeds_from_a_tenth_to_ten() {
         assert!(parse_speed("0").is_err());
         assert!(parse_speed("fast").is_err());
         assert_eq!(parse_speed("2"), Ok(2.0));

@@ -1,5 +1,6 @@
-//! `coalmine dashboard [NAME]`: the local-mode web dashboard for Canaries
-//! in Kubernetes, served on loopback and acting with the user's own
+//! `coalmine dashboard [NAME]`: the web dashboard of local mode (its page
+//! and series are `coalmine_local::dashboard`'s) for Canaries in
+//! Kubernetes, served on loopback and acting with the user's own
 //! kubeconfig, so RBAC decides what the page may read and do.
 //!
 //! Without a NAME the page at `/` lists the Canaries of a namespace (or,
@@ -39,7 +40,7 @@ use coalmine_controller::resource::{COMMAND_ANNOTATION, CanaryResource};
 use coalmine_core::Time;
 use coalmine_core::rollout::CommandKind;
 
-use super::dashboard::{Board, PUBLIC_PATHS};
+use coalmine_local::dashboard::{self, Board, PUBLIC_PATHS};
 
 /// Events kept for `/events`, as local mode keeps.
 const EVENTS_KEPT: usize = 200;
@@ -411,11 +412,11 @@ async fn answer_list(
         return answer(shared, Request::from_parts(parts, body)).await;
     }
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/") => super::dashboard::asset(
+        (&Method::GET, "/") => dashboard::asset(
             include_str!("../../assets/dashboard/list.html"),
             "text/html; charset=utf-8",
         ),
-        (&Method::GET, "/dashboard/list.js") => super::dashboard::asset(
+        (&Method::GET, "/dashboard/list.js") => dashboard::asset(
             include_str!("../../assets/dashboard/list.js"),
             "text/javascript; charset=utf-8",
         ),
@@ -423,7 +424,7 @@ async fn answer_list(
             Ok(v) => json_response(&v),
             Err((code, why)) => text(code, why),
         },
-        (&Method::GET, p) => super::dashboard::static_file(p).unwrap_or_else(|| {
+        (&Method::GET, p) => dashboard::static_file(p).unwrap_or_else(|| {
             text(
                 StatusCode::NOT_FOUND,
                 "not found: GET /, /canaries, /c/NAMESPACE/NAME/\n".into(),
@@ -596,7 +597,7 @@ fn record(e: &Event) -> Value {
 }
 
 async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if let Some(answer) = super::dashboard::handle(&shared.board, &req) {
+    if let Some(answer) = dashboard::handle(&shared.board, &req) {
         return answer;
     }
     let kind = CommandKind::from_path(req.uri().path());

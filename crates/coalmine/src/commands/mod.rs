@@ -1,15 +1,16 @@
-//! One module per subcommand.
+//! One module per subcommand (`control` serves get, promote, abort, pause,
+//! resume and retry): its clap arguments, its entry point returning the
+//! exit code, and what it prints. The work is in the library crates: local
+//! mode in `coalmine_local`, Kubernetes in `coalmine_controller` (and
+//! `kube_control` / `kube_dashboard` here, which talk to the API server as
+//! the user). Below: the logging, runtime and signal helpers they share.
 
 pub mod control;
 pub mod controller;
 pub mod crd;
-pub mod dashboard;
 pub mod demo;
-pub mod health;
-pub mod http;
 pub mod kube_control;
 pub mod kube_dashboard;
-pub mod load;
 pub mod proxy;
 pub mod run;
 pub mod sample_app;
@@ -17,7 +18,6 @@ pub mod sample_app;
 pub mod simulate;
 pub mod status_text;
 pub mod validate;
-pub mod view;
 
 /// Logs to stderr; `RUST_LOG` sets the level (default `info`).
 pub fn init_logs() {

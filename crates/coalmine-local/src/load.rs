@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::http::Connection;
+use crate::http::Connection;
 
 /// The header the proxy sets on every answer.
 const TRACK_HEADER: &str = "x-coalmine-track";
@@ -237,7 +237,7 @@ async fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::sample_app::{SampleConfig, serve};
+    use crate::sample_app::{SampleConfig, serve};
 
     /// Against a sample app directly (no proxy, so no track header): the
     /// rate is kept.

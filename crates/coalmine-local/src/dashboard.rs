@@ -11,6 +11,10 @@
 //! The page and its static files carry no data, so they are served
 //! without the token (a browser cannot attach a bearer token to a
 //! navigation); everything they fetch goes through the guard as usual.
+//!
+//! `coalmine dashboard` (the binary's `kube_dashboard`) serves the same page
+//! for a Canary in Kubernetes, with a [`Board`] made by
+//! [`Board::from_spec`] and fed from the Canary's status.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -345,7 +349,7 @@ pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>
     let after = after(req.uri().query());
     let answer = match req.uri().path() {
         "/" => asset(
-            include_str!("../../assets/dashboard/index.html"),
+            include_str!("../assets/dashboard/index.html"),
             "text/html; charset=utf-8",
         ),
         path @ ("/dashboard/app.js"
@@ -378,19 +382,19 @@ pub fn handle<B>(board: &Board, req: &Request<B>) -> Option<Response<Full<Bytes>
 pub fn static_file(path: &str) -> Option<Response<Full<Bytes>>> {
     Some(match path {
         "/dashboard/app.js" => asset(
-            include_str!("../../assets/dashboard/app.js"),
+            include_str!("../assets/dashboard/app.js"),
             "text/javascript; charset=utf-8",
         ),
         "/dashboard/style.css" => asset(
-            include_str!("../../assets/dashboard/style.css"),
+            include_str!("../assets/dashboard/style.css"),
             "text/css; charset=utf-8",
         ),
         "/dashboard/uPlot.js" => asset(
-            include_str!("../../assets/dashboard/vendor/uPlot.iife.min.js"),
+            include_str!("../assets/dashboard/vendor/uPlot.iife.min.js"),
             "text/javascript; charset=utf-8",
         ),
         "/dashboard/uPlot.css" => asset(
-            include_str!("../../assets/dashboard/vendor/uPlot.min.css"),
+            include_str!("../assets/dashboard/vendor/uPlot.min.css"),
             "text/css; charset=utf-8",
         ),
         _ => return None,

@@ -1,6 +1,6 @@
-//! A minimal HTTP/1.1 client for the command line's own needs: the control
+//! A minimal HTTP/1.1 client for coalmine's own needs: the binary's control
 //! commands talking to a running `coalmine run`, and the demo's load
-//! generator. Plain `http://` on one kept-alive connection; anything more
+//! generator ([`crate::load`]). Plain `http://` on one kept-alive connection; anything more
 //! (pools, TLS, retries) belongs to the providers' client.
 
 use std::net::SocketAddr;
