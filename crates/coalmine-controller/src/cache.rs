@@ -105,13 +105,13 @@ impl Caches {
         Caches::new().0
     }
 
-    /// Deployment `name` in `namespace`, with its pod template whole.
+    /// Deployment `name` in `api`'s namespace, with its pod template whole.
     pub async fn deployment(
         &self,
         api: &Api<Deployment>,
-        namespace: &str,
         name: &str,
     ) -> Result<Option<Fetched>, Error> {
+        let namespace = api.namespace().unwrap_or_default();
         let key = ObjectRef::new_with(name, deployment_resource()).within(namespace);
         let id = (namespace.to_owned(), name.to_owned());
         let Some(cached) = self.deployments.get(&key) else {
@@ -136,13 +136,9 @@ impl Caches {
         Ok(Some(fetched))
     }
 
-    /// Service `name` in `namespace`.
-    pub async fn service(
-        &self,
-        api: &Api<Service>,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Service>, Error> {
+    /// Service `name` in `api`'s namespace.
+    pub async fn service(&self, api: &Api<Service>, name: &str) -> Result<Option<Service>, Error> {
+        let namespace = api.namespace().unwrap_or_default();
         match self.services.get(&ObjectRef::new(name).within(namespace)) {
             Some(s) => Ok(Some((*s).clone())),
             None => Ok(api.get_opt(name).await?),
@@ -238,12 +234,12 @@ where
 /// The label an EndpointSlice names its Service by.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Trims a cached Deployment to what reconciles read (see the module docs).
+/// [`trim_meta`] for the untyped Deployments.
 pub fn trim_deployment(d: &mut DynamicObject) {
     trim_meta(&mut d.metadata);
 }
 
-/// Trims a cached Service or EndpointSlice's metadata.
+/// Trims a cached object's metadata (see the module docs).
 pub fn trim_meta(m: &mut ObjectMeta) {
     if let Some(a) = m.annotations.as_mut() {
         a.remove(LAST_APPLIED_ANNOTATION);

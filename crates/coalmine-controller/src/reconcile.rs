@@ -415,23 +415,20 @@ async fn step(
     let canary_name = workload::canary_name(c.name());
     let (stable_d, stable_raw) = ctx
         .caches
-        .deployment(&deploys, c.namespace(), c.name())
+        .deployment(&deploys, c.name())
         .await?
         .map(|f| (f.deployment, f.template))
         .unzip();
     let (canary_d, canary_raw) = ctx
         .caches
-        .deployment(&deploys, c.namespace(), &canary_name)
+        .deployment(&deploys, &canary_name)
         .await?
         .map(|f| (f.deployment, f.template))
         .unzip();
     let uid = c.metadata.uid.as_deref().unwrap_or_default();
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(ctx.client.clone(), c.namespace());
-    let service = ctx
-        .caches
-        .service(&services, c.namespace(), c.name())
-        .await?;
+    let service = ctx.caches.service(&services, c.name()).await?;
     let foreign: Vec<coalmine_core::Problem> = [
         (
             "Deployment",
