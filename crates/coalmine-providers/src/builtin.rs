@@ -30,7 +30,37 @@
 //!
 //! With a `threshold` check instead of a comparison, the value is the
 //! canary's bad fraction in the interval (NoData without canary requests).
+//!
+//! **Several replicas** ([`BuiltinSource::Replicas`], the controller's
+//! proxy Deployment): at each collection a callback lists the replicas (an
+//! id and a `/metrics` URL each), all are scraped at once within the
+//! interval's budget, and the interval's counts are the sum over replicas
+//! of each one's difference since its own previous scrape, bucket by
+//! bucket for the histograms. Per replica, by its id:
+//!
+//! - **New** (not in the previous list): its first scrape is its baseline;
+//!   its requests until then are not counted. If every replica is new, the
+//!   interval is NoData ("baseline taken").
+//! - **Gone** from the list: dropped with its baseline; its requests since
+//!   its last scrape are not counted.
+//! - **Restarted** (a counter went down, or its buckets or URL changed):
+//!   the scrape is its new baseline and it adds nothing to this interval;
+//!   if that leaves no replica with a difference, the interval is NoData.
+//! - **Unreadable** while listed at the previous collection too (refused,
+//!   timeout, not a proxy's text): the interval is NoData naming it, never
+//!   a partial sum, and every replica keeps its baseline so that the next
+//!   complete read covers both intervals. A new replica that cannot be read
+//!   yet only has no baseline; it fails the next interval if it still
+//!   cannot be read.
+//! - The callback fails or lists nobody: NoData with the reason (a failed
+//!   callback keeps every baseline; an empty list drops them all).
+//!
+//! Both tracks' counts come from the same replicas in every interval, so
+//! the comparison stays fair when one is left out. The same id listed
+//! twice is read once. Replicas whose histograms have different buckets
+//! cannot be summed: a latency interval with them is NoData.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use coalmine_analysis::eprocess::Interval;
@@ -55,7 +85,24 @@ pub enum BuiltinSource {
     InProcess(Arc<dyn ReadCounters>),
     /// A proxy elsewhere: `GET` this `/metrics` URL (`http://` only).
     Scrape(String),
+    /// Every replica of a proxy, listed anew at each collection and summed
+    /// (see the module docs).
+    Replicas(ListReplicas),
 }
+
+/// One replica of a proxy, to scrape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Replica {
+    /// Tells it from the others and names it in NoData reasons, e.g.
+    /// `web-proxy-7d9f-abcde (10.0.0.5)`. A replica is followed from one
+    /// collection to the next by this id.
+    pub id: String,
+    /// Its `/metrics` URL (`http://` only), e.g. `http://10.0.0.5:9902/metrics`.
+    pub url: String,
+}
+
+/// Lists a proxy's replicas now, or says why it cannot.
+pub type ListReplicas = Arc<dyn Fn() -> Result<Vec<Replica>, String> + Send + Sync>;
 
 impl BuiltinSource {
     /// Reads the counters of a proxy in this process, e.g.
@@ -68,6 +115,12 @@ impl BuiltinSource {
     pub fn scrape(url: impl Into<String>) -> BuiltinSource {
         BuiltinSource::Scrape(url.into())
     }
+
+    /// Scrapes every replica `list` gives at each collection, e.g. the
+    /// ready endpoints of the proxy's Service.
+    pub fn replicas(list: ListReplicas) -> BuiltinSource {
+        BuiltinSource::Replicas(list)
+    }
 }
 
 impl std::fmt::Debug for BuiltinSource {
@@ -75,6 +128,7 @@ impl std::fmt::Debug for BuiltinSource {
         match self {
             BuiltinSource::InProcess(_) => f.write_str("InProcess"),
             BuiltinSource::Scrape(url) => f.debug_tuple("Scrape").field(url).finish(),
+            BuiltinSource::Replicas(_) => f.write_str("Replicas"),
         }
     }
 }
@@ -306,7 +360,10 @@ pub(crate) struct BuiltinCollector {
     metric: BuiltinMetric,
     slower_than: Option<Duration>,
     threshold: bool,
+    /// The previous snapshot of a single proxy (in process or scraped).
     baseline: Option<Snapshot>,
+    /// What is known of each replica of a [`BuiltinSource::Replicas`].
+    fleet: Fleet,
     http: Http,
     timeout: Duration,
     warned_edge: bool,
@@ -322,7 +379,7 @@ impl BuiltinCollector {
     ) -> BuiltinCollector {
         let baseline = match &source {
             BuiltinSource::InProcess(c) => Some(c.read()),
-            BuiltinSource::Scrape(_) => None,
+            BuiltinSource::Scrape(_) | BuiltinSource::Replicas(_) => None,
         };
         BuiltinCollector {
             source,
@@ -330,45 +387,55 @@ impl BuiltinCollector {
             slower_than,
             threshold,
             baseline,
+            fleet: Fleet::default(),
             http: Http::new(),
             timeout,
             warned_edge: false,
         }
     }
 
+    /// The counters of a single proxy now.
     async fn snapshot(&self, budget: Duration) -> Result<Snapshot, String> {
         match &self.source {
             BuiltinSource::InProcess(c) => Ok(c.read()),
-            BuiltinSource::Scrape(url) => {
-                let call = Call {
-                    method: Method::GET,
-                    url: url.clone(),
-                    headers: HeaderMap::new(),
-                    body: None,
-                };
-                let text = self
-                    .http
-                    .call(&call, self.timeout, budget, |a| {
-                        if a.status.is_success() {
-                            Ok(String::from_utf8_lossy(&a.body).into_owned())
-                        } else if a.retryable_status() {
-                            Err(Failure::Retry(format!("HTTP {} from {url}", a.status)))
-                        } else {
-                            Err(Failure::Final(format!(
-                                "HTTP {} from {url}: {}",
-                                a.status,
-                                a.snippet()
-                            )))
-                        }
-                    })
-                    .await?;
-                Snapshot::from_text(&text, url)
+            BuiltinSource::Scrape(url) => scrape(&self.http, url, self.timeout, budget).await,
+            BuiltinSource::Replicas(_) => {
+                Err("a set of replicas has no single snapshot".to_owned())
             }
         }
     }
 
+    /// Lists the replicas and scrapes them all at once, each within
+    /// `budget`, so the whole read takes no longer than one scrape.
+    async fn scrape_fleet(
+        &self,
+        list: &ListReplicas,
+        budget: Duration,
+    ) -> Result<Vec<(Replica, Result<Snapshot, String>)>, String> {
+        let mut replicas =
+            list().map_err(|why| format!("cannot list the proxy replicas: {why}"))?;
+        // The same replica twice (an address in two EndpointSlices while
+        // they are rewritten) would be counted twice.
+        let mut ids = HashSet::new();
+        replicas.retain(|r| ids.insert(r.id.clone()));
+        let reads = replicas
+            .iter()
+            .map(|r| scrape(&self.http, &r.url, self.timeout, budget));
+        let snapshots = futures_util::future::join_all(reads).await;
+        Ok(replicas.into_iter().zip(snapshots).collect())
+    }
+
     /// Takes the baseline now if there is none yet.
     pub async fn prime(&mut self, budget: Duration) {
+        if let BuiltinSource::Replicas(list) = &self.source {
+            if self.fleet.is_empty()
+                && let Ok(read) = self.scrape_fleet(list, budget).await
+            {
+                // Every replica is new: this only records baselines.
+                let _ = self.fleet.step(read, self.metric == BuiltinMetric::Latency);
+            }
+            return;
+        }
         if self.baseline.is_none()
             && let Ok(s) = self.snapshot(budget).await
         {
@@ -377,41 +444,223 @@ impl BuiltinCollector {
     }
 
     pub async fn collect(&mut self, budget: Duration) -> Observed {
-        let now = match self.snapshot(budget).await {
-            Ok(s) => s,
+        let d = match self.interval(budget).await {
+            Ok(d) => d,
             Err(why) => return Observed::NoData(why),
         };
+        self.warn_edge(&d);
+        observe(&d, self.metric, self.slower_than, self.threshold)
+    }
+
+    /// The interval's counter differences, or why there are none.
+    async fn interval(&mut self, budget: Duration) -> Result<Snapshot, String> {
+        if let BuiltinSource::Replicas(list) = &self.source {
+            let read = self.scrape_fleet(list, budget).await?;
+            return self.fleet.step(read, self.metric == BuiltinMetric::Latency);
+        }
+        let now = self.snapshot(budget).await?;
         let Some(before) = self.baseline.replace(now.clone()) else {
-            return Observed::NoData(
+            return Err(
                 "first read of the proxy's counters: baseline taken, counting starts now"
                     .to_owned(),
             );
         };
-        let d = match delta(&before, &now) {
-            Ok(d) => d,
-            Err(why) => {
-                return Observed::NoData(format!(
-                    "{why}; counting starts again from the current values"
-                ));
-            }
-        };
-        if let (BuiltinMetric::Latency, Some(t), false) =
+        delta(&before, &now)
+            .map_err(|why| format!("{why}; counting starts again from the current values"))
+    }
+
+    /// Warns once when `slowerThan` is not a bucket edge of the proxy's.
+    fn warn_edge(&mut self, d: &Snapshot) {
+        let (BuiltinMetric::Latency, Some(t), false) =
             (self.metric, self.slower_than, self.warned_edge)
-        {
-            self.warned_edge = true;
-            let from = first_slow_bucket(&d.bounds, t);
-            if let Some(edge) = from.checked_sub(1).and_then(|k| d.bounds.get(k)) {
-                let wanted = t.as_secs_f64();
-                if (edge - wanted).abs() > wanted * 1e-9 {
-                    tracing::warn!(
-                        slower_than = wanted,
-                        edge,
-                        "slowerThan is not a latency bucket edge; counting requests slower than the edge below it"
-                    );
+        else {
+            return;
+        };
+        self.warned_edge = true;
+        let from = first_slow_bucket(&d.bounds, t);
+        if let Some(edge) = from.checked_sub(1).and_then(|k| d.bounds.get(k)) {
+            let wanted = t.as_secs_f64();
+            if (edge - wanted).abs() > wanted * 1e-9 {
+                tracing::warn!(
+                    slower_than = wanted,
+                    edge,
+                    "slowerThan is not a latency bucket edge; counting requests slower than the edge below it"
+                );
+            }
+        }
+    }
+}
+
+/// `GET`s a proxy's `/metrics` and reads it.
+async fn scrape(
+    http: &Http,
+    url: &str,
+    timeout: Duration,
+    budget: Duration,
+) -> Result<Snapshot, String> {
+    let call = Call {
+        method: Method::GET,
+        url: url.to_owned(),
+        headers: HeaderMap::new(),
+        body: None,
+    };
+    let text = http
+        .call(&call, timeout, budget, |a| {
+            if a.status.is_success() {
+                Ok(String::from_utf8_lossy(&a.body).into_owned())
+            } else if a.retryable_status() {
+                Err(Failure::Retry(format!("HTTP {} from {url}", a.status)))
+            } else {
+                Err(Failure::Final(format!(
+                    "HTTP {} from {url}: {}",
+                    a.status,
+                    a.snippet()
+                )))
+            }
+        })
+        .await?;
+    Snapshot::from_text(&text, url)
+}
+
+/// What a [`BuiltinSource::Replicas`] remembers between collections: the
+/// replicas listed last time, and each one's last counted snapshot (with
+/// the URL it was read from).
+#[derive(Debug, Default)]
+pub(crate) struct Fleet {
+    listed: HashSet<String>,
+    baselines: HashMap<String, (String, Snapshot)>,
+}
+
+impl Fleet {
+    fn is_empty(&self) -> bool {
+        self.listed.is_empty() && self.baselines.is_empty()
+    }
+
+    /// One collection: `read` holds every replica listed now and what its
+    /// scrape gave. Returns the sum of the replicas' differences since
+    /// their baselines, or why the interval is NoData (the rules are in
+    /// the module docs). `latency` keeps the histograms; without it the
+    /// buckets are not summed, so replicas whose buckets differ can still
+    /// be counted for `errors`.
+    pub(crate) fn step(
+        &mut self,
+        read: Vec<(Replica, Result<Snapshot, String>)>,
+        latency: bool,
+    ) -> Result<Snapshot, String> {
+        let listed: HashSet<String> = read.iter().map(|(r, _)| r.id.clone()).collect();
+        // A replica gone from the list is dropped with its baseline.
+        self.baselines.retain(|id, _| listed.contains(id));
+        let previously = std::mem::replace(&mut self.listed, listed);
+        if read.is_empty() {
+            return Err("no proxy replica to read: the list of replicas is empty".to_owned());
+        }
+        let mut failed = Vec::new();
+        let mut fresh = Vec::new();
+        let mut restarted = Vec::new();
+        let mut counted: Vec<(Replica, Snapshot, Snapshot)> = Vec::new();
+        for (replica, result) in read {
+            let now = match result {
+                Ok(now) => now,
+                // A replica seen for the first time has no baseline yet:
+                // nothing of it is counted this interval whether it
+                // answers or not; if it still fails next time, that fails.
+                Err(why) if previously.contains(&replica.id) => {
+                    failed.push(format!("proxy replica {}: {why}", replica.id));
+                    continue;
+                }
+                Err(why) => {
+                    tracing::debug!(replica = %replica.id, %why, "a new proxy replica could not be read");
+                    continue;
+                }
+            };
+            let before = self
+                .baselines
+                .get(&replica.id)
+                .filter(|(url, _)| *url == replica.url)
+                .map(|(_, s)| s);
+            match before.map(|b| delta(b, &now)) {
+                None => {
+                    fresh.push(replica.id.clone());
+                    self.baselines.insert(replica.id, (replica.url, now));
+                }
+                Some(Err(why)) => {
+                    restarted.push(format!("proxy replica {}: {why}", replica.id));
+                    self.baselines.insert(replica.id, (replica.url, now));
+                }
+                Some(Ok(mut d)) => {
+                    if !latency {
+                        d.bounds.clear();
+                        d.stable.buckets.clear();
+                        d.canary.buckets.clear();
+                    }
+                    counted.push((replica, d, now));
                 }
             }
         }
-        observe(&d, self.metric, self.slower_than, self.threshold)
+        if !failed.is_empty() {
+            // The readable replicas keep their baselines, so the next
+            // complete read covers this interval too: no partial sum now,
+            // nothing lost or counted twice later.
+            return Err(format!(
+                "{}; the interval is not counted until every replica is read",
+                failed.join("; ")
+            ));
+        }
+        let mut sum: Option<(String, Snapshot)> = None;
+        let mut mismatch = None;
+        for (replica, d, now) in counted {
+            match &mut sum {
+                None => sum = Some((replica.id.clone(), d)),
+                Some((first, total)) => {
+                    if total.bounds != d.bounds {
+                        mismatch = Some(format!(
+                            "proxy replicas {first} and {} have different latency buckets (different proxy versions?); their histograms cannot be summed",
+                            replica.id
+                        ));
+                    } else {
+                        add(total, &d);
+                    }
+                }
+            }
+            self.baselines.insert(replica.id, (replica.url, now));
+        }
+        if let Some(why) = mismatch {
+            return Err(why);
+        }
+        if !fresh.is_empty() || !restarted.is_empty() {
+            tracing::debug!(
+                new = ?fresh,
+                restarted = ?restarted,
+                "proxy replicas without a baseline: not counted this interval"
+            );
+        }
+        match sum {
+            Some((_, total)) => Ok(total),
+            None if !restarted.is_empty() => Err(format!(
+                "{}; counting starts again from the current values",
+                restarted.join("; ")
+            )),
+            None => Err(format!(
+                "first read of proxy replica{} {}: baseline taken, counting starts now",
+                if fresh.len() == 1 { "" } else { "s" },
+                fresh.join(", ")
+            )),
+        }
+    }
+}
+
+/// Adds `d`'s counts to `total`'s (same buckets).
+fn add(total: &mut Snapshot, d: &Snapshot) {
+    for (t, d) in [
+        (&mut total.stable, &d.stable),
+        (&mut total.canary, &d.canary),
+    ] {
+        for (a, b) in t.classes.iter_mut().zip(&d.classes) {
+            *a = a.saturating_add(*b);
+        }
+        for (a, b) in t.buckets.iter_mut().zip(&d.buckets) {
+            *a = a.saturating_add(*b);
+        }
     }
 }
 
@@ -601,5 +850,163 @@ some_other_metric{track=\"stable\"} NaN
         let direct = counters.read();
         let scraped = Snapshot::from_text(&m.encode(), "u").expect("the proxy's text");
         assert_eq!(direct, scraped);
+    }
+
+    fn replica(id: &str) -> Replica {
+        Replica {
+            id: id.to_owned(),
+            url: format!("http://{id}:9902/metrics"),
+        }
+    }
+
+    type Read = Vec<(Replica, Result<Snapshot, String>)>;
+
+    fn read(of: &[(&str, Result<Snapshot, &str>)]) -> Read {
+        of.iter()
+            .map(|(id, r)| (replica(id), r.clone().map_err(str::to_owned)))
+            .collect()
+    }
+
+    /// Canary `c` requests and stable `s`, all successes.
+    fn ok(s: u64, c: u64) -> Result<Snapshot, &'static str> {
+        Ok(snap([s, 0, 0, 0, 0], [c, 0, 0, 0, 0]))
+    }
+
+    fn totals(d: &Snapshot) -> (u64, u64) {
+        (d.stable.classes.iter().sum(), d.canary.classes.iter().sum())
+    }
+
+    #[test]
+    fn replicas_are_summed_from_their_own_baselines() {
+        let mut fleet = Fleet::default();
+        let e = fleet
+            .step(read(&[("a", ok(10, 1)), ("b", ok(100, 10))]), true)
+            .expect_err("baseline");
+        assert_eq!(
+            e,
+            "first read of proxy replicas a, b: baseline taken, counting starts now"
+        );
+        let d = fleet
+            .step(read(&[("a", ok(15, 3)), ("b", ok(107, 10))]), true)
+            .expect("both counted");
+        assert_eq!(totals(&d), (12, 2));
+        // Histograms are summed bucket by bucket.
+        assert_eq!(d.stable.buckets, vec![12, 0, 0, 0]);
+        assert_eq!(d.canary.buckets, vec![0, 0, 2, 0]);
+
+        // c is new: its baseline only. b is gone: dropped.
+        let d = fleet
+            .step(read(&[("a", ok(16, 3)), ("c", ok(50, 50))]), true)
+            .expect("a counted");
+        assert_eq!(totals(&d), (1, 0));
+        let d = fleet
+            .step(read(&[("a", ok(17, 3)), ("c", ok(52, 51))]), true)
+            .expect("a and c");
+        assert_eq!(totals(&d), (3, 1));
+        // b again: new again, whatever its counters say.
+        let d = fleet
+            .step(
+                read(&[("a", ok(17, 3)), ("b", ok(1000, 1000)), ("c", ok(52, 51))]),
+                true,
+            )
+            .expect("a and c");
+        assert_eq!(totals(&d), (0, 0));
+    }
+
+    #[test]
+    fn an_unreadable_replica_fails_the_interval_and_the_next_read_covers_it() {
+        let mut fleet = Fleet::default();
+        let _ = fleet.step(read(&[("a", ok(10, 1)), ("b", ok(20, 2))]), false);
+        let e = fleet
+            .step(read(&[("a", ok(12, 2)), ("b", Err("refused"))]), false)
+            .expect_err("b failed");
+        assert_eq!(
+            e,
+            "proxy replica b: refused; the interval is not counted until every replica is read"
+        );
+        // Both intervals, every replica: nothing lost, nothing twice.
+        let d = fleet
+            .step(read(&[("a", ok(13, 2)), ("b", ok(25, 4))]), false)
+            .expect("all read");
+        assert_eq!(totals(&d), (8, 3));
+        // Without latency the buckets are not summed.
+        assert!(d.bounds.is_empty() && d.stable.buckets.is_empty());
+
+        // A new replica that cannot be read yet has no baseline; it fails
+        // the next interval if it still cannot be read.
+        let d = fleet
+            .step(
+                read(&[("a", ok(14, 2)), ("b", ok(25, 4)), ("n", Err("timeout"))]),
+                false,
+            )
+            .expect("n is new");
+        assert_eq!(totals(&d), (1, 0));
+        let e = fleet
+            .step(
+                read(&[("a", ok(14, 2)), ("b", ok(25, 4)), ("n", Err("timeout"))]),
+                false,
+            )
+            .expect_err("n listed twice");
+        assert!(e.starts_with("proxy replica n: timeout"), "{e}");
+        let e = fleet.step(Vec::new(), false).expect_err("empty");
+        assert!(e.contains("list of replicas is empty"), "{e}");
+        // The empty list dropped everyone: all new again.
+        let e = fleet
+            .step(read(&[("a", ok(14, 2))]), false)
+            .expect_err("baseline");
+        assert!(e.contains("first read of proxy replica a:"), "{e}");
+    }
+
+    #[test]
+    fn a_restarted_replica_is_a_new_baseline() {
+        let mut fleet = Fleet::default();
+        let _ = fleet.step(read(&[("a", ok(10, 1)), ("b", ok(20, 2))]), true);
+        // b restarted: its 3 stable requests since are its new baseline.
+        let d = fleet
+            .step(read(&[("a", ok(12, 2)), ("b", ok(3, 0))]), true)
+            .expect("a counted");
+        assert_eq!(totals(&d), (2, 1));
+        let d = fleet
+            .step(read(&[("a", ok(12, 2)), ("b", ok(5, 1))]), true)
+            .expect("b counted from its new baseline");
+        assert_eq!(totals(&d), (2, 1));
+        // Every replica restarted: nothing to count.
+        let e = fleet
+            .step(read(&[("a", ok(0, 0)), ("b", ok(1, 0))]), true)
+            .expect_err("no difference");
+        assert!(
+            e.contains("proxy replica a: the proxy's stable counters went down")
+                && e.contains("proxy replica b:")
+                && e.ends_with("counting starts again from the current values"),
+            "{e}"
+        );
+        // The same id at another URL is another process.
+        let _ = fleet.step(read(&[("a", ok(1, 0))]), true);
+        let mut moved = read(&[("a", ok(2, 0))]);
+        moved[0].0.url = "http://elsewhere:9902/metrics".to_owned();
+        assert!(fleet.step(moved, true).is_err());
+    }
+
+    #[test]
+    fn different_buckets_are_not_summed() {
+        let mut other = snap([1, 0, 0, 0, 0], [0; 5]);
+        other.bounds = vec![0.1, 0.2, 1.0];
+        let mut fleet = Fleet::default();
+        let first = read(&[("a", ok(1, 0)), ("b", Ok(other.clone()))]);
+        let _ = fleet.step(first, true);
+        let mut later = other.clone();
+        later.stable.classes[0] = 4;
+        later.stable.buckets[0] = 4;
+        let e = fleet
+            .step(read(&[("a", ok(2, 0)), ("b", Ok(later.clone()))]), true)
+            .expect_err("latency");
+        assert!(e.contains("different latency buckets"), "{e}");
+        // Errors do not read the buckets.
+        later.stable.classes[0] = 6;
+        later.stable.buckets[0] = 6;
+        let d = fleet
+            .step(read(&[("a", ok(3, 0)), ("b", Ok(later))]), false)
+            .expect("errors");
+        assert_eq!(totals(&d), (3, 0));
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! Layout:
 //! - [`builtin`]: the proxy's own counters, in process or scraped from
-//!   `/metrics`, as per-interval deltas;
+//!   `/metrics` (one proxy, or every replica of one, summed), as
+//!   per-interval deltas;
 //! - [`prometheus`]: instant queries against Prometheus's HTTP API;
 //! - [`webhook`]: an HTTP endpoint answering JSON;
 //! - [`template`]: `{{track}}`, `{{interval}}`, `{{name}}`, `{{namespace}}`;
@@ -39,7 +40,7 @@ use coalmine_core::routes::Track;
 use coalmine_core::spec::HttpMethod;
 
 use crate::builtin::BuiltinCollector;
-pub use crate::builtin::BuiltinSource;
+pub use crate::builtin::{BuiltinSource, ListReplicas, Replica};
 pub use crate::client::{ATTEMPTS, AddressOverride, BACKOFF, set_address_overrides};
 use crate::prometheus::{PrometheusCollector, Queries};
 use crate::selector::Selector;
@@ -248,10 +249,10 @@ impl MetricSource {
         &self.name
     }
 
-    /// Takes the builtin baseline now, if it has none yet (a scraped proxy);
-    /// call it when the analysis starts so the first interval has counts.
-    /// Does nothing for other providers, or if the scrape fails (the first
-    /// collection then takes the baseline).
+    /// Takes the builtin baseline now, if it has none yet (a scraped proxy,
+    /// or the replicas listed now); call it when the analysis starts so the
+    /// first interval has counts. Does nothing for other providers, or if
+    /// the scrape fails (the first collection then takes the baseline).
     pub async fn prime(&mut self) {
         if let Inner::Builtin(b) = &mut self.inner {
             b.prime(DEFAULT_PROVIDER_TIMEOUT.to_std()).await;

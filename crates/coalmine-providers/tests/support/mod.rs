@@ -281,9 +281,10 @@ pub async fn app() -> Server {
     .await
 }
 
-/// A coalmine proxy in process, with its admin API, in front of `stable`
-/// and `canary`; requests with `x-canary: always` go to the canary, all
-/// others to stable (weight 0), so tests choose each request's track.
+/// A coalmine proxy in process, with its admin API and, as the proxy
+/// Deployment runs it, a metrics-only listener, in front of `stable` and
+/// `canary`; requests with `x-canary: always` go to the canary, all others
+/// to stable (weight 0), so tests choose each request's track.
 pub struct TestProxy {
     /// The proxy's handle.
     pub proxy: Proxy,
@@ -291,12 +292,29 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// The admin port (`/metrics`).
     pub admin: SocketAddr,
+    /// The metrics-only port (`/metrics`, as `--metrics-listen` serves it).
+    pub metrics: SocketAddr,
     stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
 }
 
 impl TestProxy {
     /// Starts the proxy and its admin API.
     pub async fn start(stable: &Server, canary: &Server) -> TestProxy {
+        let (metrics, _) = listen().await;
+        TestProxy::start_with(stable, canary, metrics).await
+    }
+
+    /// Starts a proxy whose metrics-only listener is at `metrics`, e.g.
+    /// the address of one that was stopped: a restarted replica.
+    pub async fn start_at(stable: &Server, canary: &Server, metrics: SocketAddr) -> TestProxy {
+        let listener = TcpListener::bind(metrics)
+            .await
+            .expect("bind the stopped proxy's metrics address again");
+        TestProxy::start_with(stable, canary, listener).await
+    }
+
+    async fn start_with(stable: &Server, canary: &Server, metrics: TcpListener) -> TestProxy {
         let routes = serde_json::from_str(
             r#"{"canaryWeight": 0, "headerRoutes": [{"header": "x-canary", "value": "always"}]}"#,
         )
@@ -311,27 +329,54 @@ impl TestProxy {
         .expect("a valid proxy configuration");
         let (listener, addr) = listen().await;
         let (admin_listener, admin) = listen().await;
+        let metrics_addr = metrics
+            .local_addr()
+            .expect("a bound listener has an address");
         let (stop, _) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let data = proxy.clone();
         let shutdown = stopped(stop.subscribe());
-        tokio::spawn(async move { data.serve(listener, shutdown, Duration::from_secs(1)).await });
+        let mut servers = vec![tokio::spawn(async move {
+            data.serve(listener, shutdown, Duration::from_secs(1)).await
+        })];
         let control = proxy.clone();
         let shutdown = stopped(stop.subscribe());
-        tokio::spawn(async move { control.serve_admin(admin_listener, shutdown).await });
+        servers.push(tokio::spawn(async move {
+            control.serve_admin(admin_listener, shutdown).await
+        }));
+        let scraped = proxy.clone();
+        let shutdown = stopped(stop.subscribe());
+        servers.push(tokio::spawn(async move {
+            scraped.serve_metrics(metrics, shutdown).await
+        }));
         TestProxy {
             proxy,
             addr,
             admin,
+            metrics: metrics_addr,
             stop,
+            servers,
+        }
+    }
+
+    /// Stops the proxy and waits until its listeners are closed.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for server in std::mem::take(&mut self.servers) {
+            let _ = server.await;
         }
     }
 
     /// The admin API's `/metrics` URL.
     pub fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.admin)
+    }
+
+    /// The metrics-only listener's `/metrics` URL.
+    pub fn replica_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics)
     }
 
     /// Sends `n` GETs of `path` through the proxy to one track, one after
