@@ -148,22 +148,13 @@ impl Caches {
     /// The EndpointSlices of Service `name` in `namespace`, if the cache
     /// has any (`None`: read them from the API server).
     pub fn endpoint_slices(&self, namespace: &str, name: &str) -> Option<Vec<EndpointSlice>> {
-        let slices: Vec<EndpointSlice> = self
-            .slices
-            .state_filter(|s| {
-                s.metadata.namespace.as_deref() == Some(namespace)
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                        .is_some_and(|n| n == name)
-            })
-            .into_iter()
-            .map(|s| (*s).clone())
-            .collect();
-        // None found: there are none once the watch has listed them all
-        // (a Service with no Ready pod yet), or the watch is not up.
-        (!slices.is_empty() || ready(&self.slices)).then_some(slices)
+        service_slices(&self.slices, namespace, name)
+    }
+
+    /// The EndpointSlice cache itself, for a reader that outlives a
+    /// reconcile (the proxy replicas a judging session scrapes).
+    pub fn slice_store(&self) -> Store<EndpointSlice> {
+        self.slices.clone()
     }
 
     /// Forgets that Deployment `name` was missing: this controller is
@@ -221,6 +212,30 @@ impl Caches {
             .find(|o| o.kind == coalmine_core::spec::KIND)
             .map(|o| o.name.clone())
     }
+}
+
+/// The EndpointSlices of Service `name` in `namespace` in `store`, if it
+/// has any (`None`: the watch has not listed them yet).
+pub fn service_slices(
+    store: &Store<EndpointSlice>,
+    namespace: &str,
+    name: &str,
+) -> Option<Vec<EndpointSlice>> {
+    let slices: Vec<EndpointSlice> = store
+        .state_filter(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .is_some_and(|n| n == name)
+        })
+        .into_iter()
+        .map(|s| (*s).clone())
+        .collect();
+    // None found: there are none once the watch has listed them all
+    // (a Service with no Ready pod yet), or the watch is not up.
+    (!slices.is_empty() || ready(store)).then_some(slices)
 }
 
 /// Whether `store` has had its watch's first full list.

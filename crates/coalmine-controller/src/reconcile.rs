@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use coalmine_core::capability::Capability;
 use coalmine_core::rollout::{Decision, Event, Observation};
 use coalmine_core::status::{CanaryStatus, ConditionStatus};
 use coalmine_core::{Duration, Time};
@@ -497,7 +498,13 @@ async fn step(
         clock,
         key,
         |analysis| {
-            coalmine_providers::sources(analysis, None).map_err(|e| format!("spec.analysis: {e}"))
+            // `builtin` metrics read the proxy router's replicas.
+            let builtin = checked
+                .router
+                .can(Capability::BuiltinMetrics)
+                .then(|| crate::analysis::proxy_replicas(&ctx.caches, c.namespace(), c.name()));
+            coalmine_providers::sources(analysis, builtin.as_ref())
+                .map_err(|e| format!("spec.analysis: {e}"))
         },
     )
     .map_err(Error::Analysis)?;

@@ -327,18 +327,9 @@ impl CanaryResource {
         // failures repeated every few seconds.
         if problems.is_empty()
             && let Some(analysis) = &plan.analysis
-            && let Err(e) = coalmine_providers::sources(analysis, None)
+            && let Some(p) = provider_problem(analysis, &router)
         {
-            let metric = source_metric(&e);
-            let at = analysis
-                .metrics
-                .iter()
-                .position(|m| m.name == metric)
-                .map_or_else(
-                    || "spec.analysis.metrics".to_owned(),
-                    |i| format!("spec.analysis.metrics[{i}]"),
-                );
-            problems.push(Problem::error(at, e.to_string()));
+            problems.push(p);
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -462,6 +453,29 @@ fn nginx_limits(router: &Router, plan: &Plan) -> Vec<Problem> {
     problems
 }
 
+/// The first metric whose source cannot be built, as a spec problem. A
+/// router that serves the builtin metrics (the proxy) gives them its
+/// replicas, listed only when a judging session collects.
+fn provider_problem(
+    analysis: &coalmine_core::plan::AnalysisPlan,
+    router: &Router,
+) -> Option<Problem> {
+    let builtin = router
+        .can(Capability::BuiltinMetrics)
+        .then(crate::analysis::unlisted_replicas);
+    let e = coalmine_providers::sources(analysis, builtin.as_ref()).err()?;
+    let metric = source_metric(&e);
+    let at = analysis
+        .metrics
+        .iter()
+        .position(|m| m.name == metric)
+        .map_or_else(
+            || "spec.analysis.metrics".to_owned(),
+            |i| format!("spec.analysis.metrics[{i}]"),
+        );
+    Some(Problem::error(at, e.to_string()))
+}
+
 /// The metric a provider problem is about.
 fn source_metric(e: &coalmine_providers::SourceError) -> &str {
     use coalmine_providers::SourceError as E;
@@ -567,6 +581,28 @@ mod tests {
             .expect_err("https is not supported");
         assert_eq!(problems[0].path, "spec.analysis.metrics[0]");
         assert!(problems[0].message.contains("https"), "{problems:?}");
+    }
+
+    #[test]
+    fn the_proxy_router_gives_builtin_metrics_a_source_and_the_others_none() {
+        let mut s = spec();
+        s["analysis"] = json!({"metrics": [
+            {"name": "p99", "webhook": {"url": "http://metrics.example/p99", "value": "$.v"},
+             "threshold": {"max": 1.0}},
+            {"name": "errors", "builtin": "errors"},
+            {"name": "slow", "builtin": "latency", "slowerThan": "300ms"},
+        ]});
+        let (_, plan, _) = validate::load(
+            &CanaryResource::new("default", "web", s)
+                .document()
+                .to_string(),
+        )
+        .expect("a valid spec");
+        let analysis = plan.analysis.expect("an analysis");
+        assert!(provider_problem(&analysis, &Router::Proxy).is_none());
+        let p = provider_problem(&analysis, &Router::Replicas).expect("no proxy to read");
+        assert_eq!(p.path, "spec.analysis.metrics[1]");
+        assert!(p.message.contains("no coalmine proxy to read"), "{p:?}");
     }
 
     #[test]
