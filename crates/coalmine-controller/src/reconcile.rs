@@ -489,6 +489,30 @@ async fn step(
     };
     let slot = ctx.analyses.slot(key);
     let mut session = slot.lock().await;
+    // `builtin` metrics read the proxy router's replicas.
+    let builtin = checked
+        .router
+        .can(Capability::BuiltinMetrics)
+        .then(|| crate::analysis::proxy_replicas(&ctx.caches, c.namespace(), c.name()));
+    let build = |analysis: &coalmine_core::plan::AnalysisPlan| {
+        coalmine_providers::sources(analysis, builtin.as_ref())
+            .map_err(|e| format!("spec.analysis: {e}"))
+    };
+    // A new session's scraped counters take their baseline now, so that
+    // its first interval has counts rather than NoData.
+    let mut primed = None;
+    if builtin.is_some()
+        && let Some(analysis) = plan.analysis.as_ref().filter(|a| {
+            coalmine_driver::session::judged_phase(status.phase)
+                && !session.as_ref().is_some_and(|s| s.judges(a, &status))
+        })
+    {
+        let mut sources = build(analysis).map_err(Error::Analysis)?;
+        for s in &mut sources {
+            s.prime().await;
+        }
+        primed = Some(sources);
+    }
     coalmine_driver::session::refresh(
         &mut session,
         plan,
@@ -497,15 +521,7 @@ async fn step(
         now,
         clock,
         key,
-        |analysis| {
-            // `builtin` metrics read the proxy router's replicas.
-            let builtin = checked
-                .router
-                .can(Capability::BuiltinMetrics)
-                .then(|| crate::analysis::proxy_replicas(&ctx.caches, c.namespace(), c.name()));
-            coalmine_providers::sources(analysis, builtin.as_ref())
-                .map_err(|e| format!("spec.analysis: {e}"))
-        },
+        |analysis| primed.map_or_else(|| build(analysis), Ok),
     )
     .map_err(Error::Analysis)?;
     let refused_before = status
