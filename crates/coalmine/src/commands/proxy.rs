@@ -316,3 +316,46 @@ async fn serve(
     let _ = stop_rx;
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        let argv = ["proxy", "--stable", "http://a", "--canary", "http://b"];
+        Cli::try_parse_from(argv.iter().chain(args))
+            .map(|c| c.args)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn routes_from_a_configmap_take_no_start_weight() {
+        let args = parse(&["--routes-configmap", "web-proxy", "--weight", "10"]).unwrap();
+        let e = configure(&args).unwrap_err();
+        assert!(
+            e.contains("--weight 10") && e.contains("--routes-configmap"),
+            "{e}"
+        );
+        let args = parse(&["--routes-configmap", "web-proxy", "--weight", "0"]).unwrap();
+        assert!(configure(&args).is_ok());
+        assert!(configure(&parse(&["--weight", "10"]).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn namespace_and_kubeconfig_need_routes_configmap() {
+        for flag in ["--namespace", "--kubeconfig"] {
+            let e = parse(&[flag, "x"]).err().unwrap_or_default();
+            assert!(e.contains("--routes-configmap"), "{flag}: {e}");
+        }
+        let args = parse(&["--routes-configmap", "c", "--namespace", "ns"]).unwrap();
+        assert_eq!(args.namespace.as_deref(), Some("ns"));
+    }
+}
