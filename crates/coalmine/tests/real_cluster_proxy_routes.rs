@@ -352,9 +352,15 @@ async fn two_replicas_follow_their_configmap_within_a_second() -> TestResult {
     ];
     let mut worst = Duration::ZERO;
     for change in changes {
+        // From before the write: the API server's own time counts too.
+        let written = Instant::now();
         set_routes_json(&admin, &ns, &change.to_string()).await?;
-        let took = all_answer(&[&a, &b], &change).await?;
-        println!("both replicas answer {change} {took:?} after the ConfigMap's update");
+        let after_write = all_answer(&[&a, &b], &change).await?;
+        let took = written.elapsed();
+        println!(
+            "both replicas answer {change} {took:?} after the ConfigMap's patch was sent \
+             ({after_write:?} after the API server answered it)"
+        );
         worst = worst.max(took);
         table = change;
         for p in [&a, &b] {
@@ -374,7 +380,7 @@ async fn two_replicas_follow_their_configmap_within_a_second() -> TestResult {
             }
         }
     }
-    println!("worst delay from a ConfigMap update to both replicas' GET /routes: {worst:?}");
+    println!("worst delay from a ConfigMap patch to both replicas' GET /routes: {worst:?}");
     assert!(
         worst < Duration::from_secs(1),
         "a replica took {worst:?} to follow the ConfigMap"
@@ -519,16 +525,14 @@ async fn a_replica_is_unready_and_all_stable_until_its_configmap_exists() -> Tes
         )
         .await?;
     let want = json!({"canaryWeight": 100, "headerRoutes": [], "mirrorPercent": 0});
-    let took = all_answer(&[&p], &want).await?;
-    println!("ConfigMap created: the replica answers its routes {took:?} later");
+    all_answer(&[&p], &want).await?;
+    let took = created.elapsed();
+    println!(
+        "ConfigMap created: the replica answers its routes {took:?} after the create was sent"
+    );
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(p.readyz().await?, Some((200, "ok\n".into())));
     assert_eq!(count(&p.tracks(20, &[]).await?, "canary"), 20);
-    assert!(
-        created.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        created.elapsed()
-    );
     p.finish()?;
     Ok(())
 }
