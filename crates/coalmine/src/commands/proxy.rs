@@ -180,6 +180,12 @@ fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
             })?);
         }
     }
+    if let Some(name) = &args.routes_configmap {
+        proxy_routes::check_name("--routes-configmap", name)?;
+    }
+    if let Some(ns) = &args.namespace {
+        proxy_routes::check_name("--namespace", ns)?;
+    }
     if args.routes_configmap.is_some() && args.weight != 0 {
         return Err(format!(
             "--weight {} and --routes-configmap: the routes come from the ConfigMap; drop --weight",
@@ -346,6 +352,14 @@ mod tests {
         );
         let args = parse(&["--routes-configmap", "web-proxy", "--weight", "0"]).unwrap();
         assert!(configure(&args).is_ok());
+        for bad in ["", "Web", "a,metadata.namespace=b"] {
+            let args = parse(&["--routes-configmap", bad]).unwrap();
+            let e = configure(&args).unwrap_err();
+            assert!(e.starts_with("--routes-configmap"), "{e}");
+        }
+        let args = parse(&["--routes-configmap", "c", "--namespace", "a/b"]).unwrap();
+        let e = configure(&args).unwrap_err();
+        assert!(e.starts_with("--namespace `a/b` is not"), "{e}");
         assert!(configure(&parse(&["--weight", "10"]).unwrap()).is_ok());
     }
 

@@ -46,6 +46,35 @@ impl fmt::Display for Source {
     }
 }
 
+/// Refuses a `--routes-configmap` (or `--namespace`, the value of `flag`)
+/// that is not an object name (a DNS subdomain: lowercase letters,
+/// digits, `-` and `.`, at most 253), so the field selector made of it
+/// names exactly that object.
+pub fn check_name(flag: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && name.split('.').all(|part| {
+            part.bytes()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+                && part
+                    .bytes()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{flag} `{name}` is not a Kubernetes name: use lowercase letters, digits, \
+             '-' and '.', starting and ending with a letter or digit, e.g. web-proxy"
+        ))
+    }
+}
+
 /// The namespace of `--routes-configmap`: `flag` when given, else the
 /// pod's (`service_account`, the contents of the service account's
 /// namespace file), else the kubeconfig context's (`kubeconfig`, which
