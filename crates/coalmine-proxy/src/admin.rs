@@ -1,10 +1,14 @@
-//! The admin API: `GET/PUT /routes`, `GET /healthz`, `GET /metrics`.
+//! The admin API: `GET/PUT /routes`, `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`.
 //!
 //! It listens on its own address (loopback unless told otherwise), so the
 //! data port never exposes control. `PUT /routes` checks the whole table
 //! first and swaps it in one store: a request sees the old table or the
 //! new one, never a mix; an invalid body gets 400 with every reason and
-//! changes nothing.
+//! changes nothing. When the routes come from a source of their own (a
+//! ConfigMap, [`Proxy::with_routes_source`]) `PUT /routes` is refused with
+//! 409, so the source and the API never disagree on the table, and
+//! `GET /routes` answers 503 until the source has been read.
 //!
 //! Every request passes the [`Guard`] first: a web page a browser shows
 //! must not be able to reach the API, whether by naming it under another
@@ -239,8 +243,9 @@ pub async fn serve<H, F>(
     server::serve_with(listener, guarded, shutdown, Duration::from_secs(1), limits).await;
 }
 
-/// Serves only `GET /metrics` (and `/healthz`) from `listener`, for a
-/// scraper that should not reach the rest of the admin API.
+/// Serves only `GET /metrics` (and `/healthz`, `/readyz`) from
+/// `listener`, for a scraper (and the kubelet's probes) that should not
+/// reach the rest of the admin API.
 pub async fn serve_metrics(
     proxy: Proxy,
     listener: TcpListener,
@@ -252,7 +257,11 @@ pub async fn serve_metrics(
             match (req.method(), req.uri().path()) {
                 (&Method::GET, "/metrics") => metrics(&proxy),
                 (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-                _ => text(StatusCode::NOT_FOUND, "only GET /metrics here\n"),
+                (&Method::GET, "/readyz") => readyz(&proxy),
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    "only GET /metrics, /healthz and /readyz here\n",
+                ),
             }
         }
     };
@@ -262,6 +271,20 @@ pub async fn serve_metrics(
         max_connections: 64,
     };
     server::serve_with(listener, handler, shutdown, Duration::from_secs(1), limits).await;
+}
+
+/// `200` once the routes in effect are the intended ones; `503` while a
+/// proxy whose routes come from a source has not read them yet (it sends
+/// everything to stable meanwhile, and `GET /routes` answers the same
+/// `503`).
+fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
+    match proxy.routes_source() {
+        Some(source) if !proxy.routes_ready() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("routes not yet read from {source}\n"),
+        ),
+        _ => text(StatusCode::OK, "ok\n"),
+    }
 }
 
 fn metrics(proxy: &Proxy) -> Response<Full<Bytes>> {
@@ -280,9 +303,21 @@ const MAX_BODY: usize = 1024 * 1024;
 pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => readyz(&proxy),
         (&Method::GET, "/metrics") => metrics(&proxy),
+        // Before its source is read the table is a placeholder (all to
+        // stable), not one anybody chose: say so rather than show it.
+        (&Method::GET, "/routes") if !proxy.routes_ready() => readyz(&proxy),
         (&Method::GET, "/routes") => json(StatusCode::OK, &proxy.routes()),
         (&Method::PUT, "/routes") => {
+            if let Some(source) = proxy.routes_source() {
+                return text(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "the routes come from {source}: change its routes.json there, not here\n"
+                    ),
+                );
+            }
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
@@ -322,12 +357,12 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<Full<Bytes
                 }
             }
         }
-        (_, "/healthz" | "/metrics" | "/routes") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/routes") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /routes, /healthz or /metrics\n",
+            "not found: try /routes, /healthz, /readyz or /metrics\n",
         ),
     }
 }

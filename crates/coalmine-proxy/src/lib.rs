@@ -5,9 +5,11 @@
 //! the sticky cookie, then the weight ([`route`]). A share of stable requests
 //! can be mirrored to the canary. The route table and the pools sit behind
 //! one `ArcSwap`, so a change never blocks or splits a request
-//! ([`forward`]). The admin API ([`admin`]) changes routes and exposes the
-//! its metrics ([`metrics`]), which are also readable in process
-//! for the judge.
+//! ([`forward`]). The admin API ([`admin`]) changes routes and exposes
+//! the proxy's metrics ([`metrics`]), which are also readable in process
+//! for the judge. Routes may instead come from elsewhere (a Kubernetes
+//! ConfigMap, [`Proxy::with_routes_source`]): then the admin API only reads
+//! them, and the proxy is ready once the first table is in effect.
 //!
 //! Layout: [`route`] is the pure per-request decision; [`upstream`] the
 //! pools; [`pool`] the keep-alive connections to each upstream, with
@@ -29,6 +31,7 @@ pub mod server;
 pub mod upstream;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +108,19 @@ pub struct Proxy {
     // read-modify-write of the table; readers never take it.
     writer: Arc<Mutex<()>>,
     sticky_key: StickyKey,
+    source: Arc<RoutesSource>,
+}
+
+/// Where the route table comes from, and whether one was read from there.
+#[derive(Debug)]
+struct RoutesSource {
+    /// What writes the routes, e.g. `ConfigMap NS/NAME`; `None`: the admin
+    /// API (`PUT /routes`) and the program itself.
+    name: Option<String>,
+    /// Whether a table has been put in effect since the proxy started;
+    /// true from the start without a source (the initial table is the
+    /// one intended).
+    read: AtomicBool,
 }
 
 impl Proxy {
@@ -133,7 +149,37 @@ impl Proxy {
             forwarder: Arc::new(Forwarder::new(table, metrics, config.limits)),
             writer: Arc::new(Mutex::new(())),
             sticky_key,
+            source: Arc::new(RoutesSource {
+                name: None,
+                read: AtomicBool::new(true),
+            }),
         })
+    }
+
+    /// The same proxy, its routes coming from `source` (named in answers
+    /// and logs, e.g. `ConfigMap NS/NAME`): `PUT /routes` is refused
+    /// (`409`), and `/readyz` answers `503` until the first
+    /// [`Proxy::set_routes`]. Call it before cloning the handle: clones
+    /// made earlier keep the previous source.
+    pub fn with_routes_source(self, source: impl Into<String>) -> Proxy {
+        Proxy {
+            source: Arc::new(RoutesSource {
+                name: Some(source.into()),
+                read: AtomicBool::new(false),
+            }),
+            ..self
+        }
+    }
+
+    /// What writes the routes, when not the admin API.
+    pub fn routes_source(&self) -> Option<&str> {
+        self.source.name.as_deref()
+    }
+
+    /// Whether the routes in effect are the ones intended: always without
+    /// a source, and with one once a table was read from it.
+    pub fn routes_ready(&self) -> bool {
+        self.source.read.load(Ordering::Acquire)
     }
 
     /// The route table in effect.
@@ -141,7 +187,8 @@ impl Proxy {
         self.forwarder.table.load().routes.routes().clone()
     }
 
-    /// Replaces the route table atomically; on error nothing changes.
+    /// Replaces the route table atomically; on error nothing changes. The
+    /// first success makes a proxy with a routes source ready.
     pub fn set_routes(&self, routes: Routes) -> Result<(), Vec<Problem>> {
         let compiled = Arc::new(RouteTable::compile(routes, &self.sticky_key)?);
         let weight = compiled.routes().canary_weight;
@@ -153,6 +200,7 @@ impl Proxy {
             canary: current.canary.clone(),
         }));
         self.forwarder.metrics.set_weight(weight);
+        self.source.read.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -231,7 +279,8 @@ impl Proxy {
         admin::serve(listener, guard, handler, shutdown).await;
     }
 
-    /// Serves only `GET /metrics` from `listener` until `shutdown`.
+    /// Serves only `GET /metrics`, `/healthz` and `/readyz` from
+    /// `listener` until `shutdown`.
     pub async fn serve_metrics(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         admin::serve_metrics(self.clone(), listener, shutdown).await;
     }

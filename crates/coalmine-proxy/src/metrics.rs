@@ -186,6 +186,12 @@ pub struct Metrics {
     pub mirror_dropped: Counter,
     /// Mirror copies that got no answer or a 5xx.
     pub mirror_failed: Counter,
+    /// Route tables refused from the routes source (a ConfigMap): missing,
+    /// not JSON, or failing the checks; the routes in effect stayed.
+    pub routes_source_errors: Counter,
+    /// Failed reads of the routes source (the API server refused or could
+    /// not be reached); retried, the routes in effect stayed.
+    pub routes_watch_errors: Counter,
 }
 
 impl Metrics {
@@ -199,6 +205,8 @@ impl Metrics {
         let mirrored = Counter::default();
         let mirror_dropped = Counter::default();
         let mirror_failed = Counter::default();
+        let routes_source_errors = Counter::default();
+        let routes_watch_errors = Counter::default();
         registry.register(
             "coalmine_proxy_requests",
             "Requests answered, by track and class (2xx, 3xx, 4xx, 5xx, error = no answer from the upstream, or one that broke off)",
@@ -234,6 +242,16 @@ impl Metrics {
             "Mirror copies that got no answer or a 5xx",
             mirror_failed.clone(),
         );
+        registry.register(
+            "coalmine_proxy_routes_source_errors",
+            "Route tables refused from the routes source (ConfigMap): routes.json missing, not JSON, or invalid; the routes in effect stayed",
+            routes_source_errors.clone(),
+        );
+        registry.register(
+            "coalmine_proxy_routes_watch_errors",
+            "Failed reads of the routes source (ConfigMap watch errors: refused, API server unreachable), retried with backoff",
+            routes_watch_errors.clone(),
+        );
         let track = |t: Track| TrackMetrics {
             classes: Class::ALL.map(|c| {
                 requests
@@ -258,6 +276,8 @@ impl Metrics {
             mirrored,
             mirror_dropped,
             mirror_failed,
+            routes_source_errors,
+            routes_watch_errors,
         }
     }
 
@@ -365,6 +385,8 @@ mod tests {
             "coalmine_proxy_route_weight{track=\"canary\"} 10",
             "coalmine_proxy_route_weight{track=\"stable\"} 90",
             "coalmine_proxy_mirrored_requests_total 1",
+            "coalmine_proxy_routes_source_errors_total 0",
+            "coalmine_proxy_routes_watch_errors_total 0",
             "# TYPE coalmine_proxy_requests_total counter",
             "# HELP coalmine_proxy_requests_total Requests answered",
         ] {

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod kube_control;
 pub mod kube_dashboard;
 pub mod proxy;
+pub mod proxy_routes;
 pub mod run;
 pub mod sample_app;
 #[cfg(feature = "simulate")]

@@ -1,5 +1,7 @@
 //! `coalmine proxy`: the data plane alone, configured by flags or by a
-//! Canary file's `upstreams`, with routes changed through the admin API.
+//! Canary file's `upstreams`, with routes changed through the admin API,
+//! or read from a Kubernetes ConfigMap (`--routes-configmap`,
+//! [`super::proxy_routes`]) when it is the `proxy` router's replica.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +11,17 @@ use coalmine_core::Duration;
 use coalmine_core::routes::Routes;
 use coalmine_proxy::{Config, Limits, Proxy, admin};
 use tokio::net::TcpListener;
+
+use super::proxy_routes;
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Arguments of `coalmine proxy`.
 #[derive(Debug, clap::Args)]
@@ -25,17 +38,30 @@ pub struct Args {
     /// Percent of traffic to the canary at start.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     weight: u8,
+    /// Take the routes from this ConfigMap's `routes.json`, following its
+    /// changes (PUT /routes is then refused); everything goes to stable,
+    /// and /readyz answers 503, until the first valid one is read.
+    #[arg(long, value_name = "NAME")]
+    routes_configmap: Option<String>,
+    /// The ConfigMap's namespace [default: the pod's, else the kubeconfig
+    /// context's, else `default`].
+    #[arg(long, value_name = "NS", requires = "routes_configmap")]
+    namespace: Option<String>,
+    /// A kubeconfig file for --routes-configmap [default: KUBECONFIG,
+    /// ~/.kube/config, in-cluster].
+    #[arg(long, value_name = "FILE", requires = "routes_configmap")]
+    kubeconfig: Option<PathBuf>,
     /// Worker threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
-    /// Admin API address (GET/PUT /routes, /healthz, /metrics).
+    /// Admin API address (GET/PUT /routes, /healthz, /readyz, /metrics).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
     /// Require `Authorization: Bearer TOKEN` on the admin API, TOKEN being
     /// this file's first line.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
-    /// Also serve GET /metrics (alone) on this address.
+    /// Also serve GET /metrics, /healthz and /readyz (alone) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// Sign sticky cookies with the secret in this file (at least 16
@@ -97,7 +123,19 @@ pub fn run(args: Args) -> ExitCode {
         admin: args.admin,
         metrics: args.metrics_listen,
     };
-    runtime.block_on(serve(config, addrs, token, args.grace))
+    let routes_from = args.routes_configmap.clone().map(|name| RoutesFrom {
+        name,
+        namespace: args.namespace.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+    });
+    runtime.block_on(serve(config, addrs, token, routes_from, args.grace))
+}
+
+/// `--routes-configmap` and the flags that locate it.
+struct RoutesFrom {
+    name: String,
+    namespace: Option<String>,
+    kubeconfig: Option<PathBuf>,
 }
 
 /// Where `coalmine proxy` listens.
@@ -142,6 +180,18 @@ fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
             })?);
         }
     }
+    if let Some(name) = &args.routes_configmap {
+        proxy_routes::check_name("--routes-configmap", name)?;
+    }
+    if let Some(ns) = &args.namespace {
+        proxy_routes::check_name("--namespace", ns)?;
+    }
+    if args.routes_configmap.is_some() && args.weight != 0 {
+        return Err(format!(
+            "--weight {} and --routes-configmap: the routes come from the ConfigMap; drop --weight",
+            args.weight
+        ));
+    }
     if stable.is_empty() || canary.is_empty() {
         return Err(
             "give --stable URL and --canary URL (or --config FILE with spec.upstreams)".into(),
@@ -169,17 +219,44 @@ fn configure(args: &Args) -> Result<(Config, SocketAddr), String> {
     Ok((config, listen.unwrap_or(default_listen)))
 }
 
-async fn serve(config: Config, addrs: Addrs, token: Option<String>, grace: Duration) -> ExitCode {
+async fn serve(
+    config: Config,
+    addrs: Addrs,
+    token: Option<String>,
+    routes_from: Option<RoutesFrom>,
+    grace: Duration,
+) -> ExitCode {
     let Addrs {
         listen,
         admin,
         metrics,
     } = addrs;
-    let proxy = match Proxy::new(config) {
+    let mut proxy = match Proxy::new(config) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("coalmine proxy: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let routes_watch = match routes_from {
+        None => None,
+        Some(from) => {
+            let connected = proxy_routes::connect(
+                &from.name,
+                from.namespace.as_deref(),
+                from.kubeconfig.as_deref(),
+            )
+            .await;
+            match connected {
+                Ok((source, client)) => {
+                    proxy = proxy.with_routes_source(source.to_string());
+                    Some((source, client))
+                }
+                Err(e) => {
+                    eprintln!("coalmine proxy: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     let data = match TcpListener::bind(listen).await {
@@ -207,7 +284,15 @@ async fn serve(config: Config, addrs: Addrs, token: Option<String>, grace: Durat
         },
     };
     let (stable, canary) = proxy.upstreams();
-    tracing::info!(%listen, %admin, ?stable, ?canary, weight = proxy.routes().canary_weight, "coalmine proxy serving");
+    tracing::info!(%listen, %admin, ?stable, ?canary, weight = proxy.routes().canary_weight, routes_from = proxy.routes_source().unwrap_or("the admin API"), "coalmine proxy serving");
+    // Dropped (aborted) when `serve` returns: the watch ends with the proxy.
+    let _watch = routes_watch.map(|(source, client)| {
+        AbortOnDrop(tokio::spawn(proxy_routes::follow(
+            proxy.clone(),
+            client,
+            source,
+        )))
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -236,4 +321,55 @@ async fn serve(config: Config, addrs: Addrs, token: Option<String>, grace: Durat
     });
     let _ = stop_rx;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        let argv = ["proxy", "--stable", "http://a", "--canary", "http://b"];
+        Cli::try_parse_from(argv.iter().chain(args))
+            .map(|c| c.args)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn routes_from_a_configmap_take_no_start_weight() {
+        let args = parse(&["--routes-configmap", "web-proxy", "--weight", "10"]).unwrap();
+        let e = configure(&args).unwrap_err();
+        assert!(
+            e.contains("--weight 10") && e.contains("--routes-configmap"),
+            "{e}"
+        );
+        let args = parse(&["--routes-configmap", "web-proxy", "--weight", "0"]).unwrap();
+        assert!(configure(&args).is_ok());
+        for bad in ["", "Web", "a,metadata.namespace=b"] {
+            let args = parse(&["--routes-configmap", bad]).unwrap();
+            let e = configure(&args).unwrap_err();
+            assert!(e.starts_with("--routes-configmap"), "{e}");
+        }
+        let args = parse(&["--routes-configmap", "c", "--namespace", "a/b"]).unwrap();
+        let e = configure(&args).unwrap_err();
+        assert!(e.starts_with("--namespace `a/b` is not"), "{e}");
+        assert!(configure(&parse(&["--weight", "10"]).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn namespace_and_kubeconfig_need_routes_configmap() {
+        for flag in ["--namespace", "--kubeconfig"] {
+            let e = parse(&[flag, "x"]).err().unwrap_or_default();
+            assert!(e.contains("--routes-configmap"), "{flag}: {e}");
+        }
+        let args = parse(&["--routes-configmap", "c", "--namespace", "ns"]).unwrap();
+        assert_eq!(args.namespace.as_deref(), Some("ns"));
+    }
 }
