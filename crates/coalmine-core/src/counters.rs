@@ -15,6 +15,10 @@ use crate::routes::Track;
 pub const REQUESTS: &str = "coalmine_proxy_requests_total";
 /// The latency histogram's bucket series (labelled `track` and `le`).
 pub const BUCKETS: &str = "coalmine_proxy_request_duration_seconds_bucket";
+/// The gauge of the proxy process's start, Unix seconds: a reader that sees
+/// it change knows the counters started again from zero, even when they
+/// have since grown past the values it read before.
+pub const STARTED: &str = "coalmine_proxy_start_time_seconds";
 
 /// How an exchange ended, as the `class` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +108,8 @@ pub struct CounterSnapshot {
     pub stable: TrackCounts,
     /// The canary's counters.
     pub canary: TrackCounts,
+    /// When the process that counted started (Unix seconds), where known.
+    pub started: Option<f64>,
 }
 
 impl CounterSnapshot {

@@ -76,7 +76,7 @@ use http::{HeaderMap, Method};
 use crate::client::{Call, Failure, Http};
 use crate::textformat;
 
-pub use coalmine_core::counters::{BUCKETS, REQUESTS};
+pub use coalmine_core::counters::{BUCKETS, REQUESTS, STARTED};
 
 /// Where the proxy's counters are read.
 #[derive(Clone)]
@@ -152,6 +152,10 @@ impl FromText for Snapshot {
         // (le, cumulative count) per track.
         let mut cumulative: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
         for s in &parsed.samples {
+            if s.name == STARTED {
+                snap.started = Some(s.value).filter(|v| v.is_finite());
+                continue;
+            }
             let track = match s.label("track") {
                 Some("stable") => Track::Stable,
                 Some("canary") => Track::Canary,
@@ -251,6 +255,11 @@ pub(crate) fn delta(before: &Snapshot, now: &Snapshot) -> Result<Snapshot, Strin
     if before.bounds != now.bounds {
         return Err("the proxy's latency buckets changed".to_owned());
     }
+    if let (Some(a), Some(b)) = (before.started, now.started)
+        && a != b
+    {
+        return Err("the proxy restarted (its start time changed)".to_owned());
+    }
     let track = |b: &TrackCounts, n: &TrackCounts, name: &str| {
         let went_down = || format!("the proxy's {name} counters went down (did it restart?)");
         let mut classes = [0; 5];
@@ -274,6 +283,7 @@ pub(crate) fn delta(before: &Snapshot, now: &Snapshot) -> Result<Snapshot, Strin
         bounds: now.bounds.clone(),
         stable: track(&before.stable, &now.stable, "stable")?,
         canary: track(&before.canary, &now.canary, "canary")?,
+        started: now.started,
     })
 }
 
@@ -680,7 +690,31 @@ mod tests {
                 classes: canary,
                 buckets: vec![0, 0, canary.iter().sum(), 0],
             },
+            started: None,
         }
+    }
+
+    #[test]
+    fn a_new_start_time_is_a_restart_even_when_the_counters_grew() {
+        let mut a = snap([10, 0, 0, 1, 0], [1, 0, 0, 0, 0]);
+        let mut b = snap([20, 0, 0, 2, 0], [4, 0, 0, 1, 0]);
+        a.started = Some(1_000.0);
+        b.started = Some(1_000.0);
+        assert!(delta(&a, &b).is_ok());
+        b.started = Some(2_000.5);
+        let why = delta(&a, &b).expect_err("another process counted these");
+        assert!(why.contains("restarted"), "{why}");
+        // A reader that has no start time on one side goes by the counters.
+        a.started = None;
+        assert!(delta(&a, &b).is_ok());
+    }
+
+    #[test]
+    fn the_start_time_is_read_from_the_text() {
+        let text = "coalmine_proxy_requests_total{track=\"stable\",class=\"2xx\"} 3\n\
+                    coalmine_proxy_start_time_seconds 1765000000.25\n";
+        let s = Snapshot::from_text(text, "http://p/metrics").expect("a proxy's text");
+        assert_eq!(s.started, Some(1_765_000_000.25));
     }
 
     #[test]
@@ -747,6 +781,7 @@ mod tests {
                 classes: [0; 5],
                 buckets: vec![0, 0, 0],
             },
+            started: None,
         };
         let after = Snapshot {
             bounds: vec![0.1, 0.3],
@@ -758,6 +793,7 @@ mod tests {
                 classes: [0; 5],
                 buckets: vec![2, 3, 4],
             },
+            started: None,
         };
         let d = delta(&before, &after).expect("went up");
         match observe(

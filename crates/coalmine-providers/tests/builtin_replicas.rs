@@ -231,6 +231,18 @@ async fn a_stopped_replica_is_no_data_and_a_restarted_one_a_new_baseline() {
         a.send(&c, false, "/", 1).await;
         assert_eq!(errors.collect(&ctx()).await, counts((1, 1), (3, 0)));
 
+        // b restarts again and, before the next read, serves more than it
+        // had counted: no counter went down, and its start time alone
+        // shows the restart (a difference across two processes would
+        // count requests of the old process as this interval's).
+        let b_metrics = b.metrics;
+        b.stop().await;
+        let b = TestProxy::start_at(&stable, &canary, b_metrics).await;
+        b.send(&c, false, "/", 20).await;
+        b.send(&c, true, "/status/500", 3).await;
+        a.send(&c, false, "/", 2).await;
+        assert_eq!(errors.collect(&ctx()).await, counts((0, 0), (2, 0)));
+
         // Both stopped: NoData naming both.
         a.stop().await;
         b.stop().await;

@@ -146,6 +146,7 @@ impl TrackMetrics {
 pub struct Counters {
     stable: TrackMetrics,
     canary: TrackMetrics,
+    started: f64,
 }
 
 impl ReadCounters for Counters {
@@ -158,6 +159,7 @@ impl ReadCounters for Counters {
             bounds: LATENCY_BUCKETS.to_vec(),
             stable: track(&self.stable),
             canary: track(&self.canary),
+            started: Some(self.started),
         }
     }
 }
@@ -192,6 +194,8 @@ pub struct Metrics {
     /// Failed reads of the routes source (the API server refused or could
     /// not be reached); retried, the routes in effect stayed.
     pub routes_watch_errors: Counter,
+    /// When these counters started (Unix seconds).
+    started: f64,
 }
 
 impl Metrics {
@@ -207,6 +211,16 @@ impl Metrics {
         let mirror_failed = Counter::default();
         let routes_source_errors = Counter::default();
         let routes_watch_errors = Counter::default();
+        // Readers of the counters (the judge, over several replicas) tell a
+        // restart from this, not only from a counter going down.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        registry.register(
+            coalmine_core::counters::STARTED,
+            "When this proxy's counters started (the process's start), Unix seconds",
+            prometheus_client::metrics::gauge::ConstGauge::new(started),
+        );
         registry.register(
             "coalmine_proxy_requests",
             "Requests answered, by track and class (2xx, 3xx, 4xx, 5xx, error = no answer from the upstream, or one that broke off)",
@@ -278,6 +292,7 @@ impl Metrics {
             mirror_failed,
             routes_source_errors,
             routes_watch_errors,
+            started,
         }
     }
 
@@ -294,6 +309,7 @@ impl Metrics {
         Counters {
             stable: self.stable.clone(),
             canary: self.canary.clone(),
+            started: self.started,
         }
     }
 
