@@ -845,4 +845,141 @@ mod tests {
         );
         assert_eq!(replicas_of(&ops, "web"), vec![4]);
     }
+
+    fn service_of(ops: &[Op], name: &str) -> Option<Value> {
+        ops.iter().find_map(|o| match o {
+            Op::Service(s) if s.metadata.name.as_deref() == Some(name) => {
+                serde_json::to_value(s).ok()
+            }
+            _ => None,
+        })
+    }
+
+    fn first_deploy() -> (coalmine_core::Canary, String, Decision) {
+        let (c, plan) = canary("web:1");
+        let desired = c.spec.desired_revision();
+        let d = decide(
+            &plan,
+            &CanaryStatus::default(),
+            &obs(&desired, false, None),
+            Time::from_unix_millis(0),
+        );
+        (c, desired, d)
+    }
+
+    #[test]
+    fn the_proxy_router_switches_service_name_only_once_a_proxy_is_ready() {
+        use crate::router::proxy::Proxy;
+        use coalmine_core::spec::ProxyRouting;
+        let (c, desired, d) = first_deploy();
+        let owner = owner();
+        let inputs = web(&c, &desired, &owner);
+        let unready = Proxy::new(&ProxyRouting::default(), "img", 0);
+        let ops = operations(&inputs, &unready, &d).expect("ops");
+        let front = service_of(&ops, "web").expect("Service web");
+        assert_eq!(
+            front["spec"]["selector"],
+            json!({"app": "web", "coalmine.dev/track": "stable"}),
+            "no proxy Ready: stable pods"
+        );
+        assert_eq!(front["spec"]["ports"][0]["targetPort"], 80);
+        let stable = service_of(&ops, "web-stable").expect("Service web-stable");
+        assert_eq!(stable["spec"]["selector"], front["spec"]["selector"]);
+        assert_eq!(stable["spec"]["ports"], front["spec"]["ports"]);
+        assert_eq!(
+            service_of(&ops, "web-proxy").expect("headless")["spec"]["clusterIP"],
+            "None"
+        );
+        let kinds: Vec<String> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Ensure(v) => v["kind"].as_str().map(str::to_owned),
+                Op::StickySecret => Some("Secret".into()),
+                Op::Deployment { object, template }
+                    if object["metadata"]["name"] == "web-proxy" =>
+                {
+                    assert!(template, "the proxy's template is kept in shape");
+                    Some("Deployment".into())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "Secret",
+                "Deployment"
+            ]
+        );
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::Routes(r) if *r == Routes::all_stable()))
+        );
+
+        let ready = Proxy {
+            ready: 1,
+            ..unready.clone()
+        };
+        let ops = operations(&inputs, &ready, &d).expect("ops");
+        let front = service_of(&ops, "web").expect("Service web");
+        assert_eq!(
+            front["spec"]["selector"],
+            json!({"coalmine.dev/proxy": "web"})
+        );
+        assert_eq!(front["spec"]["ports"][0]["port"], 80);
+        assert_eq!(front["spec"]["ports"][0]["targetPort"], 8080);
+        // The Secret is made once, while the proxy's Deployment is missing.
+        let running = Inputs {
+            proxy_replicas: Some(2),
+            ..inputs.clone()
+        };
+        let ops = operations(&running, &ready, &d).expect("ops");
+        assert!(!ops.iter().any(|o| matches!(o, Op::StickySecret)));
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::Scale { name, .. } if name == "web-proxy"))
+        );
+    }
+
+    #[test]
+    fn turning_the_proxy_router_off_points_service_name_at_stable_before_the_proxies_go() {
+        let (c, desired, d) = first_deploy();
+        let owner = owner();
+        let inputs = Inputs {
+            proxy_replicas: Some(2),
+            ..web(&c, &desired, &owner)
+        };
+        let gw = GatewayApi {
+            http_route: "web".into(),
+        };
+        for router in [&Replicas as &dyn TrafficRouter, &gw] {
+            let ops = operations(&inputs, router, &d).expect("ops");
+            let front = ops.iter().position(
+                |o| matches!(o, Op::Service(s) if s.metadata.name.as_deref() == Some("web")),
+            );
+            let down = ops
+                .iter()
+                .position(|o| matches!(o, Op::Scale { name, replicas: 0 } if name == "web-proxy"));
+            assert!(front.is_some() && down.is_some() && front < down, "{ops:?}");
+            let sel = &service_of(&ops, "web").expect("web")["spec"]["selector"];
+            assert!(sel.get("coalmine.dev/proxy").is_none());
+            assert!(
+                !ops.iter()
+                    .any(|o| matches!(o, Op::Ensure(_) | Op::StickySecret))
+            );
+        }
+        // Once at zero, nothing more.
+        let off = Inputs {
+            proxy_replicas: Some(0),
+            ..inputs.clone()
+        };
+        let ops = operations(&off, &Replicas, &d).expect("ops");
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::Scale { name, .. } if name == "web-proxy"))
+        );
+    }
 }
