@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::Error;
 use crate::leader::Leadership;
-use crate::router::{RouteTarget, TrafficRouter};
+use crate::router::{RouteTarget, TrafficRouter, proxy};
 use crate::workload::{self, Serving, Track};
 
 /// One thing to do to the cluster.
@@ -46,6 +46,12 @@ pub enum Op {
         /// Replicas.
         replicas: i32,
     },
+    /// Create the object (a ServiceAccount, Role or RoleBinding) if it is
+    /// missing (read first); an existing one is left as it is.
+    Ensure(Box<Value>),
+    /// Create the proxy's Secret `NAME-proxy` with a fresh sticky-cookie
+    /// key unless one of its name exists (the controller never reads it).
+    StickySecret,
     /// Put routes in effect through the router.
     Routes(Routes),
     /// Record an event.
@@ -57,6 +63,8 @@ pub enum Op {
 pub struct Inputs<'a> {
     /// The Canary's name.
     pub name: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
     /// Its spec.
     pub spec: &'a CanarySpec,
     /// The revision the spec asks for.
@@ -77,6 +85,9 @@ pub struct Inputs<'a> {
     /// Whether traffic left the canary less than the scale-down delay ago:
     /// a canary no route sends to keeps its pods until then.
     pub hold_canary: bool,
+    /// The replicas Deployment `NAME-proxy` asks for, when this Canary's
+    /// exists (the proxy router is on, or was).
+    pub proxy_replicas: Option<i32>,
 }
 
 /// The replicas each track runs for `decision`, and whether stable's
@@ -172,13 +183,21 @@ pub fn operations(
         });
     }
     let stable_track = router.canary_service().then_some(Track::Stable);
-    ops.push(Op::Service(Box::new(workload::service(
-        name,
-        owner,
-        &selector,
-        stable_track,
-        port.clone(),
-    )?)));
+    let front = match router.proxy() {
+        Some(p) if p.switched() => proxy::front_service(name, owner, &selector, port.0)?,
+        _ => workload::service(name, owner, &selector, stable_track, port.clone())?,
+    };
+    ops.push(Op::Service(Box::new(front)));
+    match router.proxy() {
+        Some(p) => ops.extend(proxy_objects(inputs, p, port.clone())?),
+        // The proxy router was turned off: Service `NAME` (above) selects
+        // the stable pods again before the proxies go.
+        None if inputs.proxy_replicas.is_some_and(|r| r > 0) => ops.push(Op::Scale {
+            name: proxy::proxy_name(name),
+            replicas: 0,
+        }),
+        None => {}
+    }
 
     for action in &decision.actions {
         match action {
@@ -259,6 +278,41 @@ pub fn operations(
             Action::Event(e) => ops.push(Op::Event(e.clone())),
         }
     }
+    Ok(ops)
+}
+
+/// The objects the proxy router runs besides Service `NAME`: the stable
+/// Service it sends to, the proxy's identity and rights, its sticky-cookie
+/// key (made only while Deployment `NAME-proxy` does not exist: the
+/// controller may create the Secret, never read it), its Deployment and
+/// the headless Service listing its replicas. The route table's ConfigMap
+/// is the router's `apply`.
+fn proxy_objects(
+    inputs: &Inputs<'_>,
+    p: &proxy::Proxy,
+    port: (i32, Value),
+) -> Result<Vec<Op>, Error> {
+    let (name, namespace, owner) = (inputs.name, inputs.namespace, inputs.owner);
+    let mut ops = vec![
+        Op::Service(Box::new(workload::service(
+            &proxy::stable_name(name),
+            owner,
+            &inputs.selector,
+            Some(Track::Stable),
+            port.clone(),
+        )?)),
+        Op::Ensure(Box::new(proxy::service_account(name, owner)?)),
+        Op::Ensure(Box::new(proxy::role(name, owner)?)),
+        Op::Ensure(Box::new(proxy::role_binding(name, namespace, owner)?)),
+    ];
+    if inputs.proxy_replicas.is_none() {
+        ops.push(Op::StickySecret);
+    }
+    ops.push(Op::Deployment {
+        object: Box::new(proxy::deployment(name, namespace, owner, p, port.0)?),
+        template: true,
+    });
+    ops.push(Op::Service(Box::new(proxy::headless_service(name, owner)?)));
     Ok(ops)
 }
 
@@ -369,11 +423,46 @@ where
                 d.iter().for_each(|d| cluster.caches.wrote(d));
                 cluster.seen.deployment(&name, d);
             }
+            Op::Ensure(object) => ensure_object(cluster, &object, false).await?,
+            Op::StickySecret => {
+                let t = &cluster.target;
+                let secret = proxy::secret(&t.name, &t.owner, &proxy::new_key()?)?;
+                ensure_object(cluster, &secret, true).await?;
+            }
             Op::Routes(r) => cluster.router.apply(&cluster.target, &r).await?,
             Op::Event(e) => publish(e).await,
         }
     }
     Ok(())
+}
+
+/// Creates `object` in the Canary's namespace if it is missing: read
+/// first, or, with `blind`, created at once and a conflict taken as "it
+/// exists" (for a Secret, which the controller may not read).
+async fn ensure_object(cluster: &Cluster<'_>, object: &Value, blind: bool) -> Result<(), Error> {
+    use kube::api::{DynamicObject, PostParams};
+    let Some(ar) = proxy::api_resource(object) else {
+        return Err(Error::Missing {
+            field: "kind",
+            what: format!("no API resource for {}", object["kind"]),
+        });
+    };
+    let namespace = cluster.target.namespace.as_str();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(cluster.target.client.clone(), namespace, &ar);
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !blind && api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let desired: DynamicObject = serde_json::from_value(object.clone())?;
+    match api.create(&PostParams::default(), &desired).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
@@ -418,6 +507,7 @@ mod tests {
     ) -> Inputs<'a> {
         Inputs {
             name: "web",
+            namespace: "shop",
             spec: &c.spec,
             desired,
             owner,
@@ -426,6 +516,7 @@ mod tests {
             current: (0, 0),
             serving: None,
             hold_canary: false,
+            proxy_replicas: None,
         }
     }
 
@@ -753,5 +844,142 @@ mod tests {
             "{ops:?}"
         );
         assert_eq!(replicas_of(&ops, "web"), vec![4]);
+    }
+
+    fn service_of(ops: &[Op], name: &str) -> Option<Value> {
+        ops.iter().find_map(|o| match o {
+            Op::Service(s) if s.metadata.name.as_deref() == Some(name) => {
+                serde_json::to_value(s).ok()
+            }
+            _ => None,
+        })
+    }
+
+    fn first_deploy() -> (coalmine_core::Canary, String, Decision) {
+        let (c, plan) = canary("web:1");
+        let desired = c.spec.desired_revision();
+        let d = decide(
+            &plan,
+            &CanaryStatus::default(),
+            &obs(&desired, false, None),
+            Time::from_unix_millis(0),
+        );
+        (c, desired, d)
+    }
+
+    #[test]
+    fn the_proxy_router_switches_service_name_only_once_a_proxy_is_ready() {
+        use crate::router::proxy::Proxy;
+        use coalmine_core::spec::ProxyRouting;
+        let (c, desired, d) = first_deploy();
+        let owner = owner();
+        let inputs = web(&c, &desired, &owner);
+        let unready = Proxy::new(&ProxyRouting::default(), "img", 0);
+        let ops = operations(&inputs, &unready, &d).expect("ops");
+        let front = service_of(&ops, "web").expect("Service web");
+        assert_eq!(
+            front["spec"]["selector"],
+            json!({"app": "web", "coalmine.dev/track": "stable"}),
+            "no proxy Ready: stable pods"
+        );
+        assert_eq!(front["spec"]["ports"][0]["targetPort"], 80);
+        let stable = service_of(&ops, "web-stable").expect("Service web-stable");
+        assert_eq!(stable["spec"]["selector"], front["spec"]["selector"]);
+        assert_eq!(stable["spec"]["ports"], front["spec"]["ports"]);
+        assert_eq!(
+            service_of(&ops, "web-proxy").expect("headless")["spec"]["clusterIP"],
+            "None"
+        );
+        let kinds: Vec<String> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Ensure(v) => v["kind"].as_str().map(str::to_owned),
+                Op::StickySecret => Some("Secret".into()),
+                Op::Deployment { object, template }
+                    if object["metadata"]["name"] == "web-proxy" =>
+                {
+                    assert!(template, "the proxy's template is kept in shape");
+                    Some("Deployment".into())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "Secret",
+                "Deployment"
+            ]
+        );
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::Routes(r) if *r == Routes::all_stable()))
+        );
+
+        let ready = Proxy {
+            ready: 1,
+            ..unready.clone()
+        };
+        let ops = operations(&inputs, &ready, &d).expect("ops");
+        let front = service_of(&ops, "web").expect("Service web");
+        assert_eq!(
+            front["spec"]["selector"],
+            json!({"coalmine.dev/proxy": "web"})
+        );
+        assert_eq!(front["spec"]["ports"][0]["port"], 80);
+        assert_eq!(front["spec"]["ports"][0]["targetPort"], 8080);
+        // The Secret is made once, while the proxy's Deployment is missing.
+        let running = Inputs {
+            proxy_replicas: Some(2),
+            ..inputs.clone()
+        };
+        let ops = operations(&running, &ready, &d).expect("ops");
+        assert!(!ops.iter().any(|o| matches!(o, Op::StickySecret)));
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::Scale { name, .. } if name == "web-proxy"))
+        );
+    }
+
+    #[test]
+    fn turning_the_proxy_router_off_points_service_name_at_stable_before_the_proxies_go() {
+        let (c, desired, d) = first_deploy();
+        let owner = owner();
+        let inputs = Inputs {
+            proxy_replicas: Some(2),
+            ..web(&c, &desired, &owner)
+        };
+        let gw = GatewayApi {
+            http_route: "web".into(),
+        };
+        for router in [&Replicas as &dyn TrafficRouter, &gw] {
+            let ops = operations(&inputs, router, &d).expect("ops");
+            let front = ops.iter().position(
+                |o| matches!(o, Op::Service(s) if s.metadata.name.as_deref() == Some("web")),
+            );
+            let down = ops
+                .iter()
+                .position(|o| matches!(o, Op::Scale { name, replicas: 0 } if name == "web-proxy"));
+            assert!(front.is_some() && down.is_some() && front < down, "{ops:?}");
+            let sel = &service_of(&ops, "web").expect("web")["spec"]["selector"];
+            assert!(sel.get("coalmine.dev/proxy").is_none());
+            assert!(
+                !ops.iter()
+                    .any(|o| matches!(o, Op::Ensure(_) | Op::StickySecret))
+            );
+        }
+        // Once at zero, nothing more.
+        let off = Inputs {
+            proxy_replicas: Some(0),
+            ..inputs.clone()
+        };
+        let ops = operations(&off, &Replicas, &d).expect("ops");
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::Scale { name, .. } if name == "web-proxy"))
+        );
     }
 }

@@ -16,7 +16,7 @@
 //! - [`cache`]: the watch caches of what coalmine manages, which the
 //!   reconciles read instead of the API server;
 //! - [`router`]: the [`router::TrafficRouter`] trait and the `replicas`,
-//!   `gatewayAPI` and `nginx` routers;
+//!   `gatewayAPI`, `nginx`, `istio` and `proxy` routers;
 //! - [`analysis`]: each rollout's judge, fed by the providers;
 //! - [`leader`]: leader election over a Lease, and the deadline
 //!   ([`leader::Leadership`]) every write checks;
@@ -115,6 +115,8 @@ pub struct Context {
     /// The watch caches of the Deployments, Services and EndpointSlices
     /// coalmine manages.
     pub caches: cache::Caches,
+    /// The image of the proxy router's Deployments (`--proxy-image`).
+    pub proxy_image: String,
 }
 
 impl Context {
@@ -137,6 +139,8 @@ pub struct Config {
     /// API calls; a bound keeps a burst of changes from opening a
     /// connection per Canary and from the API server's 429s).
     pub concurrency: u16,
+    /// The image the proxy router's Deployments run.
+    pub proxy_image: String,
 }
 
 impl Default for Config {
@@ -146,6 +150,7 @@ impl Default for Config {
             election: None,
             reporter: resource::MANAGER.to_owned(),
             concurrency: DEFAULT_CONCURRENCY,
+            proxy_image: router::proxy::default_image(),
         }
     }
 }
@@ -196,6 +201,7 @@ pub async fn run(
         leadership,
         notifiers: notify::Notifiers::new(client.clone()),
         caches,
+        proxy_image: config.proxy_image.clone(),
     });
     let ar = cache::deployment_resource();
     let (canaries, deployments, services, slices): (

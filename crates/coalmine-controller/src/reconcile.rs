@@ -34,7 +34,7 @@ use crate::resource::{
     APPLIED_CONDITION, CanaryResource, Checked, FINALIZER, ROUTE_CONDITION, Reason,
     STUCK_CONDITION, TRAFFIC_CONDITION, VALID_CONDITION,
 };
-use crate::router::{self, RouteTarget, TrafficRouter};
+use crate::router::{self, RouteTarget, TrafficRouter, proxy};
 use crate::workload;
 use crate::{CONFLICT_RETRIES, Context, Error, apply};
 
@@ -258,6 +258,21 @@ async fn finalize(c: &CanaryResource, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The Ready endpoints of Service `NAME-proxy` (`proxy_name`): from the
+/// EndpointSlice cache, or listed when the cache has none yet.
+async fn proxy_ready(ctx: &Context, namespace: &str, proxy_name: &str) -> Result<usize, Error> {
+    if let Some(slices) = ctx.caches.endpoint_slices(namespace, proxy_name) {
+        return Ok(proxy::ready_endpoints(&slices));
+    }
+    let api: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    let lp = kube::api::ListParams::default().labels(&format!(
+        "{}={proxy_name}",
+        crate::cache::SERVICE_NAME_LABEL
+    ));
+    Ok(proxy::ready_endpoints(&api.list(&lp).await?.items))
+}
+
 fn replicas_wanted(checked: &Checked) -> i32 {
     checked
         .canary
@@ -410,7 +425,6 @@ async fn step(
     let status = c.core_status();
     let spec = &checked.canary.spec;
     let plan = &checked.plan;
-    let router = router::for_plan(&checked.router);
     let total = replicas_wanted(&checked);
     let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), c.namespace());
     let canary_name = workload::canary_name(c.name());
@@ -426,30 +440,72 @@ async fn step(
         .await?
         .map(|f| (f.deployment, f.template))
         .unzip();
+    // Deployment `NAME-proxy`: run under the proxy router, scaled to zero
+    // once the router is turned off.
+    let proxy_name = proxy::proxy_name(c.name());
+    let proxy_d = ctx
+        .caches
+        .deployment(&deploys, &proxy_name)
+        .await?
+        .map(|f| f.deployment);
     let uid = c.metadata.uid.as_deref().unwrap_or_default();
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(ctx.client.clone(), c.namespace());
     let service = ctx.caches.service(&services, c.name()).await?;
-    let foreign: Vec<coalmine_core::Problem> = [
+    let proxy_on = checked.router == coalmine_core::plan::Router::Proxy;
+    let router: Box<dyn TrafficRouter> = if proxy_on {
+        let ready = proxy_ready(ctx, c.namespace(), &proxy_name).await?;
+        let settings = spec
+            .traffic_routing
+            .as_ref()
+            .and_then(|t| t.proxy.clone())
+            .unwrap_or_default();
+        Box::new(proxy::Proxy::new(&settings, &ctx.proxy_image, ready))
+    } else {
+        router::for_plan(&checked.router)
+    };
+    let mut named: Vec<(
+        &str,
+        String,
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    )> = vec![
         (
             "Deployment",
-            c.name(),
-            stable_d.as_ref().map(|d| &d.metadata),
+            c.name().to_owned(),
+            stable_d.as_ref().map(|d| d.metadata.clone()),
         ),
         (
             "Deployment",
-            canary_name.as_str(),
-            canary_d.as_ref().map(|d| &d.metadata),
+            canary_name.clone(),
+            canary_d.as_ref().map(|d| d.metadata.clone()),
         ),
-        ("Service", c.name(), service.as_ref().map(|s| &s.metadata)),
-    ]
-    .into_iter()
-    .filter(|(_, _, meta)| meta.is_some_and(|m| !workload::ours(m, uid)))
-    .map(|(kind, name, _)| workload::not_ours(kind, name))
-    .collect();
+        (
+            "Service",
+            c.name().to_owned(),
+            service.as_ref().map(|s| s.metadata.clone()),
+        ),
+    ];
+    if proxy_on {
+        named.push((
+            "Deployment",
+            proxy_name.clone(),
+            proxy_d.as_ref().map(|d| d.metadata.clone()),
+        ));
+        for svc in [proxy::stable_name(c.name()), proxy_name.clone()] {
+            let found = ctx.caches.service(&services, &svc).await?;
+            named.push(("Service", svc, found.map(|s| s.metadata)));
+        }
+    }
+    let foreign: Vec<coalmine_core::Problem> = named
+        .iter()
+        .filter(|(_, _, meta)| meta.as_ref().is_some_and(|m| !workload::ours(m, uid)))
+        .map(|(kind, name, _)| workload::not_ours(kind, name))
+        .collect();
     if !foreign.is_empty() {
         return refuse(api, c, ctx, Reason::NotOwned, &foreign).await;
     }
+    // Another's `NAME-proxy` is never scaled.
+    let proxy_d = proxy_d.filter(|d| workload::ours(&d.metadata, uid));
     let ours: Vec<&Deployment> = stable_d.iter().chain(canary_d.iter()).collect();
     let autoscaled = workload::autoscaled(&ctx.client, c.namespace(), c.name(), &ours).await?;
     if !autoscaled.is_empty() {
@@ -541,6 +597,7 @@ async fn step(
         stable_template: stable_raw.flatten(),
         canary_template: canary_raw.flatten(),
         service,
+        proxy_d,
         route_refused,
         selector,
         refused_before,
@@ -597,6 +654,8 @@ struct KubeActuator<'a> {
     canary_template: Option<serde_json::Value>,
     /// Service `NAME` as read at the start, if it exists.
     service: Option<k8s_openapi::api::core::v1::Service>,
+    /// Deployment `NAME-proxy` as read at the start, if this Canary's exists.
+    proxy_d: Option<Deployment>,
     route_refused: Option<String>,
     selector: std::collections::BTreeMap<String, String>,
     /// Whether the status read at the start had a refusal recorded.
@@ -763,7 +822,10 @@ impl coalmine_driver::Actuator for KubeActuator<'_> {
         seen.deployment(c.name(), self.stable_d.clone());
         seen.deployment(&workload::canary_name(c.name()), self.canary_d.clone());
         seen.service(c.name(), self.service.take());
+        let proxy_replicas = self.proxy_d.as_ref().map(workload::replicas_of);
+        seen.deployment(&proxy::proxy_name(c.name()), self.proxy_d.take());
         let state = Now {
+            proxy_replicas,
             canary_template: self.canary_template.take(),
             seen,
             selector: self.selector.clone(),
@@ -877,6 +939,8 @@ struct Now {
     current: (i32, i32),
     serving: Option<workload::Serving>,
     hold_canary: bool,
+    /// Deployment `NAME-proxy`'s replicas, when this Canary's exists.
+    proxy_replicas: Option<i32>,
 }
 
 /// Keeps [`TRAFFIC_CONDITION`] on whether the routes send the canary
@@ -974,6 +1038,7 @@ async fn carry_out(
     let owner = owner_of(c)?;
     let inputs = apply::Inputs {
         name: c.name(),
+        namespace: c.namespace(),
         spec: &checked.canary.spec,
         desired,
         owner: &owner,
@@ -982,6 +1047,7 @@ async fn carry_out(
         current: now.current,
         serving: now.serving,
         hold_canary: now.hold_canary,
+        proxy_replicas: now.proxy_replicas,
     };
     let ops = apply::operations(&inputs, router, decision)?;
     let cluster = apply::Cluster {

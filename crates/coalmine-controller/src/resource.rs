@@ -384,6 +384,11 @@ impl CanaryResource {
                     .and_then(|t| t.pointer("/istio/destinationRule"))
                     .and_then(|d| serde_json::from_value(d.clone()).ok()),
             }
+        } else if tr
+            .and_then(|t| t.get("proxy"))
+            .is_some_and(Value::is_object)
+        {
+            Router::Proxy
         } else {
             Router::Replicas
         }
@@ -640,11 +645,17 @@ mod tests {
         }
         let mut s = spec();
         s["trafficRouting"] = json!({"proxy": {}});
+        s["sessionAffinity"] = json!({"cookie": "coalmine-track"});
+        let checked = CanaryResource::new("default", "web", s)
+            .check()
+            .expect("the controller runs the proxy router, sessions included");
+        assert_eq!(checked.router, Router::Proxy);
+        let mut s = spec();
+        s["trafficRouting"] = json!({"proxy": {"replicas": 0}});
         let problems = CanaryResource::new("default", "web", s)
             .check()
-            .expect_err("no proxy router");
-        assert_eq!(problems[0].path, "spec.trafficRouting.proxy");
-        assert_eq!(problems[0].message, "the controller has no proxy router");
+            .expect_err("no proxy pod");
+        assert_eq!(problems[0].path, "spec.trafficRouting.proxy.replicas");
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! | `gatewayAPI` | yes | yes |   |   | yes |
 //! | `nginx`      | yes |   |   |   | yes |
 //! | `istio`      | yes | yes |   |   | yes |
-//! | `proxy`      | yes | yes | yes | yes |   |
+//! | `proxy`      | yes | yes | yes | yes | yes |
 //!
 //! `proxy` is coalmine's own proxy: the router of `coalmine run` (a spec
-//! with `upstreams`). No Kubernetes router keeps sessions: Gateway API's
-//! `sessionPersistence` and ingress-nginx's cookie affinity pin a user to a
-//! pod, not to a track of a weighted split, and Istio's consistent-hash
+//! with `upstreams`), and in Kubernetes a Deployment `NAME-proxy` that the
+//! controller runs in front of both versions. No other router keeps
+//! sessions: Gateway API's `sessionPersistence` and ingress-nginx's cookie
+//! affinity pin a user to a pod, not to a track of a weighted split, and Istio's consistent-hash
 //! load balancing ignores route weights. The first three columns are about
 //! the spec and are checked by validation and the CRD alike; the last two
 //! are about where a spec runs, and only the controller refuses them
@@ -58,7 +59,7 @@ const TABLE: [(RouterKind, [bool; 5]); 5] = [
     (RouterKind::GatewayApi, [true, true, false, false, true]),
     (RouterKind::Nginx, [true, false, false, false, true]),
     (RouterKind::Istio, [true, true, false, false, true]),
-    (RouterKind::Proxy, [true, true, true, true, false]),
+    (RouterKind::Proxy, [true, true, true, true, true]),
 ];
 
 impl RouterKind {
@@ -246,7 +247,7 @@ mod tests {
         assert!(RouterKind::Proxy.can(Capability::SessionAffinity));
         assert!(!RouterKind::Istio.can(Capability::SessionAffinity));
         assert!(!RouterKind::Nginx.can(Capability::Mirror));
-        assert!(!RouterKind::Proxy.can(Capability::Controller));
+        assert!(RouterKind::Proxy.can(Capability::Controller));
         assert_eq!(
             Capability::Mirror.hint(),
             "use the gatewayAPI, istio or proxy router"

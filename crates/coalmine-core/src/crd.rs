@@ -384,6 +384,7 @@ fn restrict_spec(spec: &mut Value) {
         );
     }
     set(spec, "replicas", json!({"minimum": 0}));
+    set(spec, "trafficRouting.proxy.replicas", json!({"minimum": 1}));
     for track in ["upstreams.stable", "upstreams.canary"] {
         set(
             spec,

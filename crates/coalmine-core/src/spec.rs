@@ -337,7 +337,36 @@ pub struct TrafficRouting {
     pub istio: Option<IstioRouting>,
     /// coalmine's own proxy in front of both versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<Empty>,
+    pub proxy: Option<ProxyRouting>,
+}
+
+/// The proxy router's settings in Kubernetes (the Deployment `NAME-proxy`
+/// the controller runs); `{}` takes the defaults. `coalmine run` ignores
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyRouting {
+    /// Proxy pods (default 2, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    /// The proxy pods' `nodeSelector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// The proxy container's `resources` (requests, limits), passed to the
+    /// Deployment as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::spec::open_object_schema")]
+    pub resources: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ProxyRouting {
+    /// Proxy replicas when `replicas` is not set.
+    pub const DEFAULT_REPLICAS: i64 = 2;
+
+    /// The replicas asked for, or the default.
+    pub fn replicas(&self) -> i64 {
+        self.replicas.unwrap_or(Self::DEFAULT_REPLICAS)
+    }
 }
 
 /// An object with no fields: `{}`.

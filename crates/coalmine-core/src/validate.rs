@@ -444,7 +444,14 @@ impl Validator {
                 destination_rule: i.destination_rule.clone(),
             });
         }
-        if tr.proxy.is_some() {
+        if let Some(p) = &tr.proxy {
+            if let Some(r) = p.replicas.filter(|r| *r < 1) {
+                self.error(
+                    "spec.trafficRouting.proxy.replicas",
+                    format!("{r} proxy pods would serve no request"),
+                )
+                .hint = Some("use 1 or more, or leave it out for 2".into());
+            }
             set.push(Router::Proxy);
         }
         match set.len() {

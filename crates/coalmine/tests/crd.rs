@@ -211,7 +211,11 @@ fn the_kustomize_base_renders_a_locked_down_controller() {
     let containers = pod["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
-    assert_eq!(c["args"], serde_json::json!(["controller"]));
+    // The proxy router's pods run the controller's own image.
+    assert_eq!(
+        c["args"],
+        serde_json::json!(["controller", "--proxy-image", c["image"]])
+    );
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["runAsNonRoot"], true);
@@ -278,6 +282,22 @@ fn the_controller_gets_what_it_needs_and_no_more() {
             &["get", "list", "watch", "create", "patch"],
         ),
         ("", "services", &["get", "list", "watch", "create", "patch"]),
+        // The proxy router: its ConfigMap (list and watch only so that it
+        // may grant them to the proxy's Role), its Secret (never read),
+        // its identity and rights.
+        (
+            "",
+            "configmaps",
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        ("", "secrets", &["create"]),
+        ("", "serviceaccounts", &["get", "create"]),
+        ("rbac.authorization.k8s.io", "roles", &["get", "create"]),
+        (
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            &["get", "create"],
+        ),
         ("autoscaling", "horizontalpodautoscalers", &["list"]),
         ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
         ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),
@@ -302,7 +322,10 @@ fn the_controller_gets_what_it_needs_and_no_more() {
     assert_eq!(cluster, expected);
     for (_, resource, verbs) in &cluster {
         assert!(!resource.contains('*') && !verbs.iter().any(|v| v == "*"));
-        assert!(!["secrets", "pods", "configmaps"].contains(&resource.as_str()));
+        assert!(resource != "pods");
+        if resource == "secrets" {
+            assert_eq!(verbs, &["create"], "Secrets are never read");
+        }
     }
 
     // Leader election: leases in the controller's namespace only.

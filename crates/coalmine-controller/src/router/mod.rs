@@ -1,6 +1,5 @@
 //! Traffic routers: how a route table ([`Routes`]) is put in effect in a
-//! cluster. One small trait, [`TrafficRouter`], so coalmine's own proxy can
-//! be added beside the four here:
+//! cluster. One small trait, [`TrafficRouter`], and five routers:
 //!
 //! - [`replicas`]: no router object; the canary's share of the pods behind
 //!   one Service is the split, so the replica counts follow the weight;
@@ -10,7 +9,9 @@
 //!   annotations, copying the user's Ingress rules;
 //! - [`istio`]: weights on the destinations of the user's VirtualService
 //!   (Services or DestinationRule subsets), header routes as an extra HTTP
-//!   route placed before the weighed one, and its mirror.
+//!   route placed before the weighed one, and its mirror;
+//! - [`proxy`]: coalmine's own proxy as a Deployment `NAME-proxy` in front
+//!   of both versions, its routes in the ConfigMap `NAME-proxy`.
 //!
 //! Every `apply` is level-triggered and idempotent: it reads the object,
 //! computes the wanted one with a pure function (unit-tested), and writes
@@ -19,6 +20,7 @@
 pub mod gateway;
 pub mod istio;
 pub mod nginx;
+pub mod proxy;
 pub mod replicas;
 
 use coalmine_core::plan::Router;
@@ -90,10 +92,18 @@ pub trait TrafficRouter: Send + Sync {
             self.apply(target, &all).await
         })
     }
+
+    /// The proxy router's settings and state, for the objects it runs
+    /// beside its routes ([`crate::apply::operations`]); `None` for the
+    /// others.
+    fn proxy(&self) -> Option<&proxy::Proxy> {
+        None
+    }
 }
 
-/// The router a plan names. The proxy is refused earlier, by
-/// [`crate::resource::CanaryResource::check`].
+/// The router a plan names. The proxy router gets the default settings
+/// and no Ready endpoint (what a deleted Canary's cleanup needs); a
+/// reconcile builds it from the spec with [`proxy::Proxy::new`].
 pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
     match router {
         Router::GatewayApi { http_route } => Box::new(gateway::GatewayApi {
@@ -113,6 +123,11 @@ pub fn for_plan(router: &Router) -> Box<dyn TrafficRouter> {
                 .as_ref()
                 .map(|d| (d.stable_subset_name.clone(), d.canary_subset_name.clone())),
         }),
-        Router::Replicas | Router::Proxy => Box::new(replicas::Replicas),
+        Router::Proxy => Box::new(proxy::Proxy::new(
+            &coalmine_core::spec::ProxyRouting::default(),
+            &proxy::default_image(),
+            0,
+        )),
+        Router::Replicas => Box::new(replicas::Replicas),
     }
 }

@@ -52,6 +52,7 @@ fn context(client: &Client, leadership: Arc<Leadership>) -> Arc<Context> {
         leadership,
         notifiers: coalmine_controller::notify::Notifiers::new(client.clone()),
         caches: coalmine_controller::cache::Caches::empty(),
+        proxy_image: coalmine_controller::router::proxy::default_image(),
     })
 }
 

@@ -436,6 +436,40 @@ fn router_capabilities() {
 }
 
 #[test]
+fn proxy_settings_rules() {
+    let proxy = |settings: &str| {
+        KUBE.replace(
+            "gatewayAPI: {httpRoute: myapp}",
+            &format!("proxy: {settings}"),
+        )
+    };
+    for ok in [
+        "{}",
+        "{replicas: 1}",
+        "{replicas: 3, nodeSelector: {pool: edge}, resources: {requests: {cpu: 100m}}}",
+    ] {
+        assert!(
+            errors(&with(&proxy(ok), "  steps:", "  steps:")).is_empty(),
+            "{ok}"
+        );
+    }
+    one_error(
+        &proxy("{}"),
+        "proxy: {}",
+        "proxy: {replicas: 0}",
+        "spec.trafficRouting.proxy.replicas",
+        "0 proxy pods would serve no request (use 1 or more, or leave it out for 2)",
+    );
+    one_error(
+        &proxy("{}"),
+        "proxy: {}",
+        "proxy: {replics: 2}",
+        "spec.trafficRouting.proxy.replics",
+        "replicas",
+    );
+}
+
+#[test]
 fn analysis_rules() {
     one_error(
         LOCAL,

@@ -55,6 +55,11 @@ pub struct Args {
     /// port-forward`, for a controller running outside the cluster.
     #[arg(long, value_name = "HOST:PORT=IP:PORT")]
     resolve: Vec<coalmine_providers::AddressOverride>,
+    /// The image of the proxy router's Deployments (`NAME-proxy`); default
+    /// this release's `ghcr.io/coalmine-dev/coalmine:VERSION`.
+    /// `deploy/deployment.yaml` passes the controller's own image.
+    #[arg(long, value_name = "IMAGE", default_value_t = coalmine_controller::router::proxy::default_image())]
+    proxy_image: String,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -131,9 +136,10 @@ async fn execute(args: Args) -> Result<(), String> {
         namespace: args.namespace.clone(),
         election,
         concurrency: args.concurrent_reconciles,
+        proxy_image: args.proxy_image.clone(),
         ..coalmine_controller::Config::default()
     };
-    tracing::info!(metrics = %args.metrics_addr, namespace = ?args.namespace, "coalmine controller starting");
+    tracing::info!(metrics = %args.metrics_addr, namespace = ?args.namespace, proxy_image = %args.proxy_image, "coalmine controller starting");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
