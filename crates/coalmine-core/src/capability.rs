@@ -240,6 +240,75 @@ fn list(routers: &[RouterKind], last: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The rows of a Markdown table whose header starts with `| router |`:
+    /// each row's cells, trimmed, with the router's name unquoted.
+    fn router_table(text: &str) -> Vec<Vec<String>> {
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("| router"));
+        let header: Vec<String> = lines
+            .next()
+            .map(|h| h.split('|').map(|c| c.trim().replace('`', "")).collect())
+            .unwrap_or_default();
+        let mut rows = vec![header];
+        for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
+            rows.push(
+                line.split('|')
+                    .map(|c| c.trim().trim_start_matches('`').to_owned())
+                    .collect(),
+            );
+        }
+        rows
+    }
+
+    /// Checks a documented table's yes/blank cells against the table here.
+    fn check_doc(name: &str, text: &str, columns: &[(&str, Capability)]) {
+        let rows = router_table(text);
+        let header = &rows[0];
+        assert_eq!(
+            rows.len(),
+            RouterKind::ALL.len() + 1,
+            "{name}: a row per router"
+        );
+        for router in RouterKind::ALL {
+            let row = rows[1..]
+                .iter()
+                .find(|r| r.get(1).is_some_and(|c| c.starts_with(router.as_str())))
+                .unwrap_or_else(|| panic!("{name}: no row for {}", router.as_str()));
+            for (title, capability) in columns {
+                let at = header
+                    .iter()
+                    .position(|h| h.contains(title))
+                    .unwrap_or_else(|| panic!("{name}: no column `{title}`"));
+                assert_eq!(
+                    row[at] == "yes",
+                    router.can(*capability),
+                    "{name}: {} / {title}",
+                    router.as_str()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_tables_match_this_one() {
+        let columns = [
+            ("header routes", Capability::HeaderRoutes),
+            ("mirror", Capability::Mirror),
+            ("session affinity", Capability::SessionAffinity),
+            ("builtin metrics", Capability::BuiltinMetrics),
+        ];
+        let kubernetes = include_str!("../../../docs/kubernetes.md");
+        let routers = &kubernetes[kubernetes.find("## The routers").unwrap_or(0)..];
+        check_doc("docs/kubernetes.md", routers, &columns);
+        let module: String = include_str!("capability.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut all = columns.to_vec();
+        all.push(("run by the controller", Capability::Controller));
+        check_doc("capability.rs", &module, &all);
+    }
+
     #[test]
     fn the_table_has_a_row_per_router_and_a_column_per_capability() {
         let rows: Vec<RouterKind> = TABLE.iter().map(|(r, _)| *r).collect();
