@@ -10,9 +10,10 @@
 //!   source cannot read anything while being built: its baseline is the
 //!   first scrape, taken by [`crate::MetricSource::prime`] or, failing that,
 //!   by the first collection, which then reports NoData ("baseline taken").
-//! - **Restarts.** If any counter is lower than in the previous snapshot,
-//!   the proxy restarted (or the scrape reached another process): that
-//!   interval is NoData and the new values become the baseline.
+//! - **Restarts.** If the proxy's start time (`STARTED`) differs from the
+//!   previous snapshot's, or any counter is lower, the proxy restarted (or
+//!   the scrape reached another process): that interval is NoData and the
+//!   new values become the baseline.
 //! - **Failed scrapes** keep the old baseline, so the next good scrape
 //!   covers both intervals: nothing is lost and nothing counted twice.
 //!
@@ -43,7 +44,8 @@
 //!   interval is NoData ("baseline taken").
 //! - **Gone** from the list: dropped with its baseline; its requests since
 //!   its last scrape are not counted.
-//! - **Restarted** (a counter went down, or its buckets or URL changed):
+//! - **Restarted** (its start time changed, a counter went down, or its
+//!   buckets or URL changed):
 //!   the scrape is its new baseline and it adds nothing to this interval;
 //!   if that leaves no replica with a difference, the interval is NoData.
 //! - **Unreadable** while listed at the previous collection too (refused,

@@ -7,15 +7,14 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coalmine_analysis::eprocess::Interval;
 use coalmine_analysis::judge::Observed;
-use coalmine_core::counters::Class;
+use coalmine_core::counters::{Class, STARTED};
 use coalmine_core::plan::LATENCY_BUCKETS;
-use coalmine_core::plan::{Check, MetricPlan, Provider};
 use coalmine_core::routes::Track;
 use coalmine_core::spec::BuiltinMetric;
 use coalmine_providers::{BuiltinSource, Context, MetricSource};
 use coalmine_proxy::metrics::Metrics;
+use support::builtin::{counts, no_data, plan};
 use support::{TestProxy, app, bounded, client, free_port, text_server};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -25,42 +24,6 @@ fn ctx() -> Context {
         name: "myapp".into(),
         namespace: "shop".into(),
         interval: Duration::from_secs(10),
-    }
-}
-
-fn plan(metric: BuiltinMetric, slower_than_ms: Option<u64>, threshold: bool) -> MetricPlan {
-    MetricPlan {
-        name: format!("{metric:?}"),
-        provider: Provider::Builtin {
-            metric,
-            slower_than: slower_than_ms.map(coalmine_core::Duration::from_millis),
-        },
-        check: if threshold {
-            Check::Threshold {
-                min: None,
-                max: Some(0.1),
-                failure_limit: 1,
-            }
-        } else {
-            Check::Compare { max_ratio: 1.0 }
-        },
-    }
-}
-
-fn counts(canary: (u64, u64), stable: (u64, u64)) -> Observed {
-    Observed::Counts(Interval {
-        canary_total: canary.0,
-        canary_bad: canary.1,
-        stable_total: stable.0,
-        stable_bad: stable.1,
-        canary_share: None,
-    })
-}
-
-fn no_data(o: &Observed) -> &str {
-    match o {
-        Observed::NoData(why) => why,
-        other => panic!("expected NoData, got {other:?}"),
     }
 }
 
@@ -252,9 +215,9 @@ async fn scraped_counts_match_in_process() {
     .await;
 }
 
-/// The exposition of a proxy that served `stable` and `canary` requests of
-/// the given classes.
-fn exposition(stable: &[(Class, u64)], canary: &[(Class, u64)]) -> String {
+/// The exposition of proxy process `process` (its start time) that served
+/// `stable` and `canary` requests of the given classes.
+fn exposition(process: u32, stable: &[(Class, u64)], canary: &[(Class, u64)]) -> String {
     let m = Metrics::new();
     for (track, classes) in [(Track::Stable, stable), (Track::Canary, canary)] {
         for (class, n) in classes {
@@ -264,12 +227,19 @@ fn exposition(stable: &[(Class, u64)], canary: &[(Class, u64)]) -> String {
         }
     }
     m.encode()
+        .lines()
+        .map(|l| match l.starts_with(&format!("{STARTED} ")) {
+            true => format!("{STARTED} {process}\n"),
+            false => format!("{l}\n"),
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn scrape_restarts_and_failures() {
     bounded(LIMIT, async {
         let text = Arc::new(Mutex::new(exposition(
+            1,
             &[(Class::Success, 10)],
             &[(Class::Success, 2)],
         )));
@@ -282,16 +252,19 @@ async fn scrape_restarts_and_failures() {
         source.prime().await;
 
         set(exposition(
+            1,
             &[(Class::Success, 15), (Class::ServerError, 1)],
             &[(Class::Success, 4), (Class::Error, 1)],
         ));
         assert_eq!(source.collect(&ctx()).await, counts((3, 1), (6, 1)));
 
-        // A restarted proxy starts from zero: NoData, and a new baseline.
-        set(exposition(&[(Class::Success, 1)], &[]));
+        // A restarted proxy (another start time) starts from zero: NoData,
+        // and a new baseline.
+        set(exposition(2, &[(Class::Success, 1)], &[]));
         let o = source.collect(&ctx()).await;
-        assert!(no_data(&o).contains("went down (did it restart?)"), "{o:?}");
+        assert!(no_data(&o).contains("restarted"), "{o:?}");
         set(exposition(
+            2,
             &[(Class::Success, 4)],
             &[(Class::ServerError, 2)],
         ));
@@ -306,6 +279,7 @@ async fn scrape_restarts_and_failures() {
             "{o:?}"
         );
         set(exposition(
+            2,
             &[(Class::Success, 9)],
             &[(Class::ServerError, 3)],
         ));

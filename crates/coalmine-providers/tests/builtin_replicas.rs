@@ -9,13 +9,13 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coalmine_analysis::eprocess::Interval;
 use coalmine_analysis::judge::Observed;
-use coalmine_core::plan::{Check, LATENCY_BUCKETS, MetricPlan, Provider};
+use coalmine_core::plan::LATENCY_BUCKETS;
 use coalmine_core::spec::BuiltinMetric;
 use coalmine_providers::{
     AddressOverride, BuiltinSource, Context, MetricSource, Replica, set_address_overrides,
 };
+use support::builtin::{counts, no_data, plan};
 use support::{TestProxy, app, bounded, client};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -26,42 +26,6 @@ fn ctx() -> Context {
         name: "web".into(),
         namespace: "shop".into(),
         interval: Duration::from_secs(1),
-    }
-}
-
-fn plan(metric: BuiltinMetric, slower_than_ms: Option<u64>, threshold: bool) -> MetricPlan {
-    MetricPlan {
-        name: format!("{metric:?}"),
-        provider: Provider::Builtin {
-            metric,
-            slower_than: slower_than_ms.map(coalmine_core::Duration::from_millis),
-        },
-        check: if threshold {
-            Check::Threshold {
-                min: None,
-                max: Some(0.1),
-                failure_limit: 1,
-            }
-        } else {
-            Check::Compare { max_ratio: 1.0 }
-        },
-    }
-}
-
-fn counts(canary: (u64, u64), stable: (u64, u64)) -> Observed {
-    Observed::Counts(Interval {
-        canary_total: canary.0,
-        canary_bad: canary.1,
-        stable_total: stable.0,
-        stable_bad: stable.1,
-        canary_share: None,
-    })
-}
-
-fn no_data(o: &Observed) -> &str {
-    match o {
-        Observed::NoData(why) => why,
-        other => panic!("expected NoData, got {other:?}"),
     }
 }
 
