@@ -1,7 +1,9 @@
-//! Each file of `examples/kubernetes/` applied unchanged to the real API
-//! server (`scripts/kube-env.sh`) and rolled both to RolledBack and to
-//! Promoted by `coalmine controller`, running as its own process with the
-//! ServiceAccount of `deploy/`.
+//! The `replicas`, `nginx` and `gatewayAPI` files of `examples/kubernetes/`
+//! applied unchanged to the real API server (`scripts/kube-env.sh`) and
+//! rolled both to RolledBack and to Promoted by `coalmine controller`,
+//! running as its own process with the ServiceAccount of `deploy/`
+//! (`istio.yaml` runs in `real_cluster_istio.rs`, `proxy.yaml` in
+//! `real_cluster_proxy_e2e.rs`).
 //!
 //! The examples' metrics are real: a real Prometheus (`/usr/bin/prometheus`)
 //! on loopback scrapes a small exporter run by the test, which serves
@@ -464,11 +466,19 @@ async fn watch(
             && p == "Paused"
             && status["weight"].as_i64() == Some(at)
         {
-            // The route read above may predate this step (the controller
-            // writes the routes, then the status): read it again before
-            // the person's command moves it on.
-            if let Some(w) = router_weight(client, router).await? {
-                seen.weights.insert(w);
+            // The controller stores the status, then writes the routes:
+            // wait (as a person would) until the route shows this step
+            // before the person's command moves it on.
+            let until = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let w = router_weight(client, router).await?;
+                if let Some(w) = w {
+                    seen.weights.insert(w);
+                }
+                if w == Some(at) || tokio::time::Instant::now() > until {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             f()?;
             on_pause = None;
