@@ -238,10 +238,15 @@ async fn the_proxy_router_rolls_out_through_its_configmap() -> TestResult {
     let front = serde_json::to_value(services.get("web").await?)?;
     assert_eq!(front["spec"]["ports"][0]["port"], 80);
     assert_eq!(front["spec"]["ports"][0]["targetPort"], 8080);
-    assert_eq!(
-        serving(&client, &ns, "web-stable").await?,
-        ["web:1", "web:1"]
-    );
+    // The endpointslice controller fills web-stable on its own pace.
+    eventually(
+        60,
+        "Service web-stable in front of the two stable pods",
+        || async {
+            Ok((serving(&client, &ns, "web-stable").await? == ["web:1", "web:1"]).then_some(()))
+        },
+    )
+    .await?;
     routes_at(&client, &ns, 0).await?;
     check_objects(&client, &ns).await?;
 
