@@ -349,26 +349,6 @@ async fn ready_addresses(client: &Client, ns: &str, svc: &str) -> Result<Vec<Str
     Ok(out)
 }
 
-/// A kubeconfig file holding a token of ServiceAccount `ns/name`.
-fn service_account_kubeconfig(
-    env: &kube_env::Env,
-    ns: &str,
-    name: &str,
-    file: &std::path::Path,
-) -> TestResult {
-    let token = env.kubectl_ok(&["create", "token", name, "-n", ns])?;
-    let text = std::fs::read_to_string(env.var("CONTROLLER_KUBECONFIG")?)?;
-    let text: String = text
-        .lines()
-        .map(|l| match l.split_once("token:") {
-            Some((indent, _)) => format!("{indent}token: {}\n", token.trim()),
-            None => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(file, text)?;
-    Ok(())
-}
-
 /// One proxy pod stood in for by a process: the Deployment's arguments
 /// with the pod's addresses made loopback ones.
 struct ProxyPod {
@@ -488,7 +468,10 @@ async fn the_proxy_example_rolls_back_and_promotes_on_builtin_metrics_alone() ->
     let secret_file = dir.join("sticky-secret");
     std::fs::write(&secret_file, &key.0)?;
     let kubeconfig = dir.join("proxy.kubeconfig");
-    service_account_kubeconfig(env, &ns, "myapp-proxy", &kubeconfig)?;
+    std::fs::write(
+        &kubeconfig,
+        env.service_account_kubeconfig(&ns, "myapp-proxy")?,
+    )?;
     let mut pods = Vec::new();
     for (i, _) in pod_ips.iter().enumerate() {
         pods.push(start_proxy_pod(

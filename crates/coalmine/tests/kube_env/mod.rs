@@ -190,17 +190,23 @@ impl Env {
         client_from(Kubeconfig::read_from(self.var("CONTROLLER_KUBECONFIG")?)?).await
     }
 
-    /// A client as ServiceAccount `ns/name`, with a token made for it.
-    pub async fn service_account_client(&self, ns: &str, name: &str) -> Result<Client, BoxError> {
+    /// A kubeconfig (its text) for ServiceAccount `ns/name`, with a token
+    /// made for it.
+    pub fn service_account_kubeconfig(&self, ns: &str, name: &str) -> Result<String, BoxError> {
         let token = self.kubectl_ok(&["create", "token", name, "-n", ns])?;
         let text = std::fs::read_to_string(self.var("CONTROLLER_KUBECONFIG")?)?;
-        let text: String = text
+        Ok(text
             .lines()
             .map(|l| match l.split_once("token:") {
                 Some((indent, _)) => format!("{indent}token: {}\n", token.trim()),
                 None => format!("{l}\n"),
             })
-            .collect();
+            .collect())
+    }
+
+    /// A client as ServiceAccount `ns/name`, with a token made for it.
+    pub async fn service_account_client(&self, ns: &str, name: &str) -> Result<Client, BoxError> {
+        let text = self.service_account_kubeconfig(ns, name)?;
         client_from(Kubeconfig::from_yaml(&text)?).await
     }
 }
