@@ -144,13 +144,19 @@ impl Interval {
     /// through the interval, a bad event is the canary's with probability
     /// `n_c e^d / (n_c e^d + n_b)`: the e-process is valid conditionally on
     /// the counts, so taking the share from them costs nothing.
+    ///
+    /// An interval in which one version served no request has a share of
+    /// 0 or 1: every bad event's version is known in advance, so it says
+    /// nothing about the ratio. The routing share would be wrong there: a
+    /// canary pod that got no connection in an interval (the `replicas`
+    /// router with few connections) would have each of stable's bad events
+    /// counted as one the canary avoided.
     pub fn share(&self) -> Option<f64> {
         let n = self.canary_total + self.stable_total;
-        if self.canary_total > 0 && self.stable_total > 0 {
+        if n > 0 {
             return Some(self.canary_total as f64 / n as f64);
         }
         self.canary_share
-            .or_else(|| (n > 0).then(|| self.canary_total as f64 / n as f64))
     }
 }
 
@@ -513,6 +519,47 @@ mod tests {
         e.update(&iv(0, 5, 1.0));
         assert_eq!(e.e_value(), 1.0);
         assert_eq!(e.totals().canary_bad, 5);
+    }
+
+    #[test]
+    fn an_interval_one_version_did_not_serve_is_not_judged_by_the_weight() {
+        // The canary pod got no connection this interval (the replicas
+        // router): stable's 30 bad events are not 30 the canary avoided.
+        let no_canary = Interval {
+            canary_total: 0,
+            canary_bad: 0,
+            stable_total: 6000,
+            stable_bad: 30,
+            canary_share: Some(0.05),
+        };
+        assert_eq!(no_canary.share(), Some(0.0));
+        let no_stable = Interval {
+            canary_total: 300,
+            canary_bad: 3,
+            stable_total: 0,
+            stable_bad: 0,
+            canary_share: Some(0.05),
+        };
+        assert_eq!(no_stable.share(), Some(1.0));
+        let mut e = RatioEProcess::new(1.0);
+        e.update(&no_canary);
+        e.update(&no_stable);
+        assert_eq!(e.e_value(), 1.0);
+        // Evidence gathered before is kept whole.
+        let regression: Vec<Interval> = (0..3).map(|_| iv(10, 18, 0.1)).collect();
+        let before = e_after(1.0, &regression);
+        let mut with_gaps = regression.clone();
+        with_gaps.extend([no_canary, no_canary]);
+        assert_eq!(e_after(1.0, &with_gaps), before);
+        // Without request counts the routing share still stands in.
+        let bad_only = Interval {
+            canary_total: 0,
+            canary_bad: 2,
+            stable_total: 0,
+            stable_bad: 18,
+            canary_share: Some(0.1),
+        };
+        assert_eq!(bad_only.share(), Some(0.1));
     }
 
     #[test]
