@@ -88,6 +88,9 @@ pub struct Inputs<'a> {
     /// The replicas Deployment `NAME-proxy` asks for, when this Canary's
     /// exists (the proxy router is on, or was).
     pub proxy_replicas: Option<i32>,
+    /// Whether Deployment `NAME-proxy` has fewer available pods than it
+    /// asks for (a pod that cannot mount a deleted Secret is one).
+    pub proxy_short: bool,
 }
 
 /// The replicas each track runs for `decision`, and whether stable's
@@ -283,10 +286,10 @@ pub fn operations(
 
 /// The objects the proxy router runs besides Service `NAME`: the stable
 /// Service it sends to, the proxy's identity and rights, its sticky-cookie
-/// key (made only while Deployment `NAME-proxy` does not exist: the
-/// controller may create the Secret, never read it), its Deployment and
-/// the headless Service listing its replicas. The route table's ConfigMap
-/// is the router's `apply`.
+/// key (made while Deployment `NAME-proxy` does not exist or is short of
+/// pods: the controller may create the Secret, never read it), its
+/// Deployment and the headless Service listing its replicas. The route
+/// table's ConfigMap is the router's `apply`.
 fn proxy_objects(
     inputs: &Inputs<'_>,
     p: &proxy::Proxy,
@@ -305,7 +308,12 @@ fn proxy_objects(
         Op::Ensure(Box::new(proxy::role(name, owner)?)),
         Op::Ensure(Box::new(proxy::role_binding(name, namespace, owner)?)),
     ];
-    if inputs.proxy_replicas.is_none() {
+    // Made while the proxies' Deployment is missing, and tried again
+    // (created blind, "already exists" taken as done) while it is short of
+    // pods: the controller may not read Secrets, and a proxy pod whose
+    // Secret was deleted never starts. A Secret made again has a new key,
+    // so cookies signed before are ignored by the pods that read it.
+    if inputs.proxy_replicas.is_none() || inputs.proxy_short {
         ops.push(Op::StickySecret);
     }
     ops.push(Op::Deployment {
@@ -517,6 +525,7 @@ mod tests {
             serving: None,
             hold_canary: false,
             proxy_replicas: None,
+            proxy_short: false,
         }
     }
 
@@ -931,13 +940,27 @@ mod tests {
         );
         assert_eq!(front["spec"]["ports"][0]["port"], 80);
         assert_eq!(front["spec"]["ports"][0]["targetPort"], 8080);
-        // The Secret is made once, while the proxy's Deployment is missing.
+        // The Secret is made while the proxy's Deployment is missing, not
+        // at every step of a running one.
         let running = Inputs {
             proxy_replicas: Some(2),
             ..inputs.clone()
         };
         let ops = operations(&running, &ready, &d).expect("ops");
         assert!(!ops.iter().any(|o| matches!(o, Op::StickySecret)));
+        // Tried again while the proxies are short of pods: a pod whose
+        // Secret was deleted by hand cannot start.
+        let short = Inputs {
+            proxy_replicas: Some(2),
+            proxy_short: true,
+            ..inputs.clone()
+        };
+        let ops = operations(&short, &ready, &d).expect("ops");
+        let secret = ops.iter().position(|o| matches!(o, Op::StickySecret));
+        let deployment = ops.iter().position(
+            |o| matches!(o, Op::Deployment { object, .. } if object["metadata"]["name"] == "web-proxy"),
+        );
+        assert!(secret.is_some() && secret < deployment, "{ops:?}");
         assert!(
             !ops.iter()
                 .any(|o| matches!(o, Op::Scale { name, .. } if name == "web-proxy"))

@@ -823,9 +823,14 @@ impl coalmine_driver::Actuator for KubeActuator<'_> {
         seen.deployment(&workload::canary_name(c.name()), self.canary_d.clone());
         seen.service(c.name(), self.service.take());
         let proxy_replicas = self.proxy_d.as_ref().map(workload::replicas_of);
+        let proxy_short = self
+            .proxy_d
+            .as_ref()
+            .is_some_and(|d| workload::available(d) < workload::replicas_of(d));
         seen.deployment(&proxy::proxy_name(c.name()), self.proxy_d.take());
         let state = Now {
             proxy_replicas,
+            proxy_short,
             canary_template: self.canary_template.take(),
             seen,
             selector: self.selector.clone(),
@@ -941,6 +946,8 @@ struct Now {
     hold_canary: bool,
     /// Deployment `NAME-proxy`'s replicas, when this Canary's exists.
     proxy_replicas: Option<i32>,
+    /// Whether it has fewer available pods than it asks for.
+    proxy_short: bool,
 }
 
 /// Keeps [`TRAFFIC_CONDITION`] on whether the routes send the canary
@@ -1048,6 +1055,7 @@ async fn carry_out(
         serving: now.serving,
         hold_canary: now.hold_canary,
         proxy_replicas: now.proxy_replicas,
+        proxy_short: now.proxy_short,
     };
     let ops = apply::operations(&inputs, router, decision)?;
     let cluster = apply::Cluster {

@@ -7,8 +7,8 @@
 //! endpointslice controller), the proxy's own least privilege, turning the
 //! router off (stable selected again before the proxies go), a Canary
 //! deleted mid-rollout, and proxies that cannot be scheduled (the rollout
-//! holds at weight 0, saying why). A 403 in the controller's log fails a
-//! test.
+//! holds at weight 0, saying why; their Secret, deleted by hand, is made
+//! again). A 403 in the controller's log fails a test.
 
 mod kube_env;
 
@@ -462,6 +462,23 @@ async fn proxies_that_cannot_run_hold_the_rollout_at_weight_zero() -> TestResult
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d = deployments.get("web-proxy").await?;
     assert_eq!(d.status.and_then(|s| s.available_replicas).unwrap_or(0), 0);
+    // The sticky-cookie Secret deleted by hand while the proxies are short
+    // of pods: a pod that mounts it could never start, so the controller
+    // (which may create Secrets but not read them) makes it again.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let first = secrets.get("web-proxy").await?.metadata.uid;
+    secrets
+        .delete("web-proxy", &kube::api::DeleteParams::default())
+        .await?;
+    eventually(60, "Secret web-proxy made again", || async {
+        Ok(secrets
+            .get_opt("web-proxy")
+            .await?
+            .filter(|s| s.metadata.uid != first && s.metadata.deletion_timestamp.is_none())
+            .map(|s| s.data.unwrap_or_default().get("secret").map(|k| k.0.len())))
+    })
+    .await
+    .map(|len| assert_eq!(len, Some(32)))?;
     ctl.finish()?;
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! - Deployment `NAME-proxy` ([`deployment`]) with its ServiceAccount, Role
 //!   and RoleBinding (the proxy may `get, list, watch` its one ConfigMap and
 //!   nothing else), the Secret `NAME-proxy` (the sticky-cookie key every
-//!   replica shares, made once) and the headless Service `NAME-proxy`
+//!   replica shares, made when missing) and the headless Service `NAME-proxy`
 //!   (port `metrics`), whose EndpointSlices say which proxy replicas are
 //!   Ready;
 //! - Service `NAME`, which clients call: it selects the proxy pods only once
